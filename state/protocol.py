@@ -1,0 +1,144 @@
+"""The ``StateStore`` protocol: every operation a backend must provide, with its conditions.
+
+Each write that decides something (run creation, node completion, a join
+firing, a run status change) is conditional, so that a redelivered Celery task
+or a second reconciler cannot apply it twice. Backends: ``state.sqlite`` (the
+embedded default, one host) and ``state.scylla`` (Scylla/Cassandra).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from state.models import CommitResult, HistoryEvent, NodeCompletion, NodeState, OutboxMessage, Run
+
+__all__ = ["StateStore"]
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Run, node, context, history and outbox records, with conditional writes."""
+
+    # --- lifecycle -------------------------------------------------------
+    def migrate(self) -> None:
+        """Create or upgrade the schema idempotently."""
+
+    def close(self) -> None:
+        """Release connections held by this process."""
+
+    # --- runs ------------------------------------------------------------
+    def create_run(
+        self, run: Run, *, start_nodes: Sequence[str], outbox: Sequence[OutboxMessage] = ()
+    ) -> tuple[bool, Run]:
+        """Create the run and its start nodes' ``pending`` records if it does not exist.
+
+        Returns ``(created, stored_run)``. When a run with that id exists (a
+        redelivered start, or a cancel marker left by a cancel that came first)
+        nothing is written and the stored run is returned.
+        """
+
+    def get_run(self, run_id: str) -> Run | None:
+        """Read one run."""
+
+    def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[Run]:
+        """List recent runs, newest first, optionally with one status."""
+
+    def set_run_status(self, run_id: str, *, from_: Collection[str], to: str) -> bool:
+        """Move the run to ``to`` if its status is in ``from_``; True if applied."""
+
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: str,
+        output: Any = None,
+        error: str | None = None,
+        outbox: Sequence[OutboxMessage] = (),
+    ) -> bool:
+        """Move an active run to a terminal status once; the outbox rows go with it."""
+
+    def cancel_run(
+        self, run_id: str, *, reason: str, outbox: Sequence[OutboxMessage] = ()
+    ) -> tuple[bool, Run | None]:
+        """Cancel an active run and its active nodes, or leave a marker if it does not exist yet.
+
+        Returns ``(applied, run_before)``; ``run_before`` is None when a marker
+        was written. A finished run is left alone (``applied`` False).
+        """
+
+    # --- nodes -----------------------------------------------------------
+    def get_node(self, run_id: str, node_id: str, iteration: int = 0) -> NodeState | None:
+        """Read one node record."""
+
+    def get_nodes(
+        self, run_id: str, node_ids: Sequence[str], iteration: int = 0
+    ) -> dict[str, NodeState]:
+        """Read the records of the given nodes that exist."""
+
+    def begin_attempt(
+        self, run_id: str, node_id: str, iteration: int, attempt: int
+    ) -> NodeState | None:
+        """Mark an active node ``running`` for ``attempt`` and count the delivery.
+
+        ``deliveries`` counts deliveries of the same attempt (reset when the
+        attempt number grows). Returns the updated record, or None when the
+        node is not active (completed, failed, skipped, cancelled or absent).
+        """
+
+    def commit_node(self, completion: NodeCompletion) -> CommitResult:
+        """Apply a node completion once, with its successors, arrivals, context and outbox.
+
+        Conditional on the node being active. When the run is already
+        finished, only the node's own record is written: nothing that would
+        restart the run.
+        """
+
+    def retry_node(
+        self, run_id: str, node_id: str, iteration: int, *, attempt: int, error: str
+    ) -> bool:
+        """Put an active node back to ``pending`` after a failed attempt."""
+
+    def fail_node(
+        self,
+        run_id: str,
+        node_id: str,
+        iteration: int,
+        *,
+        error: str,
+        fallback: str | None = None,
+        fail_run: bool = True,
+        outbox: Sequence[OutboxMessage] = (),
+    ) -> bool:
+        """Fail an active node for good; start its fallback or fail the run with it."""
+
+    def fire_join(self, run_id: str, join_id: str, iteration: int = 0) -> bool:
+        """Create the join node's ``pending`` record once; True only for the caller that fired."""
+
+    def get_arrivals(self, run_id: str, join_id: str, iteration: int = 0) -> dict[str, str]:
+        """Read a join's arrival set: predecessor id to outcome."""
+
+    # --- context and history --------------------------------------------
+    def get_context(self, run_id: str) -> dict[str, Any]:
+        """Read the run context: one value per key."""
+
+    def append_history(
+        self, run_id: str, kind: str, *, node_id: str | None = None, data: Any = None
+    ) -> None:
+        """Append one event to the run's history."""
+
+    def get_history(self, run_id: str) -> list[HistoryEvent]:
+        """Read the run's history in commit order."""
+
+    # --- reconciliation and outbox --------------------------------------
+    def find_stalled(self, *, status: str, older_than: float, limit: int = 100) -> list[str]:
+        """Run ids with ``status`` and no progress since ``older_than`` (index hints, re-checked)."""
+
+    def purge_expired(self, *, limit: int = 1000) -> int:
+        """Remove finished runs past retention where the backend does not expire them itself."""
+
+    def pending_outbox(self, *, limit: int = 500) -> list[OutboxMessage]:
+        """Outbox rows not yet published, oldest first."""
+
+    def delete_outbox(self, ids: Sequence[str]) -> None:
+        """Forget outbox rows that were published."""

@@ -1,0 +1,727 @@
+"""SQLite state store: the embedded default, for one host.
+
+Every process opens its own connection after fork (the connection is keyed by
+pid and thread); writes run in ``BEGIN IMMEDIATE`` transactions so that a
+conditional write reads and writes under one lock; WAL mode lets readers go on
+while a writer commits. ``synchronous=NORMAL`` in WAL mode survives a process
+crash (the case Celery's redeliveries cover) but may lose the last commits on
+power loss; use Scylla/Cassandra where that matters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from state.constants import (
+    DEFAULT_RETENTION_S,
+    NODE_ACTIVE,
+    NODE_CANCELLED,
+    NODE_FAILED,
+    NODE_PENDING,
+    NODE_RUNNING,
+    RUN_ACTIVE,
+    RUN_CANCELLED,
+    RUN_FAILED,
+    RUN_TERMINAL,
+    SCHEMA_VERSION,
+    SQLITE_BUSY_TIMEOUT_MS,
+    STATUS_BUCKET_S,
+)
+from state.errors import SchemaError, StateError
+from state.models import CommitResult, HistoryEvent, NodeCompletion, NodeState, OutboxMessage, Run
+
+__all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    blueprint_id TEXT NOT NULL,
+    version TEXT NOT NULL,
+    status TEXT NOT NULL,
+    input TEXT NOT NULL,
+    snapshot TEXT NOT NULL,
+    output TEXT,
+    error TEXT,
+    fence INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    bucket INTEGER NOT NULL,
+    reconciled_at REAL,
+    expires_at REAL
+);
+CREATE INDEX IF NOT EXISTS runs_expires ON runs (expires_at) WHERE expires_at IS NOT NULL;
+-- (status, time bucket) index: the reconciler and `flowbridge runs` read it, never scan runs.
+CREATE TABLE IF NOT EXISTS run_index (
+    status TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (status, bucket, run_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS nodes (
+    run_id TEXT NOT NULL,
+    node_id TEXT NOT NULL,
+    iteration INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    output TEXT,
+    action TEXT,
+    edges_taken TEXT NOT NULL DEFAULT '[]',
+    error TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (run_id, node_id, iteration)
+) WITHOUT ROWID;
+-- A join's arrivals are a set keyed by predecessor, never a counter.
+CREATE TABLE IF NOT EXISTS arrivals (
+    run_id TEXT NOT NULL,
+    join_id TEXT NOT NULL,
+    iteration INTEGER NOT NULL,
+    predecessor TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    PRIMARY KEY (run_id, join_id, iteration, predecessor)
+) WITHOUT ROWID;
+-- One row per context key, so parallel branches writing different keys never conflict.
+CREATE TABLE IF NOT EXISTS context (
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    written_at REAL NOT NULL,
+    PRIMARY KEY (run_id, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS history (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    node_id TEXT,
+    data TEXT,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    topic TEXT NOT NULL,
+    key TEXT,
+    value TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _bucket(ts: float) -> int:
+    return int(ts // STATUS_BUCKET_S)
+
+
+class SQLiteStore:
+    """A ``StateStore`` in one SQLite file (WAL), safe across processes on one host."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        retention_s: float = DEFAULT_RETENTION_S,
+        clock: Callable[[], float] = time.time,
+    ):
+        """Use the database at ``path``; nothing is opened until first use."""
+        self.path = Path(path)
+        self.retention_s = retention_s
+        self._clock = clock
+        self._local = threading.local()
+
+    # --- connections ----------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        # Connections never cross a fork or a thread: Celery's prefork pool forks after import.
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            return conn
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.row_factory = sqlite3.Row
+        self._local.conn = conn
+        self._local.pid = os.getpid()
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StateError(f"SQLite store {self.path}: cannot begin a write: {exc}") from exc
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            conn.close()
+        self._local.conn = None
+
+    def migrate(self) -> None:
+        """Create the tables if missing and record the schema version."""
+        conn = self._conn()
+        conn.executescript(_SCHEMA)
+        with self._write() as c:
+            row = c.execute("SELECT version FROM schema_version WHERE id = 1").fetchone()
+            if row is None:
+                c.execute("INSERT INTO schema_version (id, version) VALUES (1, ?)", (SCHEMA_VERSION,))
+            elif row["version"] > SCHEMA_VERSION:
+                raise SchemaError(
+                    f"SQLite store {self.path} has schema {row['version']}, newer than this "
+                    f"flowbridge ({SCHEMA_VERSION}): upgrade flowbridge"
+                )
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return fn(self._conn())
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                raise SchemaError(
+                    f"SQLite store {self.path} has no schema: run `flowbridge migrate`"
+                ) from exc
+            raise
+
+    # --- helpers --------------------------------------------------------
+    def _history(
+        self, c: sqlite3.Connection, run_id: str, kind: str, node_id: str | None, data: Any, now: float
+    ) -> None:
+        seq = c.execute(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM history WHERE run_id = ?", (run_id,)
+        ).fetchone()[0]
+        c.execute(
+            "INSERT INTO history (run_id, seq, at, kind, node_id, data) VALUES (?, ?, ?, ?, ?, ?)",
+            (run_id, seq, now, kind, node_id, None if data is None else _dumps(data)),
+        )
+
+    def _outbox(self, c: sqlite3.Connection, rows: Sequence[OutboxMessage], now: float) -> None:
+        c.executemany(
+            "INSERT OR IGNORE INTO outbox (id, topic, key, value, created_at) VALUES (?, ?, ?, ?, ?)",
+            [(m.id, m.topic, m.key, _dumps(m.value), now) for m in rows],
+        )
+
+    def _move_run(
+        self, c: sqlite3.Connection, run_id: str, status: str, now: float, **cols: Any
+    ) -> None:
+        old = c.execute("SELECT status, bucket FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        bucket = _bucket(now)
+        sets = ", ".join(f"{k} = ?" for k in cols)
+        c.execute(
+            f"UPDATE runs SET status = ?, updated_at = ?, bucket = ?{', ' + sets if sets else ''} "  # noqa: S608 - column names are ours
+            "WHERE run_id = ?",
+            (status, now, bucket, *cols.values(), run_id),
+        )
+        if old is not None and (old["status"], old["bucket"]) != (status, bucket):
+            c.execute(
+                "DELETE FROM run_index WHERE status = ? AND bucket = ? AND run_id = ?",
+                (old["status"], old["bucket"], run_id),
+            )
+        c.execute(
+            "INSERT OR IGNORE INTO run_index (status, bucket, run_id) VALUES (?, ?, ?)",
+            (status, bucket, run_id),
+        )
+
+    def _touch_run(self, c: sqlite3.Connection, run_id: str, now: float) -> str | None:
+        """Record progress on the run (moves its index bucket); returns its status."""
+        row = c.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        status: str = row["status"]
+        self._move_run(c, run_id, status, now)
+        return status
+
+    @staticmethod
+    def _run(row: sqlite3.Row) -> Run:
+        return Run(
+            run_id=row["run_id"],
+            blueprint_id=row["blueprint_id"],
+            version=row["version"],
+            status=row["status"],
+            input=_loads(row["input"]),
+            snapshot=_loads(row["snapshot"]),
+            output=_loads(row["output"]),
+            error=row["error"],
+            fence=row["fence"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+    @staticmethod
+    def _node(row: sqlite3.Row) -> NodeState:
+        return NodeState(
+            run_id=row["run_id"],
+            node_id=row["node_id"],
+            iteration=row["iteration"],
+            status=row["status"],
+            attempts=row["attempts"],
+            deliveries=row["deliveries"],
+            output=_loads(row["output"]),
+            action=row["action"],
+            edges_taken=tuple(json.loads(row["edges_taken"])),
+            error=row["error"],
+            updated_at=row["updated_at"],
+        )
+
+    def _insert_nodes(
+        self,
+        c: sqlite3.Connection,
+        run_id: str,
+        node_ids: Sequence[str],
+        iteration: int,
+        status: str,
+        now: float,
+    ) -> None:
+        c.executemany(
+            "INSERT OR IGNORE INTO nodes (run_id, node_id, iteration, status, updated_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(run_id, n, iteration, status, now) for n in node_ids],
+        )
+
+    # --- runs -----------------------------------------------------------
+    def create_run(
+        self, run: Run, *, start_nodes: Sequence[str], outbox: Sequence[OutboxMessage] = ()
+    ) -> tuple[bool, Run]:
+        """Create the run and its start nodes if no run with that id exists."""
+        now = self._clock()
+        with self._write() as c:
+            row = c.execute("SELECT * FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
+            if row is not None:
+                return False, self._run(row)
+            c.execute(
+                "INSERT INTO runs (run_id, blueprint_id, version, status, input, snapshot, output,"
+                " error, fence, created_at, updated_at, bucket) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    run.run_id,
+                    run.blueprint_id,
+                    run.version,
+                    run.status,
+                    _dumps(run.input),
+                    _dumps(run.snapshot),
+                    _dumps(run.output) if run.output is not None else None,
+                    run.error,
+                    run.fence,
+                    now,
+                    now,
+                    _bucket(now),
+                ),
+            )
+            c.execute(
+                "INSERT INTO run_index (status, bucket, run_id) VALUES (?, ?, ?)",
+                (run.status, _bucket(now), run.run_id),
+            )
+            self._insert_nodes(c, run.run_id, start_nodes, 0, NODE_PENDING, now)
+            self._history(
+                c, run.run_id, "run.created", None, {"blueprint": run.blueprint_id}, now
+            )
+            if run.status in RUN_TERMINAL:
+                self._history(c, run.run_id, f"run.{run.status}", None, {"error": run.error}, now)
+            self._outbox(c, outbox, now)
+            stored = c.execute("SELECT * FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
+            return True, self._run(stored)
+
+    def get_run(self, run_id: str) -> Run | None:
+        """Read one run."""
+        row = self._read(
+            lambda c: c.execute(
+                "SELECT * FROM runs WHERE run_id = ? AND (expires_at IS NULL OR expires_at > ?)",
+                (run_id, self._clock()),
+            ).fetchone()
+        )
+        return None if row is None else self._run(row)
+
+    def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[Run]:
+        """List recent runs newest first, through the status index when a status is given."""
+
+        def q(c: sqlite3.Connection) -> list[sqlite3.Row]:
+            if status is None:
+                return c.execute(
+                    "SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)
+                ).fetchall()
+            return c.execute(
+                "SELECT r.* FROM run_index i JOIN runs r ON r.run_id = i.run_id "
+                "WHERE i.status = ? AND r.status = i.status "
+                "ORDER BY i.bucket DESC, r.updated_at DESC LIMIT ?",
+                (status, limit),
+            ).fetchall()
+
+        return [self._run(r) for r in self._read(q)]
+
+    def set_run_status(self, run_id: str, *, from_: Collection[str], to: str) -> bool:
+        """Move the run to ``to`` if its status is in ``from_``."""
+        now = self._clock()
+        with self._write() as c:
+            row = c.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None or row["status"] not in from_:
+                return False
+            self._move_run(c, run_id, to, now)
+            self._history(c, run_id, f"run.{to}", None, None, now)
+            return True
+
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: str,
+        output: Any = None,
+        error: str | None = None,
+        outbox: Sequence[OutboxMessage] = (),
+    ) -> bool:
+        """Move an active run to a terminal status once."""
+        now = self._clock()
+        with self._write() as c:
+            row = c.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None or row["status"] not in RUN_ACTIVE:
+                return False
+            self._move_run(
+                c, run_id, status, now, output=_dumps(output) if output is not None else None,
+                error=error, expires_at=now + self.retention_s,
+            )
+            self._history(c, run_id, f"run.{status}", None, {"error": error} if error else None, now)
+            self._outbox(c, outbox, now)
+            return True
+
+    def cancel_run(
+        self, run_id: str, *, reason: str, outbox: Sequence[OutboxMessage] = ()
+    ) -> tuple[bool, Run | None]:
+        """Cancel an active run and its active nodes, or leave a marker for a later start."""
+        now = self._clock()
+        with self._write() as c:
+            row = c.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                # A cancel that overtook its start: the marker makes the start a no-op.
+                c.execute(
+                    "INSERT INTO runs (run_id, blueprint_id, version, status, input, snapshot,"
+                    " error, created_at, updated_at, bucket) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (run_id, "", "", RUN_CANCELLED, "null", "{}", reason, now, now, _bucket(now)),
+                )
+                c.execute(
+                    "INSERT INTO run_index (status, bucket, run_id) VALUES (?, ?, ?)",
+                    (RUN_CANCELLED, _bucket(now), run_id),
+                )
+                self._history(c, run_id, "run.cancelled", None, {"reason": reason, "marker": True}, now)
+                return True, None
+            before = self._run(row)
+            if before.status not in RUN_ACTIVE:
+                return False, before
+            self._move_run(
+                c, run_id, RUN_CANCELLED, now, error=reason, expires_at=now + self.retention_s
+            )
+            c.execute(
+                "UPDATE nodes SET status = ?, error = ?, updated_at = ? "
+                "WHERE run_id = ? AND status IN (?, ?, ?)",
+                (NODE_CANCELLED, reason, now, run_id, *sorted(NODE_ACTIVE)),
+            )
+            self._history(c, run_id, "run.cancelled", None, {"reason": reason}, now)
+            self._outbox(c, outbox, now)
+            return True, before
+
+    # --- nodes ----------------------------------------------------------
+    def get_node(self, run_id: str, node_id: str, iteration: int = 0) -> NodeState | None:
+        """Read one node record."""
+        row = self._read(
+            lambda c: c.execute(
+                "SELECT * FROM nodes WHERE run_id = ? AND node_id = ? AND iteration = ?",
+                (run_id, node_id, iteration),
+            ).fetchone()
+        )
+        return None if row is None else self._node(row)
+
+    def get_nodes(
+        self, run_id: str, node_ids: Sequence[str], iteration: int = 0
+    ) -> dict[str, NodeState]:
+        """Read the existing records among ``node_ids``."""
+        wanted = set(node_ids)
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT * FROM nodes WHERE run_id = ? AND iteration = ?", (run_id, iteration)
+            ).fetchall()
+        )
+        return {r["node_id"]: self._node(r) for r in rows if r["node_id"] in wanted}
+
+    def begin_attempt(
+        self, run_id: str, node_id: str, iteration: int, attempt: int
+    ) -> NodeState | None:
+        """Mark an active node running for ``attempt`` and count the delivery."""
+        now = self._clock()
+        key = (run_id, node_id, iteration)
+        with self._write() as c:
+            row = c.execute(
+                "SELECT * FROM nodes WHERE run_id = ? AND node_id = ? AND iteration = ?", key
+            ).fetchone()
+            if row is None or row["status"] not in (NODE_PENDING, NODE_RUNNING):
+                return None
+            attempt = max(attempt, row["attempts"], 1)
+            deliveries = row["deliveries"] + 1 if attempt == row["attempts"] else 1
+            c.execute(
+                "UPDATE nodes SET status = ?, attempts = ?, deliveries = ?, updated_at = ? "
+                "WHERE run_id = ? AND node_id = ? AND iteration = ?",
+                (NODE_RUNNING, attempt, deliveries, now, *key),
+            )
+            self._touch_run(c, run_id, now)
+            self._history(
+                c, run_id, "node.started", node_id,
+                {"attempt": attempt, "delivery": deliveries}, now,
+            )
+            updated = c.execute(
+                "SELECT * FROM nodes WHERE run_id = ? AND node_id = ? AND iteration = ?", key
+            ).fetchone()
+            return self._node(updated)
+
+    def commit_node(self, completion: NodeCompletion) -> CommitResult:
+        """Apply a node completion once, with everything it causes."""
+        cp = completion
+        now = self._clock()
+        key = (cp.run_id, cp.node_id, cp.iteration)
+        with self._write() as c:
+            row = c.execute(
+                "SELECT * FROM nodes WHERE run_id = ? AND node_id = ? AND iteration = ?", key
+            ).fetchone()
+            run_row = c.execute("SELECT status FROM runs WHERE run_id = ?", (cp.run_id,)).fetchone()
+            run_status: str = run_row["status"] if run_row is not None else RUN_FAILED
+            if row is None or row["status"] not in NODE_ACTIVE:
+                if row is None:
+                    raise StateError(
+                        f"run {cp.run_id!r}: node {cp.node_id!r} has no record to complete"
+                    )
+                return CommitResult(applied=False, node=self._node(row), run_status=run_status)
+            c.execute(
+                "UPDATE nodes SET status = ?, output = ?, action = ?, edges_taken = ?, error = NULL,"
+                " attempts = MAX(attempts, ?), updated_at = ? "
+                "WHERE run_id = ? AND node_id = ? AND iteration = ?",
+                (
+                    cp.status,
+                    _dumps(cp.output),
+                    cp.action,
+                    _dumps(list(cp.edges_taken)),
+                    cp.attempt,
+                    now,
+                    *key,
+                ),
+            )
+            kind = f"node.{cp.status}"
+            self._history(c, cp.run_id, kind, cp.node_id, {"action": cp.action}, now)
+            if run_status in RUN_ACTIVE:
+                # Only a live run gets successors: a late node must not restart a finished run.
+                self._insert_nodes(c, cp.run_id, cp.pending, cp.iteration, NODE_PENDING, now)
+                self._insert_nodes(c, cp.run_id, cp.skipped, cp.iteration, "skipped", now)
+                c.executemany(
+                    "INSERT OR IGNORE INTO arrivals (run_id, join_id, iteration, predecessor, outcome)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [(cp.run_id, a.join_id, cp.iteration, a.predecessor, a.outcome) for a in cp.arrivals],
+                )
+                c.executemany(
+                    "INSERT INTO context (run_id, key, value, written_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, "
+                    "written_at = excluded.written_at",
+                    [(cp.run_id, k, _dumps(v), now) for k, v in cp.context_writes.items()],
+                )
+                self._outbox(c, cp.outbox, now)
+                self._touch_run(c, cp.run_id, now)
+            updated = c.execute(
+                "SELECT * FROM nodes WHERE run_id = ? AND node_id = ? AND iteration = ?", key
+            ).fetchone()
+            return CommitResult(applied=True, node=self._node(updated), run_status=run_status)
+
+    def retry_node(
+        self, run_id: str, node_id: str, iteration: int, *, attempt: int, error: str
+    ) -> bool:
+        """Put an active node back to pending after failed ``attempt``."""
+        now = self._clock()
+        key = (run_id, node_id, iteration)
+        with self._write() as c:
+            row = c.execute(
+                "SELECT status FROM nodes WHERE run_id = ? AND node_id = ? AND iteration = ?", key
+            ).fetchone()
+            if row is None or row["status"] not in NODE_ACTIVE:
+                return False
+            c.execute(
+                "UPDATE nodes SET status = ?, attempts = MAX(attempts, ?), error = ?, updated_at = ?"
+                " WHERE run_id = ? AND node_id = ? AND iteration = ?",
+                (NODE_PENDING, attempt, error, now, *key),
+            )
+            self._touch_run(c, run_id, now)
+            self._history(c, run_id, "node.retry", node_id, {"attempt": attempt, "error": error}, now)
+            return True
+
+    def fail_node(
+        self,
+        run_id: str,
+        node_id: str,
+        iteration: int,
+        *,
+        error: str,
+        fallback: str | None = None,
+        fail_run: bool = True,
+        outbox: Sequence[OutboxMessage] = (),
+    ) -> bool:
+        """Fail an active node for good; start its fallback or fail the run."""
+        now = self._clock()
+        key = (run_id, node_id, iteration)
+        with self._write() as c:
+            row = c.execute(
+                "SELECT status FROM nodes WHERE run_id = ? AND node_id = ? AND iteration = ?", key
+            ).fetchone()
+            if row is None or row["status"] not in NODE_ACTIVE:
+                return False
+            c.execute(
+                "UPDATE nodes SET status = ?, error = ?, updated_at = ? "
+                "WHERE run_id = ? AND node_id = ? AND iteration = ?",
+                (NODE_FAILED, error, now, *key),
+            )
+            self._history(
+                c, run_id, "node.failed", node_id, {"error": error, "fallback": fallback}, now
+            )
+            run_row = c.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            live = run_row is not None and run_row["status"] in RUN_ACTIVE
+            if live and fallback is not None:
+                self._insert_nodes(c, run_id, [fallback], iteration, NODE_PENDING, now)
+                self._touch_run(c, run_id, now)
+            elif live and fail_run:
+                self._move_run(
+                    c, run_id, RUN_FAILED, now, error=error, expires_at=now + self.retention_s
+                )
+                self._history(c, run_id, "run.failed", None, {"error": error}, now)
+                self._outbox(c, outbox, now)
+            return True
+
+    def fire_join(self, run_id: str, join_id: str, iteration: int = 0) -> bool:
+        """Create the join's pending record once."""
+        now = self._clock()
+        with self._write() as c:
+            cur = c.execute(
+                "INSERT OR IGNORE INTO nodes (run_id, node_id, iteration, status, updated_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (run_id, join_id, iteration, NODE_PENDING, now),
+            )
+            if cur.rowcount != 1:
+                return False
+            self._history(c, run_id, "join.fired", join_id, None, now)
+            self._touch_run(c, run_id, now)
+            return True
+
+    def get_arrivals(self, run_id: str, join_id: str, iteration: int = 0) -> dict[str, str]:
+        """Read a join's arrival set."""
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT predecessor, outcome FROM arrivals "
+                "WHERE run_id = ? AND join_id = ? AND iteration = ?",
+                (run_id, join_id, iteration),
+            ).fetchall()
+        )
+        return {r["predecessor"]: r["outcome"] for r in rows}
+
+    # --- context and history -------------------------------------------
+    def get_context(self, run_id: str) -> dict[str, Any]:
+        """Read the run context."""
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT key, value FROM context WHERE run_id = ?", (run_id,)
+            ).fetchall()
+        )
+        return {r["key"]: json.loads(r["value"]) for r in rows}
+
+    def append_history(
+        self, run_id: str, kind: str, *, node_id: str | None = None, data: Any = None
+    ) -> None:
+        """Append one history event."""
+        now = self._clock()
+        with self._write() as c:
+            self._history(c, run_id, kind, node_id, data, now)
+
+    def get_history(self, run_id: str) -> list[HistoryEvent]:
+        """Read the history in commit order."""
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT * FROM history WHERE run_id = ? ORDER BY seq", (run_id,)
+            ).fetchall()
+        )
+        return [
+            HistoryEvent(
+                run_id=r["run_id"], seq=r["seq"], at=r["at"], kind=r["kind"],
+                node_id=r["node_id"], data=_loads(r["data"]),
+            )
+            for r in rows
+        ]
+
+    # --- reconciliation and outbox -------------------------------------
+    def find_stalled(self, *, status: str, older_than: float, limit: int = 100) -> list[str]:
+        """Run ids in ``status`` whose last progress is before ``older_than``."""
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT i.run_id FROM run_index i JOIN runs r ON r.run_id = i.run_id "
+                "WHERE i.status = ? AND i.bucket <= ? AND r.status = i.status "
+                "AND r.updated_at < ? ORDER BY i.bucket LIMIT ?",
+                (status, _bucket(older_than), older_than, limit),
+            ).fetchall()
+        )
+        return [r["run_id"] for r in rows]
+
+    def purge_expired(self, *, limit: int = 1000) -> int:
+        """Delete finished runs past their retention, with all their rows; returns how many."""
+        now = self._clock()
+        with self._write() as c:
+            ids = [
+                r["run_id"]
+                for r in c.execute(
+                    "SELECT run_id FROM runs WHERE expires_at IS NOT NULL AND expires_at <= ? "
+                    "LIMIT ?",
+                    (now, limit),
+                )
+            ]
+            for table in ("nodes", "arrivals", "context", "history", "run_index", "runs"):
+                c.executemany(
+                    f"DELETE FROM {table} WHERE run_id = ?",  # noqa: S608 - fixed table names
+                    [(i,) for i in ids],
+                )
+            return len(ids)
+
+    def pending_outbox(self, *, limit: int = 500) -> list[OutboxMessage]:
+        """Unpublished outbox rows, oldest first."""
+        rows = self._read(
+            lambda c: c.execute("SELECT * FROM outbox ORDER BY seq LIMIT ?", (limit,)).fetchall()
+        )
+        return [
+            OutboxMessage(
+                id=r["id"], topic=r["topic"], key=r["key"], value=json.loads(r["value"]),
+                created_at=r["created_at"],
+            )
+            for r in rows
+        ]
+
+    def delete_outbox(self, ids: Sequence[str]) -> None:
+        """Forget published outbox rows."""
+        if not ids:
+            return
+        with self._write() as c:
+            c.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
