@@ -12,7 +12,7 @@ and ``bridge`` extend the tree::
     ├── BlueprintError                 a blueprint is invalid (tasks.errors)
     │   └── ConditionError             an edge condition does not parse (tasks.errors)
     ├── UnknownBlueprintError          no blueprint registered with that id/version (tasks.errors)
-    ├── UnknownNodeError               no node implementation registered for a ``uses`` (tasks.errors)
+    ├── UnknownNodeError               no node registered for a ``uses`` (tasks.errors)
     ├── NodeError                      raised by node code to steer retries (tasks.errors)
     └── MessageError                   a Kafka message the bridge cannot accept (bridge.errors)
 """

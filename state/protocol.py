@@ -77,13 +77,17 @@ class StateStore(Protocol):
         """Read the records of the given nodes that exist."""
 
     def begin_attempt(
-        self, run_id: str, node_id: str, iteration: int, attempt: int
+        self, run_id: str, node_id: str, iteration: int, attempt: int, *, takeover: bool = False
     ) -> NodeState | None:
-        """Mark an active node ``running`` for ``attempt`` and count the delivery.
+        """Claim a node for ``attempt``: ``pending`` to ``running``, and count the delivery.
 
-        ``deliveries`` counts deliveries of the same attempt (reset when the
-        attempt number grows). Returns the updated record, or None when the
-        node is not active (completed, failed, skipped, cancelled or absent).
+        A node already ``running`` is claimed again only with ``takeover`` (a
+        redelivery after its worker was lost, or a stale record), so a
+        concurrent duplicate task gets None and runs nothing. ``deliveries``
+        counts deliveries of the same attempt (reset when the attempt number
+        grows). Returns the updated record, or None when the node is not
+        claimable (running without takeover, completed, failed, skipped,
+        cancelled or absent).
         """
 
     def commit_node(self, completion: NodeCompletion) -> CommitResult:
@@ -132,7 +136,7 @@ class StateStore(Protocol):
 
     # --- reconciliation and outbox --------------------------------------
     def find_stalled(self, *, status: str, older_than: float, limit: int = 100) -> list[str]:
-        """Run ids with ``status`` and no progress since ``older_than`` (index hints, re-checked)."""
+        """Run ids with ``status`` and no progress since ``older_than`` (re-checked index hints)."""
 
     def purge_expired(self, *, limit: int = 1000) -> int:
         """Remove finished runs past retention where the backend does not expire them itself."""

@@ -195,7 +195,9 @@ class SQLiteStore:
         with self._write() as c:
             row = c.execute("SELECT version FROM schema_version WHERE id = 1").fetchone()
             if row is None:
-                c.execute("INSERT INTO schema_version (id, version) VALUES (1, ?)", (SCHEMA_VERSION,))
+                c.execute(
+                    "INSERT INTO schema_version (id, version) VALUES (1, ?)", (SCHEMA_VERSION,)
+                )
             elif row["version"] > SCHEMA_VERSION:
                 raise SchemaError(
                     f"SQLite store {self.path} has schema {row['version']}, newer than this "
@@ -214,7 +216,13 @@ class SQLiteStore:
 
     # --- helpers --------------------------------------------------------
     def _history(
-        self, c: sqlite3.Connection, run_id: str, kind: str, node_id: str | None, data: Any, now: float
+        self,
+        c: sqlite3.Connection,
+        run_id: str,
+        kind: str,
+        node_id: str | None,
+        data: Any,
+        now: float,
     ) -> None:
         seq = c.execute(
             "SELECT COALESCE(MAX(seq), 0) + 1 FROM history WHERE run_id = ?", (run_id,)
@@ -226,7 +234,8 @@ class SQLiteStore:
 
     def _outbox(self, c: sqlite3.Connection, rows: Sequence[OutboxMessage], now: float) -> None:
         c.executemany(
-            "INSERT OR IGNORE INTO outbox (id, topic, key, value, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO outbox (id, topic, key, value, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
             [(m.id, m.topic, m.key, _dumps(m.value), now) for m in rows],
         )
 
@@ -340,9 +349,7 @@ class SQLiteStore:
                 (run.status, _bucket(now), run.run_id),
             )
             self._insert_nodes(c, run.run_id, start_nodes, 0, NODE_PENDING, now)
-            self._history(
-                c, run.run_id, "run.created", None, {"blueprint": run.blueprint_id}, now
-            )
+            self._history(c, run.run_id, "run.created", None, {"blueprint": run.blueprint_id}, now)
             if run.status in RUN_TERMINAL:
                 self._history(c, run.run_id, f"run.{run.status}", None, {"error": run.error}, now)
             self._outbox(c, outbox, now)
@@ -403,10 +410,17 @@ class SQLiteStore:
             if row is None or row["status"] not in RUN_ACTIVE:
                 return False
             self._move_run(
-                c, run_id, status, now, output=_dumps(output) if output is not None else None,
-                error=error, expires_at=now + self.retention_s,
+                c,
+                run_id,
+                status,
+                now,
+                output=_dumps(output) if output is not None else None,
+                error=error,
+                expires_at=now + self.retention_s,
             )
-            self._history(c, run_id, f"run.{status}", None, {"error": error} if error else None, now)
+            self._history(
+                c, run_id, f"run.{status}", None, {"error": error} if error else None, now
+            )
             self._outbox(c, outbox, now)
             return True
 
@@ -428,7 +442,9 @@ class SQLiteStore:
                     "INSERT INTO run_index (status, bucket, run_id) VALUES (?, ?, ?)",
                     (RUN_CANCELLED, _bucket(now), run_id),
                 )
-                self._history(c, run_id, "run.cancelled", None, {"reason": reason, "marker": True}, now)
+                self._history(
+                    c, run_id, "run.cancelled", None, {"reason": reason, "marker": True}, now
+                )
                 return True, None
             before = self._run(row)
             if before.status not in RUN_ACTIVE:
@@ -469,9 +485,9 @@ class SQLiteStore:
         return {r["node_id"]: self._node(r) for r in rows if r["node_id"] in wanted}
 
     def begin_attempt(
-        self, run_id: str, node_id: str, iteration: int, attempt: int
+        self, run_id: str, node_id: str, iteration: int, attempt: int, *, takeover: bool = False
     ) -> NodeState | None:
-        """Mark an active node running for ``attempt`` and count the delivery."""
+        """Claim a pending node (or, with ``takeover``, a running one) for ``attempt``."""
         now = self._clock()
         key = (run_id, node_id, iteration)
         with self._write() as c:
@@ -479,6 +495,8 @@ class SQLiteStore:
                 "SELECT * FROM nodes WHERE run_id = ? AND node_id = ? AND iteration = ?", key
             ).fetchone()
             if row is None or row["status"] not in (NODE_PENDING, NODE_RUNNING):
+                return None
+            if row["status"] == NODE_RUNNING and not takeover:
                 return None
             attempt = max(attempt, row["attempts"], 1)
             deliveries = row["deliveries"] + 1 if attempt == row["attempts"] else 1
@@ -489,8 +507,12 @@ class SQLiteStore:
             )
             self._touch_run(c, run_id, now)
             self._history(
-                c, run_id, "node.started", node_id,
-                {"attempt": attempt, "delivery": deliveries}, now,
+                c,
+                run_id,
+                "node.started",
+                node_id,
+                {"attempt": attempt, "delivery": deliveries},
+                now,
             )
             updated = c.execute(
                 "SELECT * FROM nodes WHERE run_id = ? AND node_id = ? AND iteration = ?", key
@@ -515,7 +537,8 @@ class SQLiteStore:
                     )
                 return CommitResult(applied=False, node=self._node(row), run_status=run_status)
             c.execute(
-                "UPDATE nodes SET status = ?, output = ?, action = ?, edges_taken = ?, error = NULL,"
+                "UPDATE nodes SET status = ?, output = ?, action = ?, edges_taken = ?, "
+                "error = NULL,"
                 " attempts = MAX(attempts, ?), updated_at = ? "
                 "WHERE run_id = ? AND node_id = ? AND iteration = ?",
                 (
@@ -535,9 +558,13 @@ class SQLiteStore:
                 self._insert_nodes(c, cp.run_id, cp.pending, cp.iteration, NODE_PENDING, now)
                 self._insert_nodes(c, cp.run_id, cp.skipped, cp.iteration, "skipped", now)
                 c.executemany(
-                    "INSERT OR IGNORE INTO arrivals (run_id, join_id, iteration, predecessor, outcome)"
+                    "INSERT OR IGNORE INTO arrivals "
+                    "(run_id, join_id, iteration, predecessor, outcome)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    [(cp.run_id, a.join_id, cp.iteration, a.predecessor, a.outcome) for a in cp.arrivals],
+                    [
+                        (cp.run_id, a.join_id, cp.iteration, a.predecessor, a.outcome)
+                        for a in cp.arrivals
+                    ],
                 )
                 c.executemany(
                     "INSERT INTO context (run_id, key, value, written_at) VALUES (?, ?, ?, ?) "
@@ -565,12 +592,15 @@ class SQLiteStore:
             if row is None or row["status"] not in NODE_ACTIVE:
                 return False
             c.execute(
-                "UPDATE nodes SET status = ?, attempts = MAX(attempts, ?), error = ?, updated_at = ?"
+                "UPDATE nodes SET status = ?, attempts = MAX(attempts, ?), error = ?, "
+                "updated_at = ?"
                 " WHERE run_id = ? AND node_id = ? AND iteration = ?",
                 (NODE_PENDING, attempt, error, now, *key),
             )
             self._touch_run(c, run_id, now)
-            self._history(c, run_id, "node.retry", node_id, {"attempt": attempt, "error": error}, now)
+            self._history(
+                c, run_id, "node.retry", node_id, {"attempt": attempt, "error": error}, now
+            )
             return True
 
     def fail_node(
@@ -667,8 +697,12 @@ class SQLiteStore:
         )
         return [
             HistoryEvent(
-                run_id=r["run_id"], seq=r["seq"], at=r["at"], kind=r["kind"],
-                node_id=r["node_id"], data=_loads(r["data"]),
+                run_id=r["run_id"],
+                seq=r["seq"],
+                at=r["at"],
+                kind=r["kind"],
+                node_id=r["node_id"],
+                data=_loads(r["data"]),
             )
             for r in rows
         ]
@@ -712,7 +746,10 @@ class SQLiteStore:
         )
         return [
             OutboxMessage(
-                id=r["id"], topic=r["topic"], key=r["key"], value=json.loads(r["value"]),
+                id=r["id"],
+                topic=r["topic"],
+                key=r["key"],
+                value=json.loads(r["value"]),
                 created_at=r["created_at"],
             )
             for r in rows
@@ -724,4 +761,3 @@ class SQLiteStore:
             return
         with self._write() as c:
             c.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
-

@@ -16,7 +16,7 @@ DEFAULT_STATE_URL = "sqlite:///flowbridge.db"
 
 
 def state_url_from_env(env: Mapping[str, str]) -> str:
-    """Resolve the state URL: ``FLOWBRIDGE_STATE_URL`` wins over ``SCYLLA_HOSTS``/``SCYLLA_KEYSPACE``."""
+    """The state URL: ``FLOWBRIDGE_STATE_URL`` wins over ``SCYLLA_HOSTS``/``SCYLLA_KEYSPACE``."""
     url = env.get("FLOWBRIDGE_STATE_URL", "").strip()
     if url:
         return url
@@ -40,7 +40,9 @@ def sqlite_path(url: str) -> Path:
     return Path(rest)
 
 
-def open_store(url: str, *, env: Mapping[str, str] | None = None) -> StateStore:
+def open_store(
+    url: str, *, env: Mapping[str, str] | None = None, retention_s: float | None = None
+) -> StateStore:
     """Open (lazily: no connection yet) the store that ``url`` names."""
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
@@ -52,7 +54,9 @@ def open_store(url: str, *, env: Mapping[str, str] | None = None) -> StateStore:
             )
         from state.sqlite import SQLiteStore
 
-        return SQLiteStore(sqlite_path(url))
+        if retention_s is None:
+            return SQLiteStore(sqlite_path(url))
+        return SQLiteStore(sqlite_path(url), retention_s=retention_s)
     if scheme in ("scylla", "cassandra"):
         from state.scylla import ScyllaStore  # type: ignore[import-not-found,unused-ignore]
 
