@@ -1,0 +1,37 @@
+# One toolchain for people and CI: `make dev` runs the example stack, `make test` checks everything.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: venv dev test lint format typecheck pytest bench bench-quick clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+## Start Kafka (tansu) and Redis locally, then bridge, worker and beat, and run the example.
+dev: venv
+	$(PY) scripts/dev.py
+
+## Lint, type-check and run every test (what .ci/run calls).
+test: venv lint typecheck pytest
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+pytest: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .dev .mypy_cache .ruff_cache .pytest_cache

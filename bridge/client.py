@@ -1,0 +1,136 @@
+"""The client API: start runs through Kafka, then watch them in the state store.
+
+client = Client.from_env()
+handle = client.start("order", {"amount": 3})
+run = handle.result(timeout=30)   # the run as JSON once it finished
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from kafka import KafkaProducer
+
+from bridge.runview import run_json
+from bridge.settings import KafkaSettings
+from state.constants import RUN_TERMINAL
+from state.protocol import StateStore
+from state.url import open_store
+from tasks.settings import Settings
+
+__all__ = ["Client", "RunHandle", "RunTimeout"]
+
+
+class RunTimeout(TimeoutError):
+    """The run did not finish within the time given to ``RunHandle.result``."""
+
+
+class RunHandle:
+    """A started run: its id, and ways to watch or cancel it."""
+
+    def __init__(self, client: Client, run_id: str) -> None:
+        """Refer to ``run_id`` through ``client``."""
+        self.client = client
+        self.run_id = run_id
+
+    def run(self) -> dict[str, Any] | None:
+        """The run as JSON, or None while the bridge has not created it yet."""
+        return self.client.get_run(self.run_id)
+
+    def status(self) -> str | None:
+        """The run's status, or None while it does not exist yet."""
+        run = self.run()
+        return None if run is None else str(run["status"])
+
+    def result(self, timeout: float | None = None, *, poll_s: float = 0.05) -> dict[str, Any]:
+        """Wait until the run finishes and return it as JSON; ``RunTimeout`` after ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = poll_s / 5
+        while True:
+            run = self.run()
+            if run is not None and run["status"] in RUN_TERMINAL:
+                return run
+            if deadline is not None and time.monotonic() >= deadline:
+                raise RunTimeout(f"run {self.run_id} did not finish within {timeout:g}s")
+            time.sleep(delay)
+            delay = min(delay * 2, poll_s)
+
+    def cancel(self, reason: str | None = None) -> None:
+        """Ask for the run to be cancelled."""
+        self.client.cancel(self.run_id, reason)
+
+
+class Client:
+    """Publishes start and cancel messages; reads runs from the state store."""
+
+    def __init__(
+        self, *, settings: Settings, kafka: KafkaSettings, store: StateStore | None = None
+    ) -> None:
+        """Use ``settings`` for topics and the store, ``kafka`` to connect."""
+        self.settings = settings
+        self.kafka = kafka
+        self.store = store or open_store(settings.state_url, env=settings.env)
+        if store is None and settings.state_url.startswith("sqlite"):
+            # The embedded store: every process may create its schema (idempotent), so a
+            # client that waits before the bridge has started does not fail on a missing table.
+            self.store.migrate()
+        self._producer: KafkaProducer | None = None
+
+    @classmethod
+    def from_env(cls) -> Client:
+        """A client configured from the environment, like the other processes."""
+        return cls(settings=Settings.from_env(), kafka=KafkaSettings.from_env())
+
+    def _send(self, topic: str, key: str, value: dict[str, Any]) -> None:
+        if self._producer is None:
+            self._producer = KafkaProducer(acks="all", linger_ms=0, **self.kafka.client_config())
+        self._producer.send(
+            self.settings.topic(topic), key=key.encode(), value=json.dumps(value).encode()
+        ).get(timeout=30)
+
+    def start(
+        self,
+        blueprint: str,
+        input: dict[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        version: str | None = None,
+    ) -> RunHandle:
+        """Publish a start message; the run is created by the bridge (idempotent on ``run_id``)."""
+        run_id = run_id or str(uuid.uuid4())
+        msg: dict[str, Any] = {
+            "v": 1,
+            "type": "start",
+            "run_id": run_id,
+            "blueprint": blueprint,
+            "input": {} if input is None else input,
+        }
+        if version is not None:
+            msg["version"] = version
+        self._send("jobs", run_id, msg)
+        return RunHandle(self, run_id)
+
+    def handle(self, run_id: str) -> RunHandle:
+        """A handle on an existing run."""
+        return RunHandle(self, run_id)
+
+    def cancel(self, run_id: str, reason: str | None = None) -> None:
+        """Publish a cancel message for ``run_id``."""
+        msg: dict[str, Any] = {"v": 1, "type": "cancel", "run_id": run_id}
+        if reason:
+            msg["reason"] = reason
+        self._send("jobs", run_id, msg)
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """The run as JSON, or None."""
+        run = self.store.get_run(run_id)
+        return None if run is None else run_json(self.store, run)
+
+    def close(self) -> None:
+        """Flush and close the producer."""
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+            self._producer = None

@@ -1,0 +1,277 @@
+"""The bridge: a Kafka consumer that hands job messages to Celery.
+
+Delivery, stated exactly:
+
+* An offset is committed only after every record before it was either
+  published to Celery (the Redis broker accepted the task message) or written
+  to the DLQ (``acks=all``, the send confirmed). A crash therefore re-delivers
+  at most the records since the last commit, and they are handled again.
+* Handling a record twice is harmless: a ``start`` is idempotent on its run id
+  (a start without one gets ``uuid5(topic:partition:offset)``, the same on every
+  delivery); a ``node`` job is checked against the state store by the task,
+  which never applies a completion twice; a ``cancel`` is a conditional write.
+* A record the bridge cannot accept (not JSON, wrong shape, unknown blueprint,
+  run or node, over the size limit) goes to ``<prefix>flowbridge.dlq`` unchanged,
+  with a ``flowbridge-error`` header saying why, and the consumer goes on. If the
+  DLQ write fails, that partition pauses at the record and its offset stays.
+* If Redis or the state store is down, the affected partition is paused at the
+  record that failed and retried; the consumer keeps polling (so it keeps its
+  group membership) until they are back.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import OffsetAndMetadata, TopicPartition
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import RedisError
+
+from bridge.errors import MessageError
+from bridge.messages import CancelJob, NodeJob, StartJob, parse_job
+from bridge.settings import BridgeSettings, KafkaSettings
+from bridge.topics import ensure_topics
+from state.constants import RUN_FAILED
+from state.errors import StateError
+from state.models import Run
+from tasks.engine import cancel_run, start_run
+from tasks.errors import UnknownBlueprintError
+from tasks.events import lifecycle_event
+from tasks.runtime import Runtime
+
+__all__ = ["Bridge"]
+
+log = logging.getLogger("flowbridge.bridge")
+
+#: How long a paused partition waits before the failed record is tried again.
+RETRY_PAUSE_S = 1.0
+
+
+class _Backpressure(Exception):
+    """A downstream (Redis, the state store, the DLQ) is unavailable: pause and retry."""
+
+
+@dataclass
+class BridgeStats:
+    """Counters the bridge keeps (logged at shutdown; exported as metrics later)."""
+
+    dispatched: int = 0
+    dead_lettered: int = 0
+    paused: int = 0
+
+
+class Bridge:
+    """Consumes ``<prefix>flowbridge.jobs`` and dispatches Celery tasks (see the module doc)."""
+
+    def __init__(self, *, runtime: Runtime, kafka: KafkaSettings, settings: BridgeSettings) -> None:
+        """Prepare the bridge; nothing connects until ``run``."""
+        self.rt = runtime
+        self.kafka = kafka
+        self.settings = settings
+        self.stats = BridgeStats()
+        self._stop = threading.Event()
+        self._paused: dict[TopicPartition, float] = {}
+        self._consumer: KafkaConsumer | None = None
+        self._dlq: KafkaProducer | None = None
+
+    @property
+    def jobs_topic(self) -> str:
+        """The topic the bridge consumes."""
+        return self.rt.settings.topic("jobs")
+
+    @property
+    def group_id(self) -> str:
+        """The consumer group, with the topic prefix applied."""
+        return self.rt.settings.topic_prefix + self.settings.group_id
+
+    def stop(self) -> None:
+        """Ask the loop to finish the current batch, commit and leave the group."""
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        """Drain and commit on SIGTERM (a PaaS's stop) and SIGINT."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
+
+    # --- Kafka clients ------------------------------------------------
+    def _make_consumer(self) -> KafkaConsumer:
+        s = self.settings
+        return KafkaConsumer(
+            self.jobs_topic,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            max_poll_records=s.max_poll_records,
+            # Oversized records must still be fetched, so they can be dead-lettered.
+            max_partition_fetch_bytes=s.dlq_max_bytes,
+            fetch_max_bytes=max(s.dlq_max_bytes, 50 * 1024 * 1024),
+            **self.kafka.client_config(),
+        )
+
+    def _make_dlq_producer(self) -> KafkaProducer:
+        return KafkaProducer(
+            acks="all",
+            max_request_size=self.settings.dlq_max_bytes,
+            linger_ms=0,
+            **self.kafka.client_config(),
+        )
+
+    # --- the loop -----------------------------------------------------
+    def run(self) -> int:
+        """Consume until stopped; returns a process exit code."""
+        ensure_topics(self.kafka, self.rt.settings, self.settings)
+        self._dlq = self._make_dlq_producer()
+        self._consumer = consumer = self._make_consumer()
+        log.info("bridge consuming %s as group %s", self.jobs_topic, self.group_id)
+        try:
+            while not self._stop.is_set():
+                self._resume_due()
+                batch = consumer.poll(timeout_ms=200)
+                for tp, records in batch.items():
+                    if self._stop.is_set():
+                        break
+                    self._handle_partition(consumer, tp, records)
+        finally:
+            log.info(
+                "bridge stopping: %d dispatched, %d dead-lettered",
+                self.stats.dispatched,
+                self.stats.dead_lettered,
+            )
+            consumer.close(autocommit=False)
+            self._dlq.close(timeout=5)
+        return 0
+
+    def _handle_partition(
+        self, consumer: KafkaConsumer, tp: TopicPartition, records: list[Any]
+    ) -> None:
+        next_offset: int | None = None
+        for rec in records:
+            if tp in self._paused:
+                break
+            try:
+                self.handle(rec)
+            except _Backpressure as exc:
+                log.warning("pausing %s at offset %d: %s", tp, rec.offset, exc)
+                self.stats.paused += 1
+                consumer.pause(tp)
+                consumer.seek(tp, rec.offset)
+                self._paused[tp] = time.monotonic() + RETRY_PAUSE_S
+                break
+            next_offset = rec.offset + 1
+        if next_offset is not None:
+            consumer.commit({tp: OffsetAndMetadata(next_offset, "", -1)})
+
+    def _resume_due(self) -> None:
+        now = time.monotonic()
+        due = [tp for tp, at in self._paused.items() if at <= now]
+        if due and self._consumer is not None:
+            for tp in due:
+                del self._paused[tp]
+            self._consumer.resume(*due)
+
+    # --- one record ---------------------------------------------------
+    def handle(self, rec: Any) -> None:
+        """Dispatch one record, or dead-letter it; raise ``_Backpressure`` to retry it later."""
+        try:
+            job = parse_job(rec.value, max_bytes=self.settings.max_message_bytes)
+            if isinstance(job, StartJob):
+                self._start(job, rec)
+            elif isinstance(job, NodeJob):
+                self._node(job)
+            elif isinstance(job, CancelJob):
+                cancel_run(self.rt, job.run_id, job.reason or "cancelled by request")
+            self.stats.dispatched += 1
+        except MessageError as exc:
+            self._dead_letter(rec, exc.reason)
+            if exc.is_start and exc.run_id:
+                self._fail_start(exc.run_id, exc.reason)
+        except (RedisError, KombuOperationalError, StateError, OSError) as exc:
+            raise _Backpressure(f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            # A bug must not stop the consumer or lose the message: it goes to the DLQ.
+            log.exception(
+                "unexpected error handling %s:%d:%d", rec.topic, rec.partition, rec.offset
+            )
+            self._dead_letter(rec, f"internal error: {type(exc).__name__}: {exc}")
+
+    def _start(self, job: StartJob, rec: Any) -> None:
+        # The same record always names the same run, so a redelivery cannot start a second one.
+        run_id = job.run_id or str(
+            uuid.uuid5(uuid.NAMESPACE_URL, f"{rec.topic}:{rec.partition}:{rec.offset}")
+        )
+        try:
+            bp = self.rt.blueprints.get(job.blueprint, job.version)
+        except UnknownBlueprintError as exc:
+            raise MessageError(str(exc), run_id=job.run_id, is_start=True) from None
+        start_run(self.rt, bp, job.input, run_id=run_id)
+
+    def _node(self, job: NodeJob) -> None:
+        run = self.rt.store.get_run(job.run_id)
+        if run is None:
+            raise MessageError(f"unknown run {job.run_id!r} (node job for {job.node!r})")
+        if run.terminal:
+            self.rt.store.append_history(
+                run.run_id,
+                "node.ignored",
+                node_id=job.node,
+                data={"reason": f"run is {run.status}"},
+            )
+            return
+        if job.blueprint is not None and job.blueprint != run.blueprint_id:
+            raise MessageError(
+                f"run {run.run_id!r} is of blueprint {run.blueprint_id!r}, not {job.blueprint!r}"
+            )
+        bp = self.rt.blueprint_of(run)
+        if job.node not in bp.node_ids:
+            raise MessageError(
+                f"unknown node {job.node!r} in run {run.run_id!r} "
+                f"(blueprint {bp.id!r} has: {', '.join(bp.node_ids)})"
+            )
+        self.rt.dispatch(bp, run.run_id, job.node, attempt=job.attempt or 1)
+
+    def _fail_start(self, run_id: str, reason: str) -> None:
+        """Record a rejected start that named its run as failed, so a waiting client is answered."""
+        run = Run(
+            run_id=run_id,
+            blueprint_id="",
+            version="",
+            status=RUN_FAILED,
+            input=None,
+            snapshot={},
+            error=f"rejected: {reason}",
+        )
+        event = lifecycle_event(self.rt.settings, run_id, "failed", error=run.error)
+        try:
+            created, _ = self.rt.store.create_run(run, start_nodes=(), outbox=[event])
+        except StateError as exc:
+            log.warning("could not record rejected run %s as failed: %s", run_id, exc)
+            return
+        if created:
+            self.rt.hint_outbox()
+
+    def _dead_letter(self, rec: Any, reason: str) -> None:
+        assert self._dlq is not None
+        headers = [
+            ("flowbridge-error", reason.encode()),
+            ("flowbridge-source-topic", rec.topic.encode()),
+            ("flowbridge-source-partition", str(rec.partition).encode()),
+            ("flowbridge-source-offset", str(rec.offset).encode()),
+        ]
+        log.warning("dead-lettering %s:%d:%d: %s", rec.topic, rec.partition, rec.offset, reason)
+        try:
+            self._dlq.send(
+                self.rt.settings.topic("dlq"), key=rec.key, value=rec.value, headers=headers
+            ).get(timeout=30)
+        except Exception as exc:
+            raise _Backpressure(f"DLQ write failed: {exc}") from exc
+        self.stats.dead_lettered += 1

@@ -1,0 +1,49 @@
+"""Start-up of ``python -m bridge``: settings, user code, the consumer and the outbox relay."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from bridge.consumer import Bridge
+from bridge.outbox import OutboxRelay
+from bridge.settings import BridgeSettings, KafkaSettings
+from state.errors import FlowbridgeError
+from tasks.runtime import Runtime, load_user_code, reset_runtime
+from tasks.settings import Settings
+
+__all__ = ["main"]
+
+log = logging.getLogger("flowbridge.bridge")
+
+
+def main() -> int:
+    """Run the bridge until SIGTERM/SIGINT; exit 0 after draining, 2 on bad configuration."""
+    logging.basicConfig(
+        level=os.environ.get("FLOWBRIDGE_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # kafka-python logs every connection and rebalance step at INFO.
+    logging.getLogger("kafka").setLevel(
+        os.environ.get("FLOWBRIDGE_KAFKA_LOG_LEVEL", "WARNING").upper()
+    )
+    try:
+        settings = Settings.from_env()
+        kafka = KafkaSettings.from_env()
+        bridge_settings = BridgeSettings.from_env()
+        runtime = Runtime(settings)
+        reset_runtime(runtime)
+        loaded = load_user_code(settings)
+        runtime.ensure_schema()
+    except FlowbridgeError as exc:
+        log.error("cannot start the bridge: %s", exc)
+        return 2
+    log.info("blueprints: %s", ", ".join(sorted(f"{b.id}@{b.version}" for b in loaded)) or "none")
+    bridge = Bridge(runtime=runtime, kafka=kafka, settings=bridge_settings)
+    bridge.install_signal_handlers()
+    relay = OutboxRelay(runtime=runtime, kafka=kafka, settings=bridge_settings)
+    relay.start()
+    try:
+        return bridge.run()
+    finally:
+        relay.stop(timeout=bridge_settings.shutdown_s)

@@ -1,0 +1,148 @@
+"""The message contract of ``<prefix>flowbridge.jobs``: parsing, with errors naming the problem.
+
+Values are UTF-8 JSON objects with ``"v": 1``; flowcraft's job shape
+``{"runId","blueprintId","nodeId","attempt"?}`` is accepted as a ``node`` job.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.errors import MessageError
+
+__all__ = ["CancelJob", "Job", "NodeJob", "StartJob", "parse_job"]
+
+VERSION = 1
+_ID = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,200}$")
+
+
+@dataclass(frozen=True)
+class StartJob:
+    """Create a run (idempotent on ``run_id``) and dispatch its start nodes."""
+
+    run_id: str | None
+    blueprint: str
+    version: str | None
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class NodeJob:
+    """Run one node of an existing run."""
+
+    run_id: str
+    node: str
+    attempt: int | None = None
+    blueprint: str | None = None
+
+
+@dataclass(frozen=True)
+class CancelJob:
+    """Cancel a run (or leave a marker if its start has not arrived)."""
+
+    run_id: str
+    reason: str | None = None
+
+
+Job = StartJob | NodeJob | CancelJob
+
+
+def _ident(obj: dict[str, Any], key: str, *, required: bool = True) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise MessageError(f"missing required field {key!r}")
+        return None
+    if not isinstance(value, str):
+        raise MessageError(f"field {key!r} must be a string, got {type(value).__name__}")
+    if not _ID.match(value):
+        raise MessageError(
+            f"field {key!r}={value[:80]!r} is not a valid id (1-200 of letters, digits, _.:@/+=-)"
+        )
+    return value
+
+
+def _attempt(obj: dict[str, Any], key: str) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise MessageError(f"field {key!r} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _decode(value: bytes | None, max_bytes: int) -> dict[str, Any]:
+    if value is None:
+        raise MessageError("message has no value (a tombstone?)")
+    if len(value) > max_bytes:
+        raise MessageError(
+            f"message is {len(value)} bytes, over FLOWBRIDGE_MAX_MESSAGE_BYTES={max_bytes}"
+        )
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MessageError(f"value is not UTF-8: {exc}") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MessageError(
+            f"value is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    if not isinstance(obj, dict):
+        raise MessageError(f"value must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def parse_job(value: bytes | None, *, max_bytes: int) -> Job:
+    """Parse one jobs-topic value, or raise ``MessageError`` saying what is wrong."""
+    obj = _decode(value, max_bytes)
+    if "v" not in obj and "runId" in obj:
+        return NodeJob(
+            run_id=_ident(obj, "runId") or "",
+            node=_ident(obj, "nodeId") or "",
+            attempt=_attempt(obj, "attempt"),
+            blueprint=_ident(obj, "blueprintId", required=False),
+        )
+    v = obj.get("v")
+    if v is None:
+        raise MessageError(f"missing required field 'v' (this bridge speaks v={VERSION})")
+    if v != VERSION or isinstance(v, bool):
+        raise MessageError(f"unsupported message version v={v!r} (this bridge speaks v={VERSION})")
+    kind = obj.get("type")
+    if kind == "start":
+        run_id = _ident(obj, "run_id", required=False)
+        try:
+            blueprint = _ident(obj, "blueprint") or ""
+            version = obj.get("version")
+            if version is not None and (
+                isinstance(version, bool) or not isinstance(version, (str, int))
+            ):
+                raise MessageError(f"field 'version' must be a string or integer, got {version!r}")
+            run_input = obj.get("input", {})
+            if not isinstance(run_input, dict):
+                raise MessageError(
+                    f"field 'input' must be a JSON object, got {type(run_input).__name__}"
+                )
+        except MessageError as exc:
+            raise MessageError(exc.reason, run_id=run_id, is_start=True) from None
+        return StartJob(
+            run_id=run_id,
+            blueprint=blueprint,
+            version=None if version is None else str(version),
+            input=run_input,
+        )
+    if kind == "node":
+        return NodeJob(
+            run_id=_ident(obj, "run_id") or "",
+            node=_ident(obj, "node") or "",
+            attempt=_attempt(obj, "attempt"),
+        )
+    if kind == "cancel":
+        reason = obj.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            raise MessageError(f"field 'reason' must be a string, got {type(reason).__name__}")
+        return CancelJob(run_id=_ident(obj, "run_id") or "", reason=reason)
+    raise MessageError(f"unknown type {kind!r} (expected 'start', 'node' or 'cancel')")

@@ -1,0 +1,99 @@
+"""The outbox relay: publishes rows that workers committed with their state changes.
+
+At least once: a row is deleted only after Kafka confirmed it (``acks=all``),
+so a crash in between publishes it again, with the same ``flowbridge-id``
+header for consumers to dedupe on. Woken by a Redis hint after each commit;
+it also sweeps every ``FLOWBRIDGE_OUTBOX_SWEEP_S`` in case a hint was lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+from kafka import KafkaProducer
+from redis.exceptions import RedisError
+
+from bridge.settings import BridgeSettings, KafkaSettings
+from tasks.constants import OUTBOX_HINT_KEY
+from tasks.runtime import Runtime
+
+__all__ = ["OutboxRelay"]
+
+log = logging.getLogger("flowbridge.outbox")
+
+BATCH = 500
+
+
+class OutboxRelay:
+    """Publishes outbox rows to Kafka from a background thread."""
+
+    def __init__(self, *, runtime: Runtime, kafka: KafkaSettings, settings: BridgeSettings) -> None:
+        """Prepare the relay; ``start`` launches its thread."""
+        self.rt = runtime
+        self.kafka = kafka
+        self.settings = settings
+        self.published = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="outbox-relay", daemon=True)
+        self._producer: KafkaProducer | None = None
+
+    def start(self) -> None:
+        """Start relaying."""
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Publish what is pending, then stop."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _producer_(self) -> KafkaProducer:
+        if self._producer is None:
+            self._producer = KafkaProducer(acks="all", linger_ms=2, **self.kafka.client_config())
+        return self._producer
+
+    def relay_once(self) -> int:
+        """Publish one batch of pending rows; returns how many."""
+        rows = self.rt.store.pending_outbox(limit=BATCH)
+        if not rows:
+            return 0
+        producer = self._producer_()
+        futures = [
+            producer.send(
+                r.topic,
+                key=None if r.key is None else r.key.encode(),
+                value=json.dumps(r.value, separators=(",", ":")).encode(),
+                headers=[("flowbridge-id", r.id.encode())],
+            )
+            for r in rows
+        ]
+        producer.flush(timeout=30)
+        for f in futures:
+            f.get(timeout=30)
+        self.rt.store.delete_outbox([r.id for r in rows])
+        self.published += len(rows)
+        return len(rows)
+
+    def _wait_for_hint(self) -> None:
+        key = self.rt.settings.redis_prefix + OUTBOX_HINT_KEY
+        try:
+            self.rt.redis.blpop([key], timeout=self.settings.outbox_sweep_s)
+        except RedisError:
+            self._stop.wait(self.settings.outbox_sweep_s)
+
+    def _loop(self) -> None:
+        while True:
+            stopping = self._stop.is_set()
+            try:
+                n = self.relay_once()
+            except Exception:
+                log.exception("outbox relay failed; retrying")
+                n = 0
+                self._stop.wait(self.settings.outbox_sweep_s)
+            if stopping and n < BATCH:
+                break
+            if n == 0:
+                self._wait_for_hint()
+        if self._producer is not None:
+            self._producer.close(timeout=5)

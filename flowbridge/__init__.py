@@ -1,0 +1,33 @@
+"""flowbridge's public API in one place, safe to import from a Celery project.
+
+Celery projects often have a ``tasks.py`` of their own that would shadow our
+``tasks`` package; ``from flowbridge import node, Result`` always works.
+``Client`` is loaded on first access so that node modules do not import Kafka.
+"""
+
+from typing import Any
+
+from tasks.blueprint import Blueprint
+from tasks.context import NodeContext, Result
+from tasks.errors import NodeError
+from tasks.registry import node, register_blueprint
+
+__all__ = [
+    "Blueprint",
+    "Client",
+    "NodeContext",
+    "NodeError",
+    "Result",
+    "RunHandle",
+    "node",
+    "register_blueprint",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Load the Kafka-backed client classes on first access."""
+    if name in ("Client", "RunHandle"):
+        from bridge import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'flowbridge' has no attribute {name!r}")

@@ -1,0 +1,130 @@
+"""The Celery app: JSON only, acks late, one queue per shard, routed by run id.
+
+``celery -A tasks worker`` and ``celery -A tasks beat`` find ``app`` here. The
+configuration is read from the environment when Celery first needs it, never
+at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from typing import Any
+
+from celery import Celery, Task, signals
+from kombu.entity import Exchange, Queue
+
+from tasks.constants import RECONCILE_TASK, RUN_NODE_TASK, SHARD_QUEUE_PREFIX
+from tasks.runtime import get_runtime, load_user_code
+from tasks.settings import Settings
+
+__all__ = ["ShardRouter", "app", "celery_config", "shard_of", "shard_queue"]
+
+log = logging.getLogger("flowbridge.worker")
+
+
+def shard_of(run_id: str, shards: int) -> int:
+    """The shard of a run: ``crc32(run_id) % shards``."""
+    return zlib.crc32(run_id.encode()) % shards
+
+
+def shard_queue(run_id: str, shards: int) -> str:
+    """The queue of a run's tasks: ``flowbridge.shard.<n>``."""
+    return f"{SHARD_QUEUE_PREFIX}{shard_of(run_id, shards)}"
+
+
+class ShardRouter:
+    """A ``task_routes`` entry: tasks with a ``run_id`` go to that run's shard queue."""
+
+    def __init__(self, shards: int) -> None:
+        """Route over ``shards`` queues."""
+        self.shards = shards
+
+    def __call__(
+        self, name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any
+    ) -> dict[str, str] | None:
+        """Pick the queue from the ``run_id`` argument, so retries and replaced tasks inherit it."""
+        run_id = (kwargs or {}).get("run_id")
+        if run_id is None and args:
+            run_id = args[0]
+        if isinstance(run_id, str):
+            return {"queue": shard_queue(run_id, self.shards)}
+        return None
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings derived from flowbridge's."""
+    transport: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_s}
+    if settings.redis_prefix:
+        transport["global_keyprefix"] = settings.redis_prefix
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": dict(transport),
+        "broker_connection_retry_on_startup": True,
+        # JSON only: pickle would let a message run arbitrary code.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # A killed worker's task is redelivered; the state store makes the rerun harmless.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # Each shard queue has its own direct exchange and key: a shared default exchange
+        # would bind every queue to the same key and copy each message to all of them.
+        "task_queues": [
+            Queue(q, Exchange(q, type="direct"), routing_key=q)
+            for q in (f"{SHARD_QUEUE_PREFIX}{n}" for n in range(settings.shards))
+        ],
+        "task_default_queue": f"{SHARD_QUEUE_PREFIX}0",
+        "task_routes": (ShardRouter(settings.shards),),
+        "worker_prefetch_multiplier": settings.prefetch,
+        "worker_soft_shutdown_timeout": settings.soft_shutdown_s,
+        "worker_enable_soft_shutdown_on_idle": True,
+        "worker_hijack_root_logger": False,
+        "beat_schedule": {
+            "flowbridge.reconcile": {
+                "task": RECONCILE_TASK,
+                "schedule": settings.reconcile_interval_s,
+                "options": {"expires": settings.reconcile_interval_s},
+            }
+        },
+    }
+
+
+app = Celery("flowbridge", set_as_current=False)
+# A callable default is a promise: Celery calls it when the configuration is first needed
+# (worker, beat or the first send), so the environment is read at start-up, not at import.
+app.add_defaults(lambda: celery_config(Settings.from_env()))
+
+
+@signals.worker_init.connect
+def _load_user_code_in_worker(**_: Any) -> None:
+    # In the parent, before the pool forks: children inherit the registries.
+    runtime = get_runtime()
+    load_user_code(runtime.settings)
+    runtime.ensure_schema()
+    runtime.store.close()
+
+
+@signals.beat_init.connect
+def _load_user_code_in_beat(**_: Any) -> None:
+    load_user_code(get_runtime().settings)
+
+
+@app.task(name=RUN_NODE_TASK, bind=True, ignore_result=True)
+def run_node(self: Task, run_id: str, node_id: str, iteration: int = 0, attempt: int = 1) -> str:
+    """Run one attempt of one node (at least once; its state effects apply once)."""
+    from tasks.engine import execute_node
+
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    return execute_node(get_runtime(), run_id, node_id, iteration, attempt, redelivered=redelivered)
+
+
+@app.task(name=RECONCILE_TASK, ignore_result=True)
+def reconcile() -> dict[str, int]:
+    """Re-dispatch stalled runs' pending nodes (the full reconciler is in tasks.reconciler)."""
+    from tasks.reconciler import reconcile_once
+
+    return reconcile_once(get_runtime())

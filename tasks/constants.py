@@ -1,0 +1,16 @@
+"""Task names, Redis keys and sizes of the tasks package, units in the names."""
+
+from __future__ import annotations
+
+#: The Celery task that runs one attempt of one node.
+RUN_NODE_TASK = "flowbridge.run_node"
+#: The Celery beat task that re-emits stalled runs' next jobs.
+RECONCILE_TASK = "flowbridge.reconcile"
+#: Redis list workers push to after committing outbox rows (FLOWBRIDGE_REDIS_PREFIX applies).
+OUTBOX_HINT_KEY = "flowbridge:outbox-hint"
+#: Shard queues are ``flowbridge.shard.<n>``.
+SHARD_QUEUE_PREFIX = "flowbridge.shard."
+#: Blueprint snapshots parsed and kept per process.
+SNAPSHOT_CACHE_SIZE = 2048
+#: Grace added to a node's timeout before Celery's hard time limit kills the process.
+HARD_LIMIT_GRACE_S = 10

@@ -1,0 +1,420 @@
+"""Running one node attempt, and starting and cancelling runs.
+
+Guarantees, exactly: node code runs at least once (a redelivered or
+duplicated task may run it again before the first attempt commits); the
+state transitions it causes (completion, successors, join arrivals, context
+writes, outbox rows, run status) apply exactly once, through the store's
+conditional writes. A duplicate delivery of a completed node runs no user code:
+it only re-dispatches successors that are still pending and settles joins and
+the run, which repairs a crash between the commit and the dispatch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from state.constants import (
+    ARRIVAL_SKIPPED,
+    NODE_COMPLETED,
+    NODE_FAILED,
+    NODE_PENDING,
+    NODE_RUNNING,
+    NODE_SKIPPED,
+    RUN_ACTIVE,
+    RUN_COMPLETED,
+    RUN_PENDING,
+    RUN_RUNNING,
+)
+from state.models import NodeCompletion, NodeState, Run
+from tasks.blueprint import Blueprint, NodeSpec
+from tasks.context import NodeContext, Result
+from tasks.errors import NodeError, UnknownNodeError
+from tasks.events import lifecycle_event
+from tasks.flow import Plan, plan_completion, plan_from_taken, plan_skip
+from tasks.runtime import Runtime, task_id
+
+__all__ = ["cancel_run", "execute_node", "repair_run", "start_run"]
+
+log = logging.getLogger("flowbridge.engine")
+
+
+def _call(fn: Callable[..., Any], ctx: NodeContext) -> Any:
+    if inspect.iscoroutinefunction(fn):
+        return asyncio.run(fn(ctx))
+    result = fn(ctx)
+    if inspect.isawaitable(result):
+        return asyncio.run(_await(result))
+    return result
+
+
+async def _await(aw: Any) -> Any:
+    return await aw
+
+
+def _check_json(what: str, value: Any) -> None:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise NodeError(f"{what} is not JSON-serializable: {exc}", retryable=False) from exc
+
+
+def start_run(
+    rt: Runtime,
+    bp: Blueprint,
+    run_input: Any,
+    *,
+    run_id: str | None = None,
+) -> tuple[bool, Run]:
+    """Create a run of ``bp`` (idempotent on ``run_id``) and dispatch its pending start nodes."""
+    run_id = run_id or str(uuid.uuid4())
+    starts = bp.analysis.start_nodes
+    run = Run(
+        run_id=run_id,
+        blueprint_id=bp.id,
+        version=bp.version,
+        status=RUN_PENDING,
+        input=run_input,
+        snapshot=bp.to_dict(),
+    )
+    started = lifecycle_event(
+        rt.settings, run_id, "started", blueprint=bp.id, version=bp.version, input=run_input
+    )
+    created, stored = rt.store.create_run(run, start_nodes=starts, outbox=[started])
+    if created:
+        rt.hint_outbox()
+    if stored.status not in RUN_ACTIVE:
+        return created, stored
+    # A redelivered start repairs a crash between creating the run and dispatching.
+    stored_bp = rt.blueprint_of(stored)
+    recs = rt.store.get_nodes(run_id, stored_bp.analysis.start_nodes)
+    for node_id, rec in recs.items():
+        if rec.status == NODE_PENDING:
+            rt.dispatch(stored_bp, run_id, node_id, attempt=max(rec.attempts + 1, 1))
+    return created, stored
+
+
+def cancel_run(rt: Runtime, run_id: str, reason: str = "cancelled") -> bool:
+    """Cancel a run: nothing new is dispatched; in-flight tasks are revoked (best effort)."""
+    before = rt.store.get_run(run_id)
+    in_flight: list[str] = []
+    if before is not None and before.snapshot:
+        bp = rt.blueprint_of(before)
+        for rec in rt.store.get_nodes(run_id, bp.node_ids).values():
+            if rec.active:
+                in_flight.append(task_id(run_id, rec.node_id, rec.iteration, max(rec.attempts, 1)))
+    outbox = [lifecycle_event(rt.settings, run_id, "cancelled", reason=reason)]
+    applied, _ = rt.store.cancel_run(run_id, reason=reason, outbox=outbox)
+    if applied:
+        rt.hint_outbox()
+        if in_flight:
+            # Revokes live only in workers' memory: the status check before user code is the guard.
+            rt.app.control.revoke(in_flight, terminate=False)
+    return applied
+
+
+def execute_node(
+    rt: Runtime,
+    run_id: str,
+    node_id: str,
+    iteration: int = 0,
+    attempt: int = 1,
+    *,
+    redelivered: bool = False,
+) -> str:
+    """Run one attempt of one node if the store says it should run; returns what happened.
+
+    ``redelivered`` (set by the broker when a task comes back after its worker
+    was lost) lets this delivery take over a node recorded as ``running``; a
+    copy that is not a redelivery leaves a running node to whoever runs it.
+    """
+    store = rt.store
+    run = store.get_run(run_id)
+    if run is None:
+        log.warning("run %s: no such run; node job %s ignored", run_id, node_id)
+        return "no-run"
+    if run.status not in RUN_ACTIVE:
+        store.append_history(
+            run_id, "node.ignored", node_id=node_id, data={"reason": f"run is {run.status}"}
+        )
+        return "ignored"
+    bp = rt.blueprint_of(run)
+    if node_id not in bp.node_ids:
+        store.append_history(
+            run_id, "node.ignored", node_id=node_id, data={"reason": "no such node"}
+        )
+        return "ignored"
+    state = store.get_node(run_id, node_id, iteration)
+    if state is None:
+        store.append_history(
+            run_id, "node.ignored", node_id=node_id, data={"reason": "not on the frontier"}
+        )
+        return "ignored"
+    if state.status in (NODE_COMPLETED, NODE_SKIPPED):
+        _settle(rt, run, bp, state, repair=True)
+        return "duplicate"
+    if state.status not in (NODE_PENDING, NODE_RUNNING):
+        return "ignored"
+    if run.status == RUN_PENDING:
+        store.set_run_status(run_id, from_={RUN_PENDING}, to=RUN_RUNNING)
+    stale = state.updated_at < time.time() - rt.settings.stalled_after_s
+    takeover = state.status == NODE_RUNNING and (redelivered or stale)
+    began = store.begin_attempt(run_id, node_id, iteration, attempt, takeover=takeover)
+    if began is None:
+        # Another delivery holds it: at least once never means "concurrently twice" on purpose.
+        store.append_history(run_id, "node.busy", node_id=node_id, data={"attempt": attempt})
+        return "busy"
+    spec = bp.node(node_id)
+    attempt = began.attempts
+    if began.deliveries > rt.settings.max_deliveries:
+        error = (
+            f"node {node_id!r} attempt {attempt} was delivered {began.deliveries - 1} times "
+            "without finishing (its worker crashed or was killed while running it)"
+        )
+        return _fail(rt, run, bp, spec, iteration, attempt, error, retryable=False, delay=None)
+    ctx = NodeContext(
+        run_id=run_id,
+        node_id=node_id,
+        iteration=iteration,
+        attempt=attempt,
+        input=run.input,
+        params=spec.params,
+        load_outputs=lambda: {
+            n: r.output
+            for n, r in store.get_nodes(run_id, bp.node_ids).items()
+            if r.status == NODE_COMPLETED
+        },
+        load_context=lambda: store.get_context(run_id),
+    )
+    try:
+        result = _call(rt.nodes.get(spec.uses), ctx)
+        output, action = (
+            (result.output, result.action) if isinstance(result, Result) else (result, None)
+        )
+        if action is not None and not isinstance(action, str):
+            raise NodeError(
+                f"action must be a string, not {type(action).__name__}", retryable=False
+            )
+        _check_json(f"node {node_id!r} output", output)
+        _check_json(f"node {node_id!r} context writes", ctx.context.staged)
+        _check_json(f"node {node_id!r} emitted values", [m.value for m in ctx.emitted])
+    except SoftTimeLimitExceeded:
+        error = f"node {node_id!r} timed out after {spec.config.timeout_s:g}s"
+        return _fail(rt, run, bp, spec, iteration, attempt, error, retryable=True, delay=None)
+    except NodeError as exc:
+        return _fail(rt, run, bp, spec, iteration, attempt, str(exc), exc.retryable, exc.delay_s)
+    except UnknownNodeError as exc:
+        return _fail(rt, run, bp, spec, iteration, attempt, str(exc), retryable=False, delay=None)
+    except Exception as exc:
+        log.info("run %s node %s attempt %d raised", run_id, node_id, attempt, exc_info=True)
+        error = f"{type(exc).__name__}: {exc}"
+        return _fail(rt, run, bp, spec, iteration, attempt, error, retryable=True, delay=None)
+    return _complete(rt, run, bp, spec, iteration, attempt, output, action, ctx)
+
+
+def _routing_source(rt: Runtime, run: Run, bp: Blueprint, node_id: str) -> str:
+    # A fallback without edges of its own continues on the edges of the primary that failed.
+    if bp.analysis.successors.get(node_id):
+        return node_id
+    primaries = [n.id for n in bp.nodes if n.config.fallback == node_id]
+    if not primaries:
+        return node_id
+    recs = rt.store.get_nodes(run.run_id, primaries)
+    failed = [p for p in primaries if p in recs and recs[p].status == NODE_FAILED]
+    return failed[0] if failed else node_id
+
+
+def _complete(
+    rt: Runtime,
+    run: Run,
+    bp: Blueprint,
+    spec: NodeSpec,
+    iteration: int,
+    attempt: int,
+    output: Any,
+    action: str | None,
+    ctx: NodeContext,
+) -> str:
+    source = _routing_source(rt, run, bp, spec.id)
+    edges = bp.analysis.successors.get(source, ())
+    needs_context = any(e.condition and "context" in e.condition for e in edges)
+    plan = plan_completion(
+        bp,
+        source,
+        output=output,
+        action=action,
+        context=ctx.context.as_dict() if needs_context else dict(ctx.context.staged),
+        input=run.input,
+    )
+    res = rt.store.commit_node(
+        NodeCompletion(
+            run_id=run.run_id,
+            node_id=spec.id,
+            iteration=iteration,
+            attempt=attempt,
+            output=output,
+            action=action,
+            edges_taken=plan.edges_taken,
+            pending=plan.pending,
+            skipped=plan.skipped,
+            arrivals=plan.arrivals,
+            context_writes=dict(ctx.context.staged),
+            outbox=tuple(ctx.emitted),
+        )
+    )
+    if res.applied and ctx.emitted:
+        rt.hint_outbox()
+    if res.run_status in RUN_ACTIVE:
+        _settle(rt, run, bp, res.node, repair=not res.applied, plan=plan if res.applied else None)
+    return "completed" if res.applied else "duplicate"
+
+
+def _settle(
+    rt: Runtime,
+    run: Run,
+    bp: Blueprint,
+    node: NodeState,
+    *,
+    repair: bool,
+    plan: Plan | None = None,
+) -> None:
+    """After a commit (or for a duplicate): dispatch successors, fire joins, finish the run."""
+    if plan is None:
+        if node.status == NODE_SKIPPED:
+            plan = plan_skip(bp, node.node_id)
+        else:
+            plan = plan_from_taken(bp, _routing_source(rt, run, bp, node.node_id), node.edges_taken)
+    to_dispatch = list(plan.pending)
+    if repair and to_dispatch:
+        recs = rt.store.get_nodes(run.run_id, to_dispatch, node.iteration)
+        to_dispatch = [n for n in to_dispatch if n in recs and recs[n].status == NODE_PENDING]
+    for succ in to_dispatch:
+        rt.dispatch(bp, run.run_id, succ, iteration=node.iteration)
+    dispatched = bool(to_dispatch) or (not repair and bool(plan.pending))
+    for join_id in dict.fromkeys(a.join_id for a in plan.arrivals):
+        dispatched |= _try_fire(rt, run, bp, join_id, node.iteration, repair=repair)
+    if not dispatched:
+        _maybe_finish(rt, run, bp)
+
+
+def _try_fire(
+    rt: Runtime, run: Run, bp: Blueprint, join_id: str, iteration: int, *, repair: bool
+) -> bool:
+    """Fire a join whose arrivals are complete; True if the join is (now) pending."""
+    arrivals = rt.store.get_arrivals(run.run_id, join_id, iteration)
+    if not set(bp.analysis.predecessors[join_id]) <= set(arrivals):
+        return False
+    fired = rt.store.fire_join(run.run_id, join_id, iteration)
+    if not fired:
+        if repair:
+            rec = rt.store.get_node(run.run_id, join_id, iteration)
+            if rec is not None and rec.status == NODE_PENDING:
+                rt.dispatch(bp, run.run_id, join_id, iteration=iteration)
+                return True
+        return False
+    if all(o == ARRIVAL_SKIPPED for o in arrivals.values()):
+        plan = plan_skip(bp, join_id)
+        res = rt.store.commit_node(
+            NodeCompletion(
+                run_id=run.run_id,
+                node_id=join_id,
+                iteration=iteration,
+                status=NODE_SKIPPED,
+                skipped=plan.skipped,
+                arrivals=plan.arrivals,
+            )
+        )
+        if res.run_status in RUN_ACTIVE:
+            _settle(rt, run, bp, res.node, repair=False, plan=plan)
+        return True
+    rt.dispatch(bp, run.run_id, join_id, iteration=iteration)
+    return True
+
+
+def _maybe_finish(rt: Runtime, run: Run, bp: Blueprint) -> None:
+    """Complete the run when nothing is pending, running or waiting on the paths taken."""
+    recs = rt.store.get_nodes(run.run_id, bp.node_ids)
+    if any(r.active for r in recs.values()):
+        return
+    for join_id in bp.analysis.join_nodes:
+        # Arrivals without a join record: the join is about to fire (or be skipped).
+        if join_id not in recs and rt.store.get_arrivals(run.run_id, join_id):
+            return
+    output = {
+        n: r.output for n, r in recs.items() if r.status == NODE_COMPLETED and not r.edges_taken
+    }
+    event = lifecycle_event(rt.settings, run.run_id, "completed", output=output)
+    if rt.store.finish_run(run.run_id, status=RUN_COMPLETED, output=output, outbox=[event]):
+        rt.hint_outbox()
+
+
+def _fail(
+    rt: Runtime,
+    run: Run,
+    bp: Blueprint,
+    spec: NodeSpec,
+    iteration: int,
+    attempt: int,
+    error: str,
+    retryable: bool,
+    delay: float | None,
+) -> str:
+    """Retry the node with backoff, start its fallback, or fail the run with the reason."""
+    cfg = spec.config
+    if retryable and attempt <= cfg.max_retries:
+        backoff = cfg.retry_delay_s * (2 ** (attempt - 1))
+        wait = min(delay if delay is not None else backoff, rt.settings.max_delay_s)
+        if rt.store.retry_node(run.run_id, spec.id, iteration, attempt=attempt, error=error):
+            rt.dispatch(
+                bp, run.run_id, spec.id, iteration=iteration, attempt=attempt + 1, countdown=wait
+            )
+        return "retry"
+    reason = f"node {spec.id!r} failed after {attempt} attempt(s): {error}"
+    outbox = (
+        [] if cfg.fallback else [lifecycle_event(rt.settings, run.run_id, "failed", error=reason)]
+    )
+    if rt.store.fail_node(
+        run.run_id,
+        spec.id,
+        iteration,
+        error=reason,
+        fallback=cfg.fallback,
+        fail_run=True,
+        outbox=outbox,
+    ):
+        if cfg.fallback:
+            rt.dispatch(bp, run.run_id, cfg.fallback, iteration=iteration)
+        else:
+            rt.hint_outbox()
+    return "failed"
+
+
+def repair_run(rt: Runtime, run: Run, *, stale_before: float) -> list[str]:
+    """Re-dispatch a stalled run's lost work from the store's frontier; returns what was done."""
+    bp = rt.blueprint_of(run)
+    recs = rt.store.get_nodes(run.run_id, bp.node_ids)
+    actions: list[str] = []
+    for rec in recs.values():
+        if rec.status == NODE_PENDING and rec.updated_at < stale_before:
+            rt.dispatch(
+                bp, run.run_id, rec.node_id, iteration=rec.iteration, attempt=rec.attempts + 1
+            )
+            actions.append(f"dispatched {rec.node_id}")
+    for join_id in bp.analysis.join_nodes:
+        if join_id not in recs and _try_fire(rt, run, bp, join_id, 0, repair=True):
+            actions.append(f"fired {join_id}")
+    if not any(r.active for r in recs.values()) and not actions:
+        before = rt.store.get_run(run.run_id)
+        _maybe_finish(rt, run, bp)
+        after = rt.store.get_run(run.run_id)
+        if before is not None and after is not None and after.status != before.status:
+            actions.append(f"finished as {after.status}")
+    return actions

@@ -1,0 +1,171 @@
+"""Per-process runtime: settings, the state store, registries, Redis and task dispatch."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from state.protocol import StateStore
+from state.url import open_store
+from tasks.blueprint import Blueprint, check
+from tasks.constants import (
+    HARD_LIMIT_GRACE_S,
+    OUTBOX_HINT_KEY,
+    RUN_NODE_TASK,
+    SNAPSHOT_CACHE_SIZE,
+)
+from tasks.registry import BlueprintRegistry, NodeRegistry, blueprints, nodes
+from tasks.settings import Settings
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from state.models import Run
+
+__all__ = ["Runtime", "get_runtime", "load_user_code", "reset_runtime", "task_id"]
+
+log = logging.getLogger("flowbridge.runtime")
+
+_loaded: set[tuple[str, ...]] = set()
+
+
+def load_user_code(settings: Settings) -> list[Blueprint]:
+    """Import ``FLOWBRIDGE_APP`` modules and load ``FLOWBRIDGE_BLUEPRINTS``; validate them all."""
+    key = (*settings.app_modules, settings.blueprints_dir or "")
+    for module in settings.app_modules:
+        importlib.import_module(module)
+    if settings.blueprints_dir and key not in _loaded:
+        blueprints.load_dir(settings.blueprints_dir)
+    _loaded.add(key)
+    known = nodes.names()
+    for bp in blueprints.all():
+        check(bp, known_uses=known, max_delay_s=settings.max_delay_s)
+    return blueprints.all()
+
+
+def task_id(run_id: str, node_id: str, iteration: int, attempt: int) -> str:
+    """Deterministic Celery task id of one attempt of one node, so cancel can revoke it."""
+    return f"{run_id}:{node_id}:{iteration}:{attempt}"
+
+
+class Runtime:
+    """What engine code needs in one process; created after fork, never shared across one."""
+
+    def __init__(self, settings: Settings, *, app: Celery | None = None) -> None:
+        """Open (lazily) the store and Redis that ``settings`` name."""
+        self.settings = settings
+        self.store: StateStore = open_store(
+            settings.state_url, env=settings.env, retention_s=settings.retention_days * 86400
+        )
+        self.nodes: NodeRegistry = nodes
+        self.blueprints: BlueprintRegistry = blueprints
+        self._app = app
+        self._redis: redis.Redis[bytes] | None = None
+        self._snapshots: OrderedDict[str, Blueprint] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def ensure_schema(self) -> None:
+        """Create the embedded SQLite schema on start; Scylla's is the ``release:`` step's job."""
+        if self.settings.state_url.startswith("sqlite"):
+            self.store.migrate()
+
+    @property
+    def app(self) -> Celery:
+        """The Celery app that tasks are sent with."""
+        if self._app is None:
+            from tasks.celeryapp import app
+
+            self._app = app
+        return self._app
+
+    @property
+    def redis(self) -> redis.Redis[bytes]:
+        """A Redis client for hints and locks."""
+        if self._redis is None:
+            self._redis = redis.Redis.from_url(self.settings.redis_url)
+        return self._redis
+
+    def blueprint_of(self, run: Run) -> Blueprint:
+        """The blueprint snapshot the run started with (immutable, so cached per run)."""
+        with self._lock:
+            bp = self._snapshots.get(run.run_id)
+            if bp is not None:
+                self._snapshots.move_to_end(run.run_id)
+                return bp
+        bp = Blueprint.from_dict(run.snapshot)
+        with self._lock:
+            self._snapshots[run.run_id] = bp
+            if len(self._snapshots) > SNAPSHOT_CACHE_SIZE:
+                self._snapshots.popitem(last=False)
+        return bp
+
+    def dispatch(
+        self,
+        bp: Blueprint,
+        run_id: str,
+        node_id: str,
+        *,
+        iteration: int = 0,
+        attempt: int = 1,
+        countdown: float | None = None,
+    ) -> None:
+        """Send one node attempt to its run's shard queue."""
+        options: dict[str, Any] = {}
+        timeout = bp.node(node_id).config.timeout_s
+        if timeout:
+            # The node's timeout is the soft limit (raised in the task); the hard one kills.
+            options["soft_time_limit"] = timeout
+            options["time_limit"] = timeout + HARD_LIMIT_GRACE_S
+        if countdown:
+            options["countdown"] = countdown
+        self.app.send_task(
+            RUN_NODE_TASK,
+            kwargs={
+                "run_id": run_id,
+                "node_id": node_id,
+                "iteration": iteration,
+                "attempt": attempt,
+            },
+            task_id=task_id(run_id, node_id, iteration, attempt),
+            **options,
+        )
+
+    def hint_outbox(self) -> None:
+        """Wake the bridge's outbox relay (a lost hint only delays: the relay also sweeps)."""
+        key = self.settings.redis_prefix + OUTBOX_HINT_KEY
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.lpush(key, 1)
+            pipe.ltrim(key, 0, 0)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("outbox hint not sent (the relay's sweep will find the rows): %s", exc)
+
+
+_runtime: Runtime | None = None
+_runtime_pid: int | None = None
+_runtime_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """This process's runtime, created on first use (after fork) from the environment."""
+    global _runtime, _runtime_pid
+    with _runtime_lock:
+        if _runtime is None or _runtime_pid != os.getpid():
+            _runtime = Runtime(Settings.from_env())
+            _runtime_pid = os.getpid()
+        return _runtime
+
+
+def reset_runtime(runtime: Runtime | None = None) -> None:
+    """Install ``runtime`` (or forget the current one) for this process."""
+    global _runtime, _runtime_pid
+    with _runtime_lock:
+        _runtime = runtime
+        _runtime_pid = os.getpid() if runtime is not None else None

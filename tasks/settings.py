@@ -1,0 +1,119 @@
+"""Settings of workers, beat and the engine: typed, frozen, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from state.errors import ConfigError
+from state.url import state_url_from_env
+
+__all__ = ["Settings", "env_float", "env_int", "topic_name"]
+
+
+def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    """Read an integer setting, naming the variable when it is malformed."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    """Read a number setting (seconds and the like), naming the variable when it is malformed."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def topic_name(prefix: str, name: str) -> str:
+    """Full name of one of flowbridge's topics (``jobs``, ``events``, ``runs``, ``dlq``)."""
+    return f"{prefix}flowbridge.{name}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """What every flowbridge process needs besides Kafka (the bridge adds its own)."""
+
+    #: REDIS_URL: Celery broker, result backend, locks and outbox hints.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: FLOWBRIDGE_REDIS_PREFIX: prepended to every Redis key (Celery's and ours).
+    redis_prefix: str = ""
+    #: FLOWBRIDGE_STATE_URL (or SCYLLA_HOSTS/SCYLLA_KEYSPACE): where run state lives.
+    state_url: str = "sqlite:///flowbridge.db"
+    #: FLOWBRIDGE_SHARDS: number of ``flowbridge.shard.<n>`` queues; change only after a drain.
+    shards: int = 8
+    #: FLOWBRIDGE_APP: modules imported at start; they register nodes and blueprints.
+    app_modules: tuple[str, ...] = ()
+    #: FLOWBRIDGE_BLUEPRINTS: a directory of blueprint ``*.json``/``*.yaml`` files.
+    blueprints_dir: str | None = None
+    #: FLOWBRIDGE_TOPIC_PREFIX (or Heroku's KAFKA_PREFIX): prefix of topic and group names.
+    topic_prefix: str = ""
+    #: FLOWBRIDGE_MAX_DELIVERIES: deliveries of one attempt before the node fails.
+    max_deliveries: int = 3
+    #: FLOWBRIDGE_VISIBILITY_TIMEOUT_S: Redis redelivers unacked tasks after this long.
+    visibility_timeout_s: float = 600.0
+    #: FLOWBRIDGE_PREFETCH: Celery's worker_prefetch_multiplier.
+    prefetch: int = 4
+    #: FLOWBRIDGE_SOFT_SHUTDOWN_S: on SIGTERM/SIGQUIT, running tasks get this long to finish.
+    soft_shutdown_s: float = 20.0
+    #: FLOWBRIDGE_RECONCILE_INTERVAL_S: how often beat runs the reconciler.
+    reconcile_interval_s: float = 30.0
+    #: FLOWBRIDGE_STALLED_AFTER_S: a run with no progress for this long is stalled.
+    stalled_after_s: float = 300.0
+    #: FLOWBRIDGE_RETENTION_DAYS: finished runs are kept this long.
+    retention_days: float = 30.0
+    #: The environment these were read from, for backends that take extra options.
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting from ``env`` (default: ``os.environ``), once."""
+        env = dict(os.environ if env is None else env)
+        shards = env_int(env, "FLOWBRIDGE_SHARDS", 8, minimum=1)
+        modules = tuple(m.strip() for m in env.get("FLOWBRIDGE_APP", "").split(",") if m.strip())
+        prefix = env.get("FLOWBRIDGE_TOPIC_PREFIX", env.get("KAFKA_PREFIX", ""))
+        return cls(
+            redis_url=env.get("REDIS_URL", "").strip() or cls.redis_url,
+            redis_prefix=env.get("FLOWBRIDGE_REDIS_PREFIX", ""),
+            state_url=state_url_from_env(env),
+            shards=shards,
+            app_modules=modules,
+            blueprints_dir=env.get("FLOWBRIDGE_BLUEPRINTS", "").strip() or None,
+            topic_prefix=prefix,
+            max_deliveries=env_int(env, "FLOWBRIDGE_MAX_DELIVERIES", 3, minimum=1),
+            visibility_timeout_s=env_float(
+                env, "FLOWBRIDGE_VISIBILITY_TIMEOUT_S", 600.0, minimum=1.0
+            ),
+            prefetch=env_int(env, "FLOWBRIDGE_PREFETCH", 4, minimum=1),
+            soft_shutdown_s=env_float(env, "FLOWBRIDGE_SOFT_SHUTDOWN_S", 20.0),
+            reconcile_interval_s=env_float(
+                env, "FLOWBRIDGE_RECONCILE_INTERVAL_S", 30.0, minimum=0.1
+            ),
+            stalled_after_s=env_float(env, "FLOWBRIDGE_STALLED_AFTER_S", 300.0, minimum=0.1),
+            retention_days=env_float(env, "FLOWBRIDGE_RETENTION_DAYS", 30.0, minimum=0.0),
+            env=env,
+        )
+
+    @property
+    def max_delay_s(self) -> float:
+        """Longest node timeout or retry delay: below half of Redis's visibility timeout."""
+        return self.visibility_timeout_s / 2
+
+    def topic(self, name: str) -> str:
+        """Full name of one of flowbridge's topics."""
+        return topic_name(self.topic_prefix, name)

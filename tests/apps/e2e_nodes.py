@@ -1,0 +1,204 @@
+"""Nodes and blueprints the end-to-end tests run in real Celery workers (FLOWBRIDGE_APP).
+
+Side effects are counted in Redis under ``{FLOWBRIDGE_REDIS_PREFIX}effects:<name>``
+so tests can assert how many times node code really ran.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from functools import cache
+from typing import Any
+
+import redis
+
+from flowbridge import NodeContext, NodeError, Result, node, register_blueprint
+
+
+@cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["REDIS_URL"])
+
+
+def effect(name: str) -> int:
+    """Count one side effect of ``name``; returns the new count."""
+    return int(_redis().incr(os.environ.get("FLOWBRIDGE_REDIS_PREFIX", "") + f"effects:{name}"))
+
+
+@node("echo")
+def echo(ctx: NodeContext) -> dict[str, Any]:
+    effect(ctx.node_id)
+    return {"node": ctx.node_id, "params": dict(ctx.params), "attempt": ctx.attempt}
+
+
+@node("choose")
+def choose(ctx: NodeContext) -> Result:
+    effect(ctx.node_id)
+    return Result(output={"route": ctx.input["route"]}, action=ctx.input["route"])
+
+
+@node("score")
+def score(ctx: NodeContext) -> dict[str, Any]:
+    effect(ctx.node_id)
+    ctx.context.set("tier", "gold" if ctx.input["score"] >= 50 else "basic")
+    return {"score": ctx.input["score"]}
+
+
+@node("flaky")
+def flaky(ctx: NodeContext) -> dict[str, Any]:
+    effect(f"{ctx.node_id}.attempts")
+    if ctx.attempt <= int(ctx.params["failures"]):
+        raise RuntimeError(f"transient failure on attempt {ctx.attempt}")
+    effect(ctx.node_id)
+    return {"succeeded_on": ctx.attempt}
+
+
+@node("decline")
+def decline(ctx: NodeContext) -> None:
+    effect(f"{ctx.node_id}.attempts")
+    raise NodeError("card declined", retryable=False)
+
+
+@node("slow")
+def slow(ctx: NodeContext) -> dict[str, Any]:
+    effect(f"{ctx.node_id}.started")
+    time.sleep(float(ctx.params["seconds"]))
+    effect(ctx.node_id)
+    return {"slept": ctx.params["seconds"]}
+
+
+@node("emit")
+async def emit(ctx: NodeContext) -> dict[str, Any]:
+    effect(ctx.node_id)
+    ctx.emit(str(ctx.params["topic"]), {"run_id": ctx.run_id, "hello": "world"})
+    return {"emitted": True}
+
+
+def _chain(bid: str, ids: list[str], uses: str = "echo", **cfg: Any) -> None:
+    register_blueprint(
+        {
+            "id": bid,
+            "nodes": [{"id": i, "uses": uses, "config": cfg} for i in ids],
+            "edges": [{"source": a, "target": b} for a, b in itertools.pairwise(ids)],
+        }
+    )
+
+
+_chain("linear", ["a", "b", "c"])
+_chain("linear20", [f"n{i:02d}" for i in range(20)])
+register_blueprint(
+    {
+        "id": "branch",
+        "nodes": [
+            {"id": "choose", "uses": "choose"},
+            {"id": "yes", "uses": "echo"},
+            {"id": "no", "uses": "echo"},
+            {"id": "no-after", "uses": "echo"},
+            {"id": "always", "uses": "echo"},
+        ],
+        "edges": [
+            {"source": "choose", "target": "yes", "action": "yes"},
+            {"source": "choose", "target": "no", "action": "no"},
+            {"source": "no", "target": "no-after"},
+        ],
+    }
+)
+register_blueprint(
+    {
+        "id": "conditional",
+        "nodes": [
+            {"id": "score", "uses": "score"},
+            {"id": "gold", "uses": "echo"},
+            {"id": "basic", "uses": "echo"},
+        ],
+        "edges": [
+            {
+                "source": "score",
+                "target": "gold",
+                "condition": "context.tier == 'gold' && output.score >= 50",
+            },
+            {"source": "score", "target": "basic", "condition": "context.tier != 'gold'"},
+        ],
+    }
+)
+register_blueprint(
+    {
+        "id": "retry",
+        "nodes": [
+            {
+                "id": "flaky",
+                "uses": "flaky",
+                "params": {"failures": 2},
+                "config": {"maxRetries": 3, "retryDelay": 50},
+            },
+            {"id": "after", "uses": "echo"},
+        ],
+        "edges": [{"source": "flaky", "target": "after"}],
+    }
+)
+register_blueprint(
+    {
+        "id": "exhaust",
+        "nodes": [
+            {
+                "id": "flaky",
+                "uses": "flaky",
+                "params": {"failures": 5},
+                "config": {"maxRetries": 1, "retryDelay": 20},
+            },
+            {"id": "after", "uses": "echo"},
+        ],
+        "edges": [{"source": "flaky", "target": "after"}],
+    }
+)
+register_blueprint(
+    {
+        "id": "declined",
+        "nodes": [
+            {"id": "charge", "uses": "decline", "config": {"maxRetries": 3}},
+            {"id": "after", "uses": "echo"},
+        ],
+        "edges": [{"source": "charge", "target": "after"}],
+    }
+)
+register_blueprint(
+    {
+        "id": "timeout",
+        "nodes": [
+            {"id": "slow", "uses": "slow", "params": {"seconds": 6}, "config": {"timeout": 1000}},
+            {"id": "after", "uses": "echo"},
+        ],
+        "edges": [{"source": "slow", "target": "after"}],
+    }
+)
+register_blueprint(
+    {
+        "id": "fallback",
+        "nodes": [
+            {"id": "charge", "uses": "decline", "config": {"fallback": "manual"}},
+            {"id": "manual", "uses": "echo"},
+            {"id": "ship", "uses": "echo"},
+        ],
+        "edges": [{"source": "charge", "target": "ship"}],
+    }
+)
+register_blueprint(
+    {
+        "id": "gated",
+        "nodes": [
+            {"id": "first", "uses": "echo"},
+            {"id": "gate", "uses": "slow", "params": {"seconds": 2}},
+            {"id": "last", "uses": "echo"},
+        ],
+        "edges": [{"source": "first", "target": "gate"}, {"source": "gate", "target": "last"}],
+    }
+)
+register_blueprint(
+    {
+        "id": "emitter",
+        "nodes": [{"id": "emit", "uses": "emit", "params": {"topic": "user.events"}}],
+        "edges": [],
+    }
+)
