@@ -219,7 +219,19 @@ class Bridge:
         run = self.rt.store.get_run(job.run_id)
         if run is None:
             raise MessageError(f"unknown run {job.run_id!r} (node job for {job.node!r})")
-        if run.terminal:
+        if job.blueprint is not None and job.blueprint != run.blueprint_id:
+            raise MessageError(
+                f"run {run.run_id!r} is of blueprint {run.blueprint_id!r}, not {job.blueprint!r}"
+            )
+        # A cancel marker (a cancel that came before its start) has no blueprint snapshot.
+        bp = self.rt.blueprint_of(run) if run.snapshot else None
+        if bp is not None and job.node not in bp.node_ids:
+            raise MessageError(
+                f"unknown node {job.node!r} in run {run.run_id!r} "
+                f"(blueprint {bp.id!r} has: {', '.join(bp.node_ids)})"
+            )
+        if bp is None or run.terminal:
+            # Valid but too late: recorded, not dispatched (the task would ignore it anyway).
             self.rt.store.append_history(
                 run.run_id,
                 "node.ignored",
@@ -227,16 +239,6 @@ class Bridge:
                 data={"reason": f"run is {run.status}"},
             )
             return
-        if job.blueprint is not None and job.blueprint != run.blueprint_id:
-            raise MessageError(
-                f"run {run.run_id!r} is of blueprint {run.blueprint_id!r}, not {job.blueprint!r}"
-            )
-        bp = self.rt.blueprint_of(run)
-        if job.node not in bp.node_ids:
-            raise MessageError(
-                f"unknown node {job.node!r} in run {run.run_id!r} "
-                f"(blueprint {bp.id!r} has: {', '.join(bp.node_ids)})"
-            )
         self.rt.dispatch(bp, run.run_id, job.node, attempt=job.attempt or 1)
 
     def _fail_start(self, run_id: str, reason: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import time
 from functools import cache
 from typing import Any
@@ -64,9 +65,17 @@ def decline(ctx: NodeContext) -> None:
 @node("slow")
 def slow(ctx: NodeContext) -> dict[str, Any]:
     effect(f"{ctx.node_id}.started")
+    # Fault-injection tests kill the pool process that runs this node.
+    _redis().set(os.environ.get("FLOWBRIDGE_REDIS_PREFIX", "") + f"pid:{ctx.node_id}", os.getpid())
     time.sleep(float(ctx.params["seconds"]))
     effect(ctx.node_id)
     return {"slept": ctx.params["seconds"]}
+
+
+@node("crash")
+def crash(ctx: NodeContext) -> None:
+    effect(f"{ctx.node_id}.started")
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @node("emit")
@@ -200,5 +209,12 @@ register_blueprint(
         "id": "emitter",
         "nodes": [{"id": "emit", "uses": "emit", "params": {"topic": "user.events"}}],
         "edges": [],
+    }
+)
+register_blueprint(
+    {
+        "id": "crasher",
+        "nodes": [{"id": "crash", "uses": "crash"}, {"id": "after", "uses": "echo"}],
+        "edges": [{"source": "crash", "target": "after"}],
     }
 )
