@@ -36,7 +36,15 @@ from state.constants import (
     STATUS_BUCKET_S,
 )
 from state.errors import SchemaError, StateError
-from state.models import CommitResult, HistoryEvent, NodeCompletion, NodeState, OutboxMessage, Run
+from state.models import (
+    Arrival,
+    CommitResult,
+    HistoryEvent,
+    NodeCompletion,
+    NodeState,
+    OutboxMessage,
+    Run,
+)
 
 __all__ = ["SQLiteStore"]
 
@@ -159,12 +167,29 @@ class SQLiteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
         conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        self._ensure_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.row_factory = sqlite3.Row
         self._local.conn = conn
         self._local.pid = os.getpid()
         return conn
+
+    def _ensure_wal(self, conn: sqlite3.Connection) -> None:
+        # Switching to WAL needs a moment of exclusive access and does not wait on
+        # busy_timeout: processes that open a fresh file together retry. WAL persists
+        # in the file, so later opens only read the mode.
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+        delay = 0.005
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise StateError(f"SQLite store {self.path}: cannot enable WAL: {exc}") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -237,6 +262,16 @@ class SQLiteStore:
             "INSERT OR IGNORE INTO outbox (id, topic, key, value, created_at) "
             "VALUES (?, ?, ?, ?, ?)",
             [(m.id, m.topic, m.key, _dumps(m.value), now) for m in rows],
+        )
+
+    def _arrive(
+        self, c: sqlite3.Connection, run_id: str, iteration: int, arrivals: Sequence[Arrival]
+    ) -> None:
+        # A set keyed by predecessor: the first arrival of a predecessor is the one kept.
+        c.executemany(
+            "INSERT OR IGNORE INTO arrivals (run_id, join_id, iteration, predecessor, outcome) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(run_id, a.join_id, iteration, a.predecessor, a.outcome) for a in arrivals],
         )
 
     def _move_run(
@@ -557,15 +592,7 @@ class SQLiteStore:
                 # Only a live run gets successors: a late node must not restart a finished run.
                 self._insert_nodes(c, cp.run_id, cp.pending, cp.iteration, NODE_PENDING, now)
                 self._insert_nodes(c, cp.run_id, cp.skipped, cp.iteration, "skipped", now)
-                c.executemany(
-                    "INSERT OR IGNORE INTO arrivals "
-                    "(run_id, join_id, iteration, predecessor, outcome)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    [
-                        (cp.run_id, a.join_id, cp.iteration, a.predecessor, a.outcome)
-                        for a in cp.arrivals
-                    ],
-                )
+                self._arrive(c, cp.run_id, cp.iteration, cp.arrivals)
                 c.executemany(
                     "INSERT INTO context (run_id, key, value, written_at) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, "
@@ -613,8 +640,10 @@ class SQLiteStore:
         fallback: str | None = None,
         fail_run: bool = True,
         outbox: Sequence[OutboxMessage] = (),
+        skipped: Sequence[str] = (),
+        arrivals: Sequence[Arrival] = (),
     ) -> bool:
-        """Fail an active node for good; start its fallback or fail the run."""
+        """Fail an active node for good; start its fallback, fail the run, or arrive at joins."""
         now = self._clock()
         key = (run_id, node_id, iteration)
         with self._write() as c:
@@ -642,7 +671,29 @@ class SQLiteStore:
                 )
                 self._history(c, run_id, "run.failed", None, {"error": error}, now)
                 self._outbox(c, outbox, now)
+            elif live:
+                self._insert_nodes(c, run_id, skipped, iteration, "skipped", now)
+                self._arrive(c, run_id, iteration, arrivals)
+                self._touch_run(c, run_id, now)
             return True
+
+    def cancel_nodes(
+        self, run_id: str, node_ids: Sequence[str], iteration: int = 0, *, reason: str
+    ) -> list[str]:
+        """Cancel the active ones among ``node_ids``."""
+        now = self._clock()
+        cancelled: list[str] = []
+        with self._write() as c:
+            for node_id in node_ids:
+                cur = c.execute(
+                    "UPDATE nodes SET status = ?, error = ?, updated_at = ? "
+                    "WHERE run_id = ? AND node_id = ? AND iteration = ? AND status IN (?, ?, ?)",
+                    (NODE_CANCELLED, reason, now, run_id, node_id, iteration, *sorted(NODE_ACTIVE)),
+                )
+                if cur.rowcount == 1:
+                    cancelled.append(node_id)
+                    self._history(c, run_id, "node.cancelled", node_id, {"reason": reason}, now)
+            return cancelled
 
     def fire_join(self, run_id: str, join_id: str, iteration: int = 0) -> bool:
         """Create the join's pending record once."""
