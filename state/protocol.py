@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from state.models import CommitResult, HistoryEvent, NodeCompletion, NodeState, OutboxMessage, Run
+from state.models import (
+    Arrival,
+    CommitResult,
+    HistoryEvent,
+    NodeCompletion,
+    NodeState,
+    OutboxMessage,
+    Run,
+)
 
 __all__ = ["StateStore"]
 
@@ -113,8 +121,19 @@ class StateStore(Protocol):
         fallback: str | None = None,
         fail_run: bool = True,
         outbox: Sequence[OutboxMessage] = (),
+        skipped: Sequence[str] = (),
+        arrivals: Sequence[Arrival] = (),
     ) -> bool:
-        """Fail an active node for good; start its fallback or fail the run with it."""
+        """Fail an active node for good; start its fallback, or fail the run with it.
+
+        With ``fail_run`` False and no fallback (a failure a join tolerates),
+        ``skipped`` records and join ``arrivals`` are written instead, once.
+        """
+
+    def cancel_nodes(
+        self, run_id: str, node_ids: Sequence[str], iteration: int = 0, *, reason: str
+    ) -> list[str]:
+        """Cancel those of ``node_ids`` that are active (a race's losers); returns them."""
 
     def fire_join(self, run_id: str, join_id: str, iteration: int = 0) -> bool:
         """Create the join node's ``pending`` record once; True only for the caller that fired."""

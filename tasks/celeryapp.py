@@ -14,7 +14,13 @@ from typing import Any
 from celery import Celery, Task, signals
 from kombu.entity import Exchange, Queue
 
-from tasks.constants import RECONCILE_TASK, RUN_NODE_TASK, SHARD_QUEUE_PREFIX
+from tasks.constants import (
+    BRANCH_TASK,
+    JOIN_TASK,
+    RECONCILE_TASK,
+    RUN_NODE_TASK,
+    SHARD_QUEUE_PREFIX,
+)
 from tasks.runtime import get_runtime, load_user_code
 from tasks.settings import Settings
 
@@ -119,7 +125,47 @@ def run_node(self: Task, run_id: str, node_id: str, iteration: int = 0, attempt:
     from tasks.engine import execute_node
 
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-    return execute_node(get_runtime(), run_id, node_id, iteration, attempt, redelivered=redelivered)
+    rt = get_runtime()
+    return execute_node(rt, run_id, node_id, iteration, attempt, redelivered=redelivered).kind
+
+
+@app.task(name=BRANCH_TASK, bind=True)
+def run_branch(
+    self: Task, run_id: str, node_id: str, iteration: int = 0, attempt: int = 1
+) -> dict[str, str]:
+    """A chord header: run a branch node by node; never raises, returns only ids and outcomes."""
+    from tasks.engine import execute_node
+
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    rt = get_runtime()
+    step = execute_node(
+        rt, run_id, node_id, iteration, attempt, redelivered=redelivered, chord=True
+    )
+    if step.next_node is not None or step.retry_attempt is not None:
+        run = rt.store.get_run(run_id)
+        if run is not None:
+            bp = rt.blueprint_of(run)
+            nxt = step.next_node or node_id
+            sig = rt.signature(
+                bp,
+                run_id,
+                nxt,
+                task=BRANCH_TASK,
+                iteration=iteration,
+                attempt=step.retry_attempt or 1,
+                countdown=step.countdown,
+            )
+            # The replacement keeps this task's place in the chord.
+            return self.replace(sig)  # type: ignore[no-any-return]
+    return {"node": node_id, "outcome": step.kind}
+
+
+@app.task(name=JOIN_TASK, bind=True, ignore_result=True)
+def fire_join(self: Task, results: Any, run_id: str, join_id: str, iteration: int = 0) -> str:
+    """A chord body: fire the join once (the state store's conditional write decides)."""
+    from tasks.engine import fire_from_chord
+
+    return fire_from_chord(get_runtime(), run_id, join_id, iteration)
 
 
 @app.task(name=RECONCILE_TASK, ignore_result=True)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 #: The Celery task that runs one attempt of one node.
 RUN_NODE_TASK = "flowbridge.run_node"
+#: A chord header task: runs a branch of plain nodes, advancing with ``Task.replace``.
+BRANCH_TASK = "flowbridge.run_branch"
+#: A chord body: fires the join the branches meet at.
+JOIN_TASK = "flowbridge.fire_join"
 #: The Celery beat task that re-emits stalled runs' next jobs.
 RECONCILE_TASK = "flowbridge.reconcile"
 #: Redis list workers push to after committing outbox rows (FLOWBRIDGE_REDIS_PREFIX applies).

@@ -89,6 +89,7 @@ class NodeContext:
         params: Mapping[str, Any],
         load_outputs: Callable[[], dict[str, Any]],
         load_context: Callable[[], dict[str, Any]],
+        load_branches: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         """Build the context of one attempt of one node."""
         self.run_id = run_id
@@ -100,6 +101,8 @@ class NodeContext:
         self.params = params
         self.outputs: Mapping[str, Any] = _Outputs(load_outputs)
         self.context = RunContext(load_context)
+        #: For a join: each predecessor's ``{"outcome", "output", "error"}`` (empty otherwise).
+        self.branches: Mapping[str, Any] = _Outputs(load_branches or dict)
         self.emitted: list[OutboxMessage] = []
 
     @property

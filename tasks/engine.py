@@ -18,12 +18,13 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
 from state.constants import (
-    ARRIVAL_SKIPPED,
+    ARRIVAL_FAILED,
     NODE_COMPLETED,
     NODE_FAILED,
     NODE_PENDING,
@@ -31,6 +32,7 @@ from state.constants import (
     NODE_SKIPPED,
     RUN_ACTIVE,
     RUN_COMPLETED,
+    RUN_FAILED,
     RUN_PENDING,
     RUN_RUNNING,
 )
@@ -40,9 +42,17 @@ from tasks.context import NodeContext, Result
 from tasks.errors import NodeError, UnknownNodeError
 from tasks.events import lifecycle_event
 from tasks.flow import Plan, plan_completion, plan_from_taken, plan_skip
+from tasks.joins import chord_region, decide, failure_is_tolerated, losers
 from tasks.runtime import Runtime, task_id
 
-__all__ = ["cancel_run", "execute_node", "repair_run", "start_run"]
+__all__ = [
+    "Step",
+    "cancel_run",
+    "execute_node",
+    "fire_from_chord",
+    "repair_run",
+    "start_run",
+]
 
 log = logging.getLogger("flowbridge.engine")
 
@@ -121,6 +131,18 @@ def cancel_run(rt: Runtime, run_id: str, reason: str = "cancelled") -> bool:
     return applied
 
 
+@dataclass
+class Step:
+    """What one node task did, and for a chord branch, what the branch does next."""
+
+    kind: str
+    #: The next node of a chord branch (the task replaces itself with it).
+    next_node: str | None = None
+    #: A chord branch's retry: the attempt to run next and after how long.
+    retry_attempt: int | None = None
+    countdown: float | None = None
+
+
 def execute_node(
     rt: Runtime,
     run_id: str,
@@ -129,40 +151,45 @@ def execute_node(
     attempt: int = 1,
     *,
     redelivered: bool = False,
-) -> str:
-    """Run one attempt of one node if the store says it should run; returns what happened.
+    chord: bool = False,
+) -> Step:
+    """Run one attempt of one node if the store says it should run.
 
     ``redelivered`` (set by the broker when a task comes back after its worker
     was lost) lets this delivery take over a node recorded as ``running``; a
     copy that is not a redelivery leaves a running node to whoever runs it.
+    With ``chord`` the task is a chord header: it does not dispatch its
+    successor or retry itself but says so in the returned ``Step``, and it
+    leaves firing the join to the chord body.
     """
     store = rt.store
     run = store.get_run(run_id)
     if run is None:
         log.warning("run %s: no such run; node job %s ignored", run_id, node_id)
-        return "no-run"
+        return Step("no-run")
     if run.status not in RUN_ACTIVE:
         store.append_history(
             run_id, "node.ignored", node_id=node_id, data={"reason": f"run is {run.status}"}
         )
-        return "ignored"
+        return Step("ignored")
     bp = rt.blueprint_of(run)
     if node_id not in bp.node_ids:
         store.append_history(
             run_id, "node.ignored", node_id=node_id, data={"reason": "no such node"}
         )
-        return "ignored"
+        return Step("ignored")
     state = store.get_node(run_id, node_id, iteration)
     if state is None:
         store.append_history(
             run_id, "node.ignored", node_id=node_id, data={"reason": "not on the frontier"}
         )
-        return "ignored"
+        return Step("ignored")
     if state.status in (NODE_COMPLETED, NODE_SKIPPED):
+        # A redelivery of finished work: repair what may not have happened after the commit.
         _settle(rt, run, bp, state, repair=True)
-        return "duplicate"
+        return Step("duplicate" if not chord else "detached")
     if state.status not in (NODE_PENDING, NODE_RUNNING):
-        return "ignored"
+        return Step("ignored")
     if run.status == RUN_PENDING:
         store.set_run_status(run_id, from_={RUN_PENDING}, to=RUN_RUNNING)
     stale = state.updated_at < time.time() - rt.settings.stalled_after_s
@@ -171,7 +198,7 @@ def execute_node(
     if began is None:
         # Another delivery holds it: at least once never means "concurrently twice" on purpose.
         store.append_history(run_id, "node.busy", node_id=node_id, data={"attempt": attempt})
-        return "busy"
+        return Step("busy")
     spec = bp.node(node_id)
     attempt = began.attempts
     if began.deliveries > rt.settings.max_deliveries:
@@ -179,7 +206,7 @@ def execute_node(
             f"node {node_id!r} attempt {attempt} was delivered {began.deliveries - 1} times "
             "without finishing (its worker crashed or was killed while running it)"
         )
-        return _fail(rt, run, bp, spec, iteration, attempt, error, retryable=False, delay=None)
+        return _fail(rt, run, bp, spec, iteration, attempt, error, False, None, chord=chord)
     ctx = NodeContext(
         run_id=run_id,
         node_id=node_id,
@@ -193,6 +220,11 @@ def execute_node(
             if r.status == NODE_COMPLETED
         },
         load_context=lambda: store.get_context(run_id),
+        load_branches=(
+            (lambda: _branches(rt, run_id, bp, node_id, iteration))
+            if node_id in bp.analysis.join_nodes
+            else None
+        ),
     )
     try:
         result = _call(rt.nodes.get(spec.uses), ctx)
@@ -208,16 +240,48 @@ def execute_node(
         _check_json(f"node {node_id!r} emitted values", [m.value for m in ctx.emitted])
     except SoftTimeLimitExceeded:
         error = f"node {node_id!r} timed out after {spec.config.timeout_s:g}s"
-        return _fail(rt, run, bp, spec, iteration, attempt, error, retryable=True, delay=None)
+        return _fail(rt, run, bp, spec, iteration, attempt, error, True, None, chord=chord)
     except NodeError as exc:
-        return _fail(rt, run, bp, spec, iteration, attempt, str(exc), exc.retryable, exc.delay_s)
+        return _fail(
+            rt, run, bp, spec, iteration, attempt, str(exc), exc.retryable, exc.delay_s, chord=chord
+        )
     except UnknownNodeError as exc:
-        return _fail(rt, run, bp, spec, iteration, attempt, str(exc), retryable=False, delay=None)
+        return _fail(rt, run, bp, spec, iteration, attempt, str(exc), False, None, chord=chord)
     except Exception as exc:
         log.info("run %s node %s attempt %d raised", run_id, node_id, attempt, exc_info=True)
         error = f"{type(exc).__name__}: {exc}"
-        return _fail(rt, run, bp, spec, iteration, attempt, error, retryable=True, delay=None)
-    return _complete(rt, run, bp, spec, iteration, attempt, output, action, ctx)
+        return _fail(rt, run, bp, spec, iteration, attempt, error, True, None, chord=chord)
+    return _complete(rt, run, bp, spec, iteration, attempt, output, action, ctx, chord=chord)
+
+
+def _branches(
+    rt: Runtime, run_id: str, bp: Blueprint, join_id: str, iteration: int
+) -> dict[str, dict[str, Any]]:
+    """What each predecessor of a join brought: outcome, output, error (for all-settled)."""
+    preds = bp.analysis.predecessors[join_id]
+    arrivals = rt.store.get_arrivals(run_id, join_id, iteration)
+    recs = rt.store.get_nodes(run_id, preds, iteration)
+    out: dict[str, dict[str, Any]] = {}
+    for p in preds:
+        rec = recs.get(p)
+        out[p] = {
+            "outcome": arrivals.get(p),
+            "output": rec.output if rec else None,
+            "error": rec.error if rec else None,
+        }
+    return out
+
+
+def fire_from_chord(rt: Runtime, run_id: str, join_id: str, iteration: int = 0) -> str:
+    """The chord body: try to fire the join its branches meet at (the store decides)."""
+    run = rt.store.get_run(run_id)
+    if run is None or run.status not in RUN_ACTIVE:
+        return "ignored"
+    bp = rt.blueprint_of(run)
+    if _try_fire(rt, run, bp, join_id, iteration, repair=False):
+        return "fired"
+    # A detached branch (retrying outside the chord, or on a fallback) will fire it on arrival.
+    return "waiting"
 
 
 def _routing_source(rt: Runtime, run: Run, bp: Blueprint, node_id: str) -> str:
@@ -242,7 +306,9 @@ def _complete(
     output: Any,
     action: str | None,
     ctx: NodeContext,
-) -> str:
+    *,
+    chord: bool,
+) -> Step:
     source = _routing_source(rt, run, bp, spec.id)
     edges = bp.analysis.successors.get(source, ())
     needs_context = any(e.condition and "context" in e.condition for e in edges)
@@ -272,9 +338,16 @@ def _complete(
     )
     if res.applied and ctx.emitted:
         rt.hint_outbox()
-    if res.run_status in RUN_ACTIVE:
-        _settle(rt, run, bp, res.node, repair=not res.applied, plan=plan if res.applied else None)
-    return "completed" if res.applied else "duplicate"
+    if res.run_status not in RUN_ACTIVE:
+        return Step("completed" if res.applied else "duplicate")
+    if not res.applied and res.node.status not in (NODE_COMPLETED, NODE_SKIPPED):
+        # Cancelled meanwhile (a race's loser finishing late): record nothing, restart nothing.
+        return Step("ignored")
+    if chord and res.applied:
+        # Inside a chord the branch goes on by replacing its task; the body fires the join.
+        return Step("completed", next_node=plan.pending[0] if plan.pending else None)
+    _settle(rt, run, bp, res.node, repair=not res.applied, plan=plan if res.applied else None)
+    return Step("completed" if res.applied else ("detached" if chord else "duplicate"))
 
 
 def _settle(
@@ -287,40 +360,58 @@ def _settle(
     plan: Plan | None = None,
 ) -> None:
     """After a commit (or for a duplicate): dispatch successors, fire joins, finish the run."""
+    source = node.node_id
     if plan is None:
         if node.status == NODE_SKIPPED:
             plan = plan_skip(bp, node.node_id)
         else:
-            plan = plan_from_taken(bp, _routing_source(rt, run, bp, node.node_id), node.edges_taken)
+            source = _routing_source(rt, run, bp, node.node_id)
+            plan = plan_from_taken(bp, source, node.edges_taken)
+    else:
+        source = _routing_source(rt, run, bp, node.node_id)
     to_dispatch = list(plan.pending)
     if repair and to_dispatch:
         recs = rt.store.get_nodes(run.run_id, to_dispatch, node.iteration)
         to_dispatch = [n for n in to_dispatch if n in recs and recs[n].status == NODE_PENDING]
-    for succ in to_dispatch:
-        rt.dispatch(bp, run.run_id, succ, iteration=node.iteration)
-    dispatched = bool(to_dispatch) or (not repair and bool(plan.pending))
+    region = None if repair else chord_region(bp, source)
+    if region is not None and len(to_dispatch) >= 2 and set(to_dispatch) <= set(region.chains):
+        rt.dispatch_chord(bp, run.run_id, to_dispatch, region.join, iteration=node.iteration)
+    else:
+        for succ in to_dispatch:
+            rt.dispatch(bp, run.run_id, succ, iteration=node.iteration)
+    busy = bool(to_dispatch)
     for join_id in dict.fromkeys(a.join_id for a in plan.arrivals):
-        dispatched |= _try_fire(rt, run, bp, join_id, node.iteration, repair=repair)
-    if not dispatched:
+        # Fired or not, a join with arrivals keeps the run open until it settles.
+        _try_fire(rt, run, bp, join_id, node.iteration, repair=repair)
+        busy = True
+    if not busy:
         _maybe_finish(rt, run, bp)
 
 
 def _try_fire(
     rt: Runtime, run: Run, bp: Blueprint, join_id: str, iteration: int, *, repair: bool
 ) -> bool:
-    """Fire a join whose arrivals are complete; True if the join is (now) pending."""
+    """Apply the join's policy to its arrivals; True if this call fired, skipped or failed it."""
     arrivals = rt.store.get_arrivals(run.run_id, join_id, iteration)
-    if not set(bp.analysis.predecessors[join_id]) <= set(arrivals):
+    decision = decide(bp, join_id, arrivals)
+    if decision.action == "wait":
         return False
-    fired = rt.store.fire_join(run.run_id, join_id, iteration)
-    if not fired:
+    if decision.action == "fail":
+        event = lifecycle_event(rt.settings, run.run_id, "failed", error=decision.reason)
+        if rt.store.finish_run(
+            run.run_id, status=RUN_FAILED, error=decision.reason, outbox=[event]
+        ):
+            rt.hint_outbox()
+            return True
+        return False
+    if not rt.store.fire_join(run.run_id, join_id, iteration):
         if repair:
             rec = rt.store.get_node(run.run_id, join_id, iteration)
             if rec is not None and rec.status == NODE_PENDING:
                 rt.dispatch(bp, run.run_id, join_id, iteration=iteration)
                 return True
         return False
-    if all(o == ARRIVAL_SKIPPED for o in arrivals.values()):
+    if decision.action == "skip":
         plan = plan_skip(bp, join_id)
         res = rt.store.commit_node(
             NodeCompletion(
@@ -335,8 +426,25 @@ def _try_fire(
         if res.run_status in RUN_ACTIVE:
             _settle(rt, run, bp, res.node, repair=False, plan=plan)
         return True
+    _cancel_losers(rt, run, bp, join_id, iteration)
     rt.dispatch(bp, run.run_id, join_id, iteration=iteration)
     return True
+
+
+def _cancel_losers(rt: Runtime, run: Run, bp: Blueprint, join_id: str, iteration: int) -> None:
+    """A race or quorum join fired: cancel the branches still pending or running."""
+    lose = sorted(losers(bp, join_id))
+    if not lose:
+        return
+    strategy = bp.node(join_id).config.join_strategy
+    before = rt.store.get_nodes(run.run_id, lose, iteration)
+    cancelled = rt.store.cancel_nodes(
+        run.run_id, lose, iteration, reason=f"lost the {strategy} at join {join_id!r}"
+    )
+    ids = [task_id(run.run_id, n, iteration, max(before[n].attempts, 1)) for n in cancelled]
+    if ids:
+        # Best effort: a revoke lives in workers' memory; the store's status is the real guard.
+        rt.app.control.revoke(ids, terminate=False)
 
 
 def _maybe_finish(rt: Runtime, run: Run, bp: Blueprint) -> None:
@@ -366,35 +474,45 @@ def _fail(
     error: str,
     retryable: bool,
     delay: float | None,
-) -> str:
-    """Retry the node with backoff, start its fallback, or fail the run with the reason."""
+    *,
+    chord: bool = False,
+) -> Step:
+    """Retry with backoff, start the fallback, arrive at a tolerant join, or fail the run."""
     cfg = spec.config
     if retryable and attempt <= cfg.max_retries:
         backoff = cfg.retry_delay_s * (2 ** (attempt - 1))
         wait = min(delay if delay is not None else backoff, rt.settings.max_delay_s)
-        if rt.store.retry_node(run.run_id, spec.id, iteration, attempt=attempt, error=error):
-            rt.dispatch(
-                bp, run.run_id, spec.id, iteration=iteration, attempt=attempt + 1, countdown=wait
-            )
-        return "retry"
+        if not rt.store.retry_node(run.run_id, spec.id, iteration, attempt=attempt, error=error):
+            return Step("ignored")
+        if chord:
+            return Step("retry", retry_attempt=attempt + 1, countdown=wait)
+        rt.dispatch(
+            bp, run.run_id, spec.id, iteration=iteration, attempt=attempt + 1, countdown=wait
+        )
+        return Step("retry")
     reason = f"node {spec.id!r} failed after {attempt} attempt(s): {error}"
-    outbox = (
-        [] if cfg.fallback else [lifecycle_event(rt.settings, run.run_id, "failed", error=reason)]
-    )
-    if rt.store.fail_node(
-        run.run_id,
-        spec.id,
-        iteration,
-        error=reason,
-        fallback=cfg.fallback,
-        fail_run=True,
-        outbox=outbox,
-    ):
-        if cfg.fallback:
+    if cfg.fallback:
+        if rt.store.fail_node(run.run_id, spec.id, iteration, error=reason, fallback=cfg.fallback):
             rt.dispatch(bp, run.run_id, cfg.fallback, iteration=iteration)
-        else:
-            rt.hint_outbox()
-    return "failed"
+        return Step("detached" if chord else "failed")
+    if failure_is_tolerated(bp, spec.id):
+        plan = plan_skip(bp, spec.id, outcome=ARRIVAL_FAILED)
+        if rt.store.fail_node(
+            run.run_id,
+            spec.id,
+            iteration,
+            error=reason,
+            fail_run=False,
+            skipped=plan.skipped,
+            arrivals=plan.arrivals,
+        ):
+            for join_id in dict.fromkeys(a.join_id for a in plan.arrivals):
+                _try_fire(rt, run, bp, join_id, iteration, repair=False)
+        return Step("failed")
+    event = lifecycle_event(rt.settings, run.run_id, "failed", error=reason)
+    if rt.store.fail_node(run.run_id, spec.id, iteration, error=reason, outbox=[event]):
+        rt.hint_outbox()
+    return Step("failed")
 
 
 def repair_run(rt: Runtime, run: Run, *, stale_before: float) -> list[str]:

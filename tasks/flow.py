@@ -56,6 +56,7 @@ def _skip_from(
     targets: list[str],
     skipped: list[str],
     arrivals: list[Arrival],
+    outcome: str = ARRIVAL_SKIPPED,
 ) -> None:
     joins = bp.analysis.join_nodes
     stack = [(source, t) for t in reversed(targets)]
@@ -63,7 +64,7 @@ def _skip_from(
         pred, target = stack.pop()
         if target in joins:
             # A join counts a skipped predecessor as settled; the arrival path decides.
-            arrivals.append(Arrival(join_id=target, predecessor=pred, outcome=ARRIVAL_SKIPPED))
+            arrivals.append(Arrival(join_id=target, predecessor=pred, outcome=outcome))
         elif target not in skipped:
             skipped.append(target)
             nxt = [e.target for e in bp.analysis.successors.get(target, ())]
@@ -107,10 +108,14 @@ def plan_from_taken(bp: Blueprint, source: str, taken: tuple[str, ...]) -> Plan:
     return Plan(tuple(taken), tuple(pending), tuple(skipped), tuple(arrivals))
 
 
-def plan_skip(bp: Blueprint, node_id: str) -> Plan:
-    """Skip ``node_id`` (a join none of whose predecessors was taken) and everything after it."""
+def plan_skip(bp: Blueprint, node_id: str, *, outcome: str = ARRIVAL_SKIPPED) -> Plan:
+    """Skip what follows ``node_id``; joins downstream get an arrival with ``outcome``.
+
+    Used for a join none of whose predecessors was taken (``skipped``) and for a
+    failed node whose branch a tolerant join accepts (``failed``).
+    """
     targets = list(dict.fromkeys(e.target for e in bp.analysis.successors.get(node_id, ())))
     skipped: list[str] = []
     arrivals: list[Arrival] = []
-    _skip_from(bp, node_id, targets, skipped, arrivals)
+    _skip_from(bp, node_id, targets, skipped, arrivals, outcome)
     return Plan((), (), tuple(skipped), tuple(arrivals))

@@ -15,7 +15,9 @@ from state.protocol import StateStore
 from state.url import open_store
 from tasks.blueprint import Blueprint, check
 from tasks.constants import (
+    BRANCH_TASK,
     HARD_LIMIT_GRACE_S,
+    JOIN_TASK,
     OUTBOX_HINT_KEY,
     RUN_NODE_TASK,
     SNAPSHOT_CACHE_SIZE,
@@ -24,7 +26,7 @@ from tasks.registry import BlueprintRegistry, NodeRegistry, blueprints, nodes
 from tasks.settings import Settings
 
 if TYPE_CHECKING:
-    from celery import Celery
+    from celery import Celery, Signature
 
     from state.models import Run
 
@@ -105,6 +107,29 @@ class Runtime:
                 self._snapshots.popitem(last=False)
         return bp
 
+    def signature(
+        self,
+        bp: Blueprint,
+        run_id: str,
+        node_id: str,
+        *,
+        task: str = RUN_NODE_TASK,
+        iteration: int = 0,
+        attempt: int = 1,
+        countdown: float | None = None,
+    ) -> Signature:
+        """The Celery signature of one node attempt, routed to its run's shard queue."""
+        options: dict[str, Any] = {"task_id": task_id(run_id, node_id, iteration, attempt)}
+        timeout = bp.node(node_id).config.timeout_s
+        if timeout:
+            # The node's timeout is the soft limit (raised in the task); the hard one kills.
+            options["soft_time_limit"] = timeout
+            options["time_limit"] = timeout + HARD_LIMIT_GRACE_S
+        if countdown:
+            options["countdown"] = countdown
+        kwargs = {"run_id": run_id, "node_id": node_id, "iteration": iteration, "attempt": attempt}
+        return self.app.signature(task, kwargs=kwargs, **options)
+
     def dispatch(
         self,
         bp: Blueprint,
@@ -116,25 +141,23 @@ class Runtime:
         countdown: float | None = None,
     ) -> None:
         """Send one node attempt to its run's shard queue."""
-        options: dict[str, Any] = {}
-        timeout = bp.node(node_id).config.timeout_s
-        if timeout:
-            # The node's timeout is the soft limit (raised in the task); the hard one kills.
-            options["soft_time_limit"] = timeout
-            options["time_limit"] = timeout + HARD_LIMIT_GRACE_S
-        if countdown:
-            options["countdown"] = countdown
-        self.app.send_task(
-            RUN_NODE_TASK,
-            kwargs={
-                "run_id": run_id,
-                "node_id": node_id,
-                "iteration": iteration,
-                "attempt": attempt,
-            },
-            task_id=task_id(run_id, node_id, iteration, attempt),
-            **options,
+        self.signature(
+            bp, run_id, node_id, iteration=iteration, attempt=attempt, countdown=countdown
+        ).apply_async()
+
+    def dispatch_chord(
+        self, bp: Blueprint, run_id: str, heads: list[str], join_id: str, *, iteration: int = 0
+    ) -> None:
+        """Run the branches starting at ``heads`` as a chord whose body fires ``join_id``."""
+        from celery import chord
+
+        header = [
+            self.signature(bp, run_id, h, task=BRANCH_TASK, iteration=iteration) for h in heads
+        ]
+        body = self.app.signature(
+            JOIN_TASK, kwargs={"run_id": run_id, "join_id": join_id, "iteration": iteration}
         )
+        chord(header, body).apply_async()
 
     def hint_outbox(self) -> None:
         """Wake the bridge's outbox relay (a lost hint only delays: the relay also sweeps)."""

@@ -33,6 +33,7 @@ from flowbridge.dev import (
 
 if TYPE_CHECKING:
     import redis
+    from celery import Celery
 
     from bridge.client import Client
     from state.protocol import StateStore
@@ -147,6 +148,28 @@ class Stack:
     @property
     def store(self) -> StateStore:
         return self.client.store
+
+    @cached_property
+    def celery(self) -> Celery:
+        """A Celery client app configured like the stack's processes (to send tasks directly)."""
+        from celery import Celery
+
+        from tasks.celeryapp import celery_config
+
+        app = Celery("flowbridge-test-client", set_as_current=False)
+        app.conf.update(celery_config(self.settings))
+        return app
+
+    def send_task(self, name: str, run_id: str, *args: object, **kwargs: object) -> None:
+        """Send a flowbridge task for ``run_id`` to its shard queue, as a worker would."""
+        from tasks.celeryapp import shard_queue
+
+        self.celery.send_task(
+            name,
+            args=args,
+            kwargs={"run_id": run_id, **kwargs},
+            queue=shard_queue(run_id, self.settings.shards),
+        )
 
     @cached_property
     def redis(self) -> redis.Redis:

@@ -218,3 +218,118 @@ register_blueprint(
         "edges": [{"source": "crash", "target": "after"}],
     }
 )
+
+
+@node("collect")
+def collect(ctx: NodeContext) -> dict[str, Any]:
+    effect(ctx.node_id)
+    return {"branches": dict(ctx.branches)}
+
+
+def _fan(bid: str, branches: dict[str, list[tuple[Any, ...]]], **join_cfg: Any) -> None:
+    """start -> each branch (a chain of (id, uses, params[, config])) -> join -> end."""
+    nodes: list[dict[str, Any]] = [{"id": "start", "uses": "echo"}]
+    edges: list[dict[str, Any]] = []
+    for chain in branches.values():
+        prev = "start"
+        for node_id, uses, params, *config in chain:
+            nodes.append(
+                {
+                    "id": node_id,
+                    "uses": uses,
+                    "params": params,
+                    "config": config[0] if config else {},
+                }
+            )
+            edges.append({"source": prev, "target": node_id})
+            prev = node_id
+        edges.append({"source": prev, "target": "join"})
+    nodes.append({"id": "join", "uses": "collect", "config": join_cfg})
+    nodes.append({"id": "end", "uses": "echo"})
+    edges.append({"source": "join", "target": "end"})
+    register_blueprint({"id": bid, "nodes": nodes, "edges": edges})
+
+
+_fan("diamond", {"l": [("left", "echo", {})], "r": [("right", "echo", {})]})
+_fan(
+    "diamond-chains",
+    {
+        "l": [("l1", "echo", {}), ("l2", "echo", {}), ("l3", "echo", {})],
+        "r": [
+            ("r1", "echo", {}),
+            ("r2", "flaky", {"failures": 1}, {"maxRetries": 2, "retryDelay": 50}),
+        ],
+    },
+)
+_fan("wide", {f"w{i}": [(f"w{i:04d}", "echo", {})] for i in range(1000)})
+_fan(
+    "slow-diamond",
+    {"a": [("s1", "slow", {"seconds": 1.5})], "b": [("s2", "slow", {"seconds": 1.5})]},
+)
+_fan(
+    "race",
+    {
+        "fast": [("fast", "echo", {})],
+        "slow": [("slow1", "slow", {"seconds": 1.5}), ("slow2", "echo", {})],
+    },
+    joinStrategy="race",
+)
+_fan(
+    "settled",
+    {"ok": [("ok", "echo", {})], "bad": [("bad", "decline", {})]},
+    joinStrategy="all-settled",
+)
+_fan("failfast", {"ok": [("ok", "echo", {})], "bad": [("bad", "decline", {})]})
+_fan(
+    "quorum",
+    {
+        "q1": [("q1", "echo", {})],
+        "q2": [("q2", "echo", {})],
+        "q3": [("q3", "slow", {"seconds": 1.5}), ("q3b", "echo", {})],
+    },
+    joinStrategy="quorum",
+    n=2,
+)
+register_blueprint(
+    {
+        "id": "nested",
+        "nodes": [
+            {"id": "start", "uses": "echo"},
+            {"id": "a1", "uses": "echo"},
+            {"id": "a2x", "uses": "echo"},
+            {"id": "a2y", "uses": "echo"},
+            {"id": "a3", "uses": "collect"},
+            {"id": "b1", "uses": "echo"},
+            {"id": "join", "uses": "collect"},
+        ],
+        "edges": [
+            {"source": "start", "target": "a1"},
+            {"source": "start", "target": "b1"},
+            {"source": "a1", "target": "a2x"},
+            {"source": "a1", "target": "a2y"},
+            {"source": "a2x", "target": "a3"},
+            {"source": "a2y", "target": "a3"},
+            {"source": "a3", "target": "join"},
+            {"source": "b1", "target": "join"},
+        ],
+    }
+)
+register_blueprint(
+    {
+        "id": "split-join",
+        "nodes": [
+            {"id": "choose", "uses": "choose"},
+            {"id": "yes", "uses": "echo"},
+            {"id": "no", "uses": "echo"},
+            {"id": "no2", "uses": "echo"},
+            {"id": "join", "uses": "collect"},
+        ],
+        "edges": [
+            {"source": "choose", "target": "yes", "action": "yes"},
+            {"source": "choose", "target": "no", "action": "no"},
+            {"source": "no", "target": "no2"},
+            {"source": "yes", "target": "join"},
+            {"source": "no2", "target": "join"},
+        ],
+    }
+)
