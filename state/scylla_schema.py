@@ -1,0 +1,451 @@
+"""The Scylla/Cassandra schema of the state store: constants, CQL DDL, migrations, stored formats.
+
+Every query the store runs is in this module, so a reviewer can check in one
+place that each one names a whole partition key (no ``ALLOW FILTERING``, no
+secondary index, no materialized view, no token-range scan). ``docs/state.md``
+explains why each key was chosen. The ``effects`` column format (the staged
+writes of a conditional update, re-applied by whoever finds them unapplied) is
+defined here too, because it is part of what is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from state.constants import STATUS_BUCKET_S
+from state.errors import StateError
+from state.models import OutboxMessage
+
+__all__ = [
+    "BUCKETS_PER_DAY",
+    "INDEX_SHARDS",
+    "OUTBOX_PARTITION_S",
+    "OUTBOX_SETTLE_S",
+    "OUTBOX_SHARDS",
+    "STATEMENTS",
+    "Effects",
+    "FailRun",
+    "HistoryItem",
+    "IndexMove",
+    "decode_effects",
+    "encode_effects",
+    "keyspace_cql",
+    "migrations",
+    "table_cql",
+]
+
+#: Shards of each (status, bucket) index partition: a bucket is read as this many partitions.
+INDEX_SHARDS = 4
+#: Minute buckets per day partition of the bucket directory.
+BUCKETS_PER_DAY = 86400 // STATUS_BUCKET_S
+#: Shards of the outbox: ``crc32(id) % OUTBOX_SHARDS``; a relay pass reads one partition each.
+OUTBOX_SHARDS = 8
+#: Width of an outbox partition (it holds at most this much traffic of one shard).
+OUTBOX_PARTITION_S = 3600
+#: The relay re-reads this much recent outbox history each pass, covering clock skew and
+#: commits still in flight; replays of older rows are re-stamped "now" so none lands behind it.
+OUTBOX_SETTLE_S = 60.0
+#: ``gc_grace_seconds`` of the churn tables (index hints, outbox): a zombie row there is only
+#: a stale hint or a re-published message, so tombstones need not live the default 10 days.
+CHURN_GC_GRACE_S = 3 * 3600
+
+_KEYSPACE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
+
+
+def check_keyspace(name: str) -> str:
+    """Return ``name`` if it is a valid unquoted CQL keyspace name (it is spliced into CQL)."""
+    if not _KEYSPACE_RE.match(name):
+        raise StateError(
+            f"keyspace {name!r} is not a valid CQL name: a letter, then letters, digits or "
+            "underscores, at most 48 characters"
+        )
+    return name
+
+
+def keyspace_cql(keyspace: str, replication: dict[str, Any], *, tablets_off: bool) -> str:
+    """``CREATE KEYSPACE IF NOT EXISTS`` with the configured replication."""
+    # The values were validated by the URL parser; quote them as CQL string literals.
+    opts = ", ".join(f"'{k}': '{v}'" for k, v in replication.items())
+    cql = (
+        f"CREATE KEYSPACE IF NOT EXISTS {check_keyspace(keyspace)} "
+        f"WITH replication = {{{opts}}} AND durable_writes = true"
+    )
+    if tablets_off:
+        # Scylla keyspaces on tablets do not support LWT (every decision here is one).
+        cql += " AND tablets = {'enabled': false}"
+    return cql
+
+
+# --- tables ---------------------------------------------------------------------------
+# Columns marked LWT are written only by conditional statements; the others never are.
+_TABLES: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS {ks}.schema_version (
+        id text PRIMARY KEY,
+        version int,        -- LWT
+        created_at double   -- LWT (first migrate): where the outbox relay starts reading
+    )""",
+    # One partition per run: every column of a run is read together.
+    """CREATE TABLE IF NOT EXISTS {ks}.runs (
+        run_id text PRIMARY KEY,
+        blueprint_id text, version text, input text, snapshot text, created_at double,
+        status text,          -- LWT
+        status_at double,     -- LWT
+        output text,          -- LWT
+        error text,           -- LWT
+        fence int,            -- LWT
+        reconciled_at double, -- LWT (the reconciler issue)
+        lwt_op text,          -- LWT: token of the last conditional write, settles a CAS timeout
+        effects text,         -- LWT: staged follow-up writes of that conditional write
+        effects_done set<text>, -- plain: lwt_op tokens whose effects are all applied
+        progress_at double,   -- plain, with TTL: last progress (attempts, commits, joins)
+        bucket bigint         -- plain, with TTL: bucket of the run's index hint
+    )""",
+    # One partition per node record: completions of parallel branches are LWTs, and Paxos
+    # serialises per partition, so a fan-out of N does not contend on one run partition.
+    """CREATE TABLE IF NOT EXISTS {ks}.nodes (
+        run_id text, node_id text, iteration int,
+        status text, attempts int, deliveries int, output text, action text,
+        edges_taken frozen<list<text>>, error text, updated_at double,
+        lwt_op text, effects text,   -- LWT, as in runs
+        effects_done set<text>,      -- plain, as in runs
+        PRIMARY KEY ((run_id, node_id, iteration))
+    )""",
+    # Directory of a run's node records and arrival sets: what cancel and retention visit.
+    """CREATE TABLE IF NOT EXISTS {ks}.run_nodes (
+        run_id text, iteration int, node_id text,
+        at double,  -- a regular column, so that WRITETIME can be read for the TTL rewrite
+        PRIMARY KEY (run_id, iteration, node_id)
+    )""",
+    # A join's arrivals: a set keyed by predecessor (plain upserts), never a counter.
+    """CREATE TABLE IF NOT EXISTS {ks}.arrivals (
+        run_id text, join_id text, iteration int, predecessor text, outcome text,
+        PRIMARY KEY ((run_id, join_id, iteration), predecessor)
+    )""",
+    # One row per context key, written USING TIMESTAMP of the commit: replays are no-ops and
+    # parallel branches writing different keys never conflict.
+    """CREATE TABLE IF NOT EXISTS {ks}.context (
+        run_id text, key text, value text, written_at double,
+        PRIMARY KEY (run_id, key)
+    )""",
+    """CREATE TABLE IF NOT EXISTS {ks}.history (
+        run_id text, event_id timeuuid, at double, kind text, node_id text, data text,
+        PRIMARY KEY (run_id, event_id)
+    ) WITH CLUSTERING ORDER BY (event_id ASC)""",
+    # (status, minute bucket, shard) index of runs by last progress: hints, re-checked.
+    """CREATE TABLE IF NOT EXISTS {ks}.run_index (
+        status text, bucket bigint, shard int, run_id text,
+        PRIMARY KEY ((status, bucket, shard), run_id)
+    ) WITH gc_grace_seconds = """
+    + str(CHURN_GC_GRACE_S),
+    # Which minute buckets of a day hold index hints, so reads skip the empty ones.
+    """CREATE TABLE IF NOT EXISTS {ks}.run_index_buckets (
+        status text, day bigint, bucket bigint,
+        PRIMARY KEY ((status, day), bucket)
+    ) WITH CLUSTERING ORDER BY (bucket ASC) AND gc_grace_seconds = """
+    + str(CHURN_GC_GRACE_S),
+    # Outbox: (hour, shard) partitions in time order; the relay reads each shard from its
+    # cursor, so published (deleted) rows behind the cursor are never read again.
+    """CREATE TABLE IF NOT EXISTS {ks}.outbox (
+        hour bigint, shard int, created_at double, id text,
+        topic text, key text, value text,
+        PRIMARY KEY ((hour, shard), created_at, id)
+    ) WITH CLUSTERING ORDER BY (created_at ASC, id ASC) AND gc_grace_seconds = """
+    + str(CHURN_GC_GRACE_S),
+    """CREATE TABLE IF NOT EXISTS {ks}.outbox_cursor (
+        name text, shard int, low double,
+        PRIMARY KEY (name, shard)
+    )""",
+)
+
+
+def table_cql(keyspace: str) -> list[str]:
+    """The ``CREATE TABLE IF NOT EXISTS`` statements of the current schema."""
+    ks = check_keyspace(keyspace)
+    return [t.format(ks=ks) for t in _TABLES]
+
+
+#: Statements that bring a store from version N-1 to N (N > 1); version 1 is ``table_cql``.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {}
+
+
+def migrations(keyspace: str, *, from_version: int, to_version: int) -> list[tuple[int, list[str]]]:
+    """``(version, statements)`` to run, in order, to go from ``from_version`` to ``to_version``."""
+    ks = check_keyspace(keyspace)
+    return [
+        (v, [s.format(ks=ks) for s in _MIGRATIONS.get(v, ())])
+        for v in range(from_version + 1, to_version + 1)
+    ]
+
+
+# --- statements -----------------------------------------------------------------------
+#: Every statement, by name; ``{ks}`` is the keyspace. All are prepared, and each names one
+#: whole partition key (a reviewer can check it here: no query scans).
+STATEMENTS: dict[str, str] = {
+    # schema_version (LWT only)
+    "version_get": "SELECT version, created_at FROM {ks}.schema_version WHERE id = 'flowbridge'",
+    "version_init": "INSERT INTO {ks}.schema_version (id, version, created_at) "
+    "VALUES ('flowbridge', ?, ?) IF NOT EXISTS",
+    "version_set": "UPDATE {ks}.schema_version SET version = ? WHERE id = 'flowbridge' "
+    "IF version = ?",
+    # runs
+    "run_get": "SELECT run_id, blueprint_id, version, input, snapshot, created_at, status, "
+    "status_at, output, error, fence, reconciled_at, lwt_op, effects, effects_done, progress_at, "
+    "bucket, WRITETIME(status) AS status_wt FROM {ks}.runs WHERE run_id = ?",
+    "run_create": "INSERT INTO {ks}.runs (run_id, blueprint_id, version, input, snapshot, "
+    "created_at, status, status_at, output, error, fence, lwt_op, effects) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
+    # Six placeholders: a ``from_`` set is padded by repeating a member (IN ? is not portable).
+    "run_transition": "UPDATE {ks}.runs USING TTL ? SET status = ?, status_at = ?, output = ?, "
+    "error = ?, lwt_op = ?, effects = ? WHERE run_id = ? IF status IN (?, ?, ?, ?, ?, ?)",
+    # Retention: the same values again with a TTL, compare-and-set on the last LWT's token.
+    "run_rewrite": "UPDATE {ks}.runs USING TTL ? SET blueprint_id = ?, version = ?, input = ?, "
+    "snapshot = ?, created_at = ?, status = ?, status_at = ?, output = ?, error = ?, fence = ?, "
+    "reconciled_at = ?, lwt_op = ?, effects = ? WHERE run_id = ? IF lwt_op = ?",
+    # The row marker of an INSERT has its own liveness: give it the TTL too (no LWT column).
+    "run_marker": "INSERT INTO {ks}.runs (run_id) VALUES (?) USING TTL ? AND TIMESTAMP ?",
+    "run_progress": "UPDATE {ks}.runs USING TTL ? AND TIMESTAMP ? SET progress_at = ?, "
+    "bucket = ? WHERE run_id = ?",
+    # A set, not one column: each op's mark is its own cell, so clock skew between two
+    # writers can never make one op's mark hide another's.
+    "run_effects_done": "UPDATE {ks}.runs USING TTL ? AND TIMESTAMP ? "
+    "SET effects_done = effects_done + ? WHERE run_id = ?",
+    # nodes
+    "node_get": "SELECT run_id, node_id, iteration, status, attempts, deliveries, output, "
+    "action, edges_taken, error, updated_at, lwt_op, effects, effects_done, "
+    "WRITETIME(status) AS status_wt FROM {ks}.nodes "
+    "WHERE run_id = ? AND node_id = ? AND iteration = ?",
+    "node_create": "INSERT INTO {ks}.nodes (run_id, node_id, iteration, status, attempts, "
+    "deliveries, edges_taken, updated_at, lwt_op, effects) VALUES (?, ?, ?, ?, 0, 0, [], ?, ?, ?) "
+    "IF NOT EXISTS USING TTL ?",
+    "node_begin": "UPDATE {ks}.nodes USING TTL ? SET status = 'running', attempts = ?, "
+    "deliveries = ?, updated_at = ?, lwt_op = ?, effects = ? "
+    "WHERE run_id = ? AND node_id = ? AND iteration = ? "
+    "IF status = ? AND attempts = ? AND deliveries = ?",
+    # ``attempts`` becomes max(attempts, ?): one statement when it grows, one when it does not.
+    "node_complete_up": "UPDATE {ks}.nodes USING TTL ? SET status = ?, output = ?, action = ?, "
+    "edges_taken = ?, error = null, attempts = ?, updated_at = ?, lwt_op = ?, effects = ? "
+    "WHERE run_id = ? AND node_id = ? AND iteration = ? "
+    "IF status IN ('pending', 'running', 'waiting') AND attempts <= ?",
+    "node_complete_keep": "UPDATE {ks}.nodes USING TTL ? SET status = ?, output = ?, action = ?, "
+    "edges_taken = ?, error = null, updated_at = ?, lwt_op = ?, effects = ? "
+    "WHERE run_id = ? AND node_id = ? AND iteration = ? "
+    "IF status IN ('pending', 'running', 'waiting') AND attempts > ?",
+    "node_retry_up": "UPDATE {ks}.nodes USING TTL ? SET status = 'pending', attempts = ?, "
+    "error = ?, updated_at = ?, lwt_op = ?, effects = ? "
+    "WHERE run_id = ? AND node_id = ? AND iteration = ? "
+    "IF status IN ('pending', 'running', 'waiting') AND attempts <= ?",
+    "node_retry_keep": "UPDATE {ks}.nodes USING TTL ? SET status = 'pending', error = ?, "
+    "updated_at = ?, lwt_op = ?, effects = ? "
+    "WHERE run_id = ? AND node_id = ? AND iteration = ? "
+    "IF status IN ('pending', 'running', 'waiting') AND attempts > ?",
+    "node_fail": "UPDATE {ks}.nodes USING TTL ? SET status = 'failed', error = ?, "
+    "updated_at = ?, lwt_op = ?, effects = ? "
+    "WHERE run_id = ? AND node_id = ? AND iteration = ? "
+    "IF status IN ('pending', 'running', 'waiting')",
+    "node_cancel": "UPDATE {ks}.nodes USING TTL ? SET status = 'cancelled', error = ?, "
+    "updated_at = ?, lwt_op = ?, effects = ? "
+    "WHERE run_id = ? AND node_id = ? AND iteration = ? "
+    "IF status IN ('pending', 'running', 'waiting')",
+    "node_rewrite": "UPDATE {ks}.nodes USING TTL ? SET status = ?, attempts = ?, deliveries = ?, "
+    "output = ?, action = ?, edges_taken = ?, error = ?, updated_at = ?, lwt_op = ?, effects = ? "
+    "WHERE run_id = ? AND node_id = ? AND iteration = ? IF lwt_op = ?",
+    "node_marker": "INSERT INTO {ks}.nodes (run_id, node_id, iteration) VALUES (?, ?, ?) "
+    "USING TTL ? AND TIMESTAMP ?",
+    "node_effects_done": "UPDATE {ks}.nodes USING TTL ? AND TIMESTAMP ? "
+    "SET effects_done = effects_done + ? WHERE run_id = ? AND node_id = ? AND iteration = ?",
+    # the run's directory of node records and arrival sets
+    "dir_put": "INSERT INTO {ks}.run_nodes (run_id, iteration, node_id, at) "
+    "VALUES (?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?",
+    "dir_get": "SELECT iteration, node_id, at, WRITETIME(at) AS wt FROM {ks}.run_nodes "
+    "WHERE run_id = ?",
+    # arrivals
+    "arrival_put": "INSERT INTO {ks}.arrivals (run_id, join_id, iteration, predecessor, outcome) "
+    "VALUES (?, ?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?",
+    "arrival_get": "SELECT predecessor, outcome, WRITETIME(outcome) AS wt FROM {ks}.arrivals "
+    "WHERE run_id = ? AND join_id = ? AND iteration = ?",
+    # context
+    "context_put": "INSERT INTO {ks}.context (run_id, key, value, written_at) "
+    "VALUES (?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?",
+    "context_get": "SELECT key, value, written_at, WRITETIME(value) AS wt FROM {ks}.context "
+    "WHERE run_id = ?",
+    # history
+    "history_put": "INSERT INTO {ks}.history (run_id, event_id, at, kind, node_id, data) "
+    "VALUES (?, ?, ?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?",
+    "history_get": "SELECT event_id, at, kind, node_id, data, WRITETIME(kind) AS wt "
+    "FROM {ks}.history WHERE run_id = ?",
+    # status index
+    "index_put": "INSERT INTO {ks}.run_index (status, bucket, shard, run_id) "
+    "VALUES (?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?",
+    "index_del": "DELETE FROM {ks}.run_index USING TIMESTAMP ? "
+    "WHERE status = ? AND bucket = ? AND shard = ? AND run_id = ?",
+    "index_get": "SELECT run_id FROM {ks}.run_index WHERE status = ? AND bucket = ? AND shard = ?",
+    "buckets_put": "INSERT INTO {ks}.run_index_buckets (status, day, bucket) VALUES (?, ?, ?) "
+    "USING TTL ?",
+    "buckets_del": "DELETE FROM {ks}.run_index_buckets USING TIMESTAMP ? "
+    "WHERE status = ? AND day = ? AND bucket = ?",
+    "buckets_get": "SELECT bucket FROM {ks}.run_index_buckets WHERE status = ? AND day = ?",
+    # outbox
+    "outbox_put": "INSERT INTO {ks}.outbox (hour, shard, created_at, id, topic, key, value) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+    "outbox_get": "SELECT created_at, id, topic, key, value FROM {ks}.outbox "
+    "WHERE hour = ? AND shard = ? AND created_at >= ? LIMIT ?",
+    "outbox_del": "DELETE FROM {ks}.outbox WHERE hour = ? AND shard = ? AND created_at = ? "
+    "AND id = ?",
+    "cursor_get": "SELECT shard, low FROM {ks}.outbox_cursor WHERE name = 'outbox'",
+    "cursor_set": "UPDATE {ks}.outbox_cursor SET low = ? WHERE name = 'outbox' AND shard = ?",
+}
+
+
+# --- stored formats ---------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class HistoryItem:
+    """A history event staged by a conditional write; its id makes the replay an upsert."""
+
+    event_id: str
+    kind: str
+    node_id: str | None = None
+    data: Any = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class IndexMove:
+    """Move a run's index hint from ``(old_status, old_bucket)`` to ``(status, bucket)``."""
+
+    status: str
+    bucket: int
+    old_status: str | None = None
+    old_bucket: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FailRun:
+    """Fail the run (if still active) after a node failed for good."""
+
+    error: str
+    outbox: tuple[OutboxMessage, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Effects:
+    """The follow-up writes of one conditional write, stored with it so a crash can be repaired.
+
+    Every write here is idempotent (``IF NOT EXISTS`` records, upserts stamped
+    ``USING TIMESTAMP ts``, outbox rows by stable id), so applying the same
+    effects twice is the same as once. Node-level parts (``pending`` ...
+    ``fail_run``) apply only while the run is active.
+    """
+
+    #: When the conditional write was decided (seconds) and the write timestamp it implies (µs).
+    at: float
+    ts: int
+    iteration: int = 0
+    history: tuple[HistoryItem, ...] = ()
+    outbox: tuple[OutboxMessage, ...] = ()
+    #: Record progress on the run (moves its index hint to the current bucket).
+    touch: bool = False
+    pending: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+    #: (join_id, predecessor, outcome)
+    arrivals: tuple[tuple[str, str, str], ...] = ()
+    context: dict[str, Any] = field(default_factory=dict)
+    fallback: str | None = None
+    fail_run: FailRun | None = None
+    # --- run-level parts ---
+    start_nodes: tuple[str, ...] = ()
+    index: IndexMove | None = None
+    #: The run reached a terminal status: give all its rows the retention TTL.
+    finish: bool = False
+    #: Cancel the run's active nodes with this reason.
+    cancel_nodes: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        """Whether applying these effects would write nothing."""
+        return self == Effects(at=self.at, ts=self.ts, iteration=self.iteration)
+
+
+def _outbox_json(m: OutboxMessage) -> dict[str, Any]:
+    return {"id": m.id, "topic": m.topic, "key": m.key, "value": m.value, "at": m.created_at}
+
+
+def _outbox_from(d: dict[str, Any]) -> OutboxMessage:
+    return OutboxMessage(
+        id=d["id"], topic=d["topic"], key=d["key"], value=d["value"], created_at=d["at"]
+    )
+
+
+def encode_effects(e: Effects) -> str:
+    """Serialise effects as compact JSON (defaults omitted)."""
+    d: dict[str, Any] = {"v": 1, "at": e.at, "ts": e.ts}
+    if e.iteration:
+        d["it"] = e.iteration
+    if e.history:
+        d["history"] = [[h.event_id, h.kind, h.node_id, h.data] for h in e.history]
+    if e.outbox:
+        d["outbox"] = [_outbox_json(m) for m in e.outbox]
+    if e.touch:
+        d["touch"] = True
+    if e.pending:
+        d["pending"] = list(e.pending)
+    if e.skipped:
+        d["skipped"] = list(e.skipped)
+    if e.arrivals:
+        d["arrivals"] = [list(a) for a in e.arrivals]
+    if e.context:
+        d["context"] = e.context
+    if e.fallback is not None:
+        d["fallback"] = e.fallback
+    if e.fail_run is not None:
+        d["fail_run"] = {
+            "error": e.fail_run.error,
+            "outbox": [_outbox_json(m) for m in e.fail_run.outbox],
+        }
+    if e.start_nodes:
+        d["start"] = list(e.start_nodes)
+    if e.index is not None:
+        i = e.index
+        d["index"] = [i.status, i.bucket, i.old_status, i.old_bucket]
+    if e.finish:
+        d["finish"] = True
+    if e.cancel_nodes is not None:
+        d["cancel"] = e.cancel_nodes
+    return json.dumps(d, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_effects(text: str | None) -> Effects | None:
+    """Parse what ``encode_effects`` wrote; None for no effects."""
+    if not text:
+        return None
+    d = json.loads(text)
+    if d.get("v") != 1:
+        raise StateError(f"stored effects have format {d.get('v')!r}; this flowbridge reads 1")
+    fail = d.get("fail_run")
+    idx = d.get("index")
+    return Effects(
+        at=d["at"],
+        ts=d["ts"],
+        iteration=d.get("it", 0),
+        history=tuple(
+            HistoryItem(event_id=h[0], kind=h[1], node_id=h[2], data=h[3])
+            for h in d.get("history", ())
+        ),
+        outbox=tuple(_outbox_from(m) for m in d.get("outbox", ())),
+        touch=d.get("touch", False),
+        pending=tuple(d.get("pending", ())),
+        skipped=tuple(d.get("skipped", ())),
+        arrivals=tuple((a[0], a[1], a[2]) for a in d.get("arrivals", ())),
+        context=d.get("context", {}),
+        fallback=d.get("fallback"),
+        fail_run=None
+        if fail is None
+        else FailRun(error=fail["error"], outbox=tuple(_outbox_from(m) for m in fail["outbox"])),
+        start_nodes=tuple(d.get("start", ())),
+        index=None
+        if idx is None
+        else IndexMove(status=idx[0], bucket=idx[1], old_status=idx[2], old_bucket=idx[3]),
+        finish=d.get("finish", False),
+        cancel_nodes=d.get("cancel"),
+    )
