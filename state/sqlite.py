@@ -363,7 +363,8 @@ class SQLiteStore:
                 return False, self._run(row)
             c.execute(
                 "INSERT INTO runs (run_id, blueprint_id, version, status, input, snapshot, output,"
-                " error, fence, created_at, updated_at, bucket) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " error, fence, created_at, updated_at, bucket, expires_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run.run_id,
                     run.blueprint_id,
@@ -377,6 +378,8 @@ class SQLiteStore:
                     now,
                     now,
                     _bucket(now),
+                    # A run born finished (a rejected start) expires like any finished run.
+                    now + self.retention_s if run.status in RUN_TERMINAL else None,
                 ),
             )
             c.execute(
@@ -425,7 +428,10 @@ class SQLiteStore:
             row = c.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None or row["status"] not in from_:
                 return False
-            self._move_run(c, run_id, to, now)
+            if to in RUN_TERMINAL:
+                self._move_run(c, run_id, to, now, expires_at=now + self.retention_s)
+            else:
+                self._move_run(c, run_id, to, now)
             self._history(c, run_id, f"run.{to}", None, None, now)
             return True
 
@@ -470,8 +476,21 @@ class SQLiteStore:
                 # A cancel that overtook its start: the marker makes the start a no-op.
                 c.execute(
                     "INSERT INTO runs (run_id, blueprint_id, version, status, input, snapshot,"
-                    " error, created_at, updated_at, bucket) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (run_id, "", "", RUN_CANCELLED, "null", "{}", reason, now, now, _bucket(now)),
+                    " error, created_at, updated_at, bucket, expires_at)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        run_id,
+                        "",
+                        "",
+                        RUN_CANCELLED,
+                        "null",
+                        "{}",
+                        reason,
+                        now,
+                        now,
+                        _bucket(now),
+                        now + self.retention_s,
+                    ),
                 )
                 c.execute(
                     "INSERT INTO run_index (status, bucket, run_id) VALUES (?, ?, ?)",

@@ -60,7 +60,7 @@ def open_store(
     if scheme in ("scylla", "cassandra"):
         from state.scylla import ScyllaStore  # type: ignore[import-not-found,unused-ignore]
 
-        store: StateStore = ScyllaStore.from_url(url, env=env or {})
+        store: StateStore = ScyllaStore.from_url(url, env=env or {}, retention_s=retention_s)
         return store
     raise ConfigError(
         f"FLOWBRIDGE_STATE_URL={url!r}: unknown scheme {scheme!r} (use sqlite:/// or scylla://)"
