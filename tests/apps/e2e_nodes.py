@@ -333,3 +333,4 @@ register_blueprint(
         ],
     }
 )
+_fan("slow-fan", {f"s{i}": [(f"sf{i}", "slow", {"seconds": 1})] for i in range(6)})

@@ -184,3 +184,18 @@ def test_lost_chord_is_recovered_by_the_reconciler_and_fires_once(stack_factory)
     assert [s.effects(n) for n in ("s1", "s2", "join", "end")] == [1, 1, 1, 1]
     kinds = [h.kind for h in s.store.get_history(handle.run_id)]
     assert kinds.count("join.fired") == 1
+
+
+def test_cancel_revokes_queued_branch_tasks_and_runs_no_more_branch_code(stack: Stack) -> None:
+    handle = stack.client.start("slow-fan", {})
+    started = lambda: sum(stack.effects(f"sf{i}.started") for i in range(6))  # noqa: E731
+    stack.wait_for(lambda: started() == 2, what="two branches running (concurrency 2)")
+    handle.cancel("stop the fan-out")
+    run = handle.result(timeout=30)
+    time.sleep(3)  # long enough for every queued branch to have run, had it not been stopped
+
+    assert run["status"] == "cancelled"
+    assert started() == 2, "queued branches never ran their code"
+    assert stack.effects("join") == 0
+    log = (stack.iso.tmp_path / "worker.log").read_text()
+    assert "revoked" in log, "the queued branch tasks were revoked, not only ignored"
