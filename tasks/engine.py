@@ -37,7 +37,7 @@ from state.constants import (
     RUN_RUNNING,
 )
 from state.models import NodeCompletion, NodeState, Run
-from tasks.blueprint import Blueprint, NodeSpec
+from tasks.blueprint import BUILTIN_USES, Blueprint, NodeSpec
 from tasks.context import NodeContext, Result
 from tasks.errors import NodeError, UnknownNodeError
 from tasks.events import lifecycle_event
@@ -227,6 +227,12 @@ def execute_node(
         ),
     )
     try:
+        if spec.uses in BUILTIN_USES and spec.uses not in rt.nodes.names():
+            raise NodeError(
+                f"built-in node {spec.uses!r} needs durable timers and events, which this "
+                "version of flowbridge does not have yet",
+                retryable=False,
+            )
         result = _call(rt.nodes.get(spec.uses), ctx)
         output, action = (
             (result.output, result.action) if isinstance(result, Result) else (result, None)

@@ -334,3 +334,6 @@ register_blueprint(
     }
 )
 _fan("slow-fan", {f"s{i}": [(f"sf{i}", "slow", {"seconds": 1})] for i in range(6)})
+register_blueprint(
+    {"id": "sleeper", "nodes": [{"id": "nap", "uses": "sleep", "params": {"duration": "1s"}}]}
+)
