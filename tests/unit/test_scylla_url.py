@@ -13,16 +13,9 @@ import pytest
 from state.constants import DEFAULT_RETENTION_S, STATUS_BUCKET_S
 from state.errors import ConfigError, StateError
 from state.models import OutboxMessage
-from state.scylla import (
-    ScyllaConfig,
-    ScyllaStore,
-    bucket_of,
-    format_replication,
-    parse_replication,
-    parse_scylla_url,
-    shard_of,
-    timeuuid,
-)
+from state.scylla import ScyllaConfig, ScyllaStore, parse_replication, parse_scylla_url
+from state.scylla_config import format_replication
+from state.scylla_rows import bucket_of, shard_of, timeuuid
 from state.scylla_schema import (
     STATEMENTS,
     Effects,
