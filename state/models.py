@@ -10,11 +10,14 @@ from state.constants import NODE_ACTIVE, RUN_TERMINAL
 __all__ = [
     "Arrival",
     "CommitResult",
+    "Delivery",
+    "DueTimer",
     "HistoryEvent",
     "NodeCompletion",
     "NodeState",
     "OutboxMessage",
     "Run",
+    "Wakeup",
 ]
 
 JSON = Any
@@ -131,3 +134,36 @@ class HistoryEvent:
     kind: str
     node_id: str | None = None
     data: JSON = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Wakeup:
+    """Why a suspended node runs again: an event it waited for, or its timer."""
+
+    #: ``event`` or ``timer``.
+    kind: str
+    event_name: str | None = None
+    event_id: str | None = None
+    payload: JSON = None
+    due_at: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DueTimer:
+    """A timer whose time has come (an index hint: ``fire_timer`` decides)."""
+
+    run_id: str
+    node_id: str
+    iteration: int
+    due_at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Delivery:
+    """What happened to an event delivered to a run."""
+
+    #: ``matched`` (woke ``node_id``), ``stored`` (kept in the run's inbox until a node
+    #: waits for it), ``duplicate`` (its event id was seen before), ``no-run`` or ``finished``.
+    outcome: str
+    node_id: str | None = None
+    iteration: int = 0

@@ -14,11 +14,14 @@ from typing import Any, Protocol, runtime_checkable
 from state.models import (
     Arrival,
     CommitResult,
+    Delivery,
+    DueTimer,
     HistoryEvent,
     NodeCompletion,
     NodeState,
     OutboxMessage,
     Run,
+    Wakeup,
 )
 
 __all__ = ["StateStore"]
@@ -67,12 +70,18 @@ class StateStore(Protocol):
         """Move an active run to a terminal status once; the outbox rows go with it."""
 
     def cancel_run(
-        self, run_id: str, *, reason: str, outbox: Sequence[OutboxMessage] = ()
+        self,
+        run_id: str,
+        *,
+        reason: str,
+        outbox: Sequence[OutboxMessage] = (),
+        fence: int | None = None,
     ) -> tuple[bool, Run | None]:
-        """Cancel an active run and its active nodes, or leave a marker if it does not exist yet.
+        """Cancel an active run, its active nodes and timers, or leave a marker if it is unknown.
 
         Returns ``(applied, run_before)``; ``run_before`` is None when a marker
-        was written. A finished run is left alone (``applied`` False).
+        was written. A finished run is left alone (``applied`` False). With a
+        ``fence`` older than the run's, raises ``StaleFenceError``.
         """
 
     # --- nodes -----------------------------------------------------------
@@ -140,6 +149,71 @@ class StateStore(Protocol):
 
     def get_arrivals(self, run_id: str, join_id: str, iteration: int = 0) -> dict[str, str]:
         """Read a join's arrival set: predecessor id to outcome."""
+
+    # --- waiting: timers and events ------------------------------------
+    def suspend_node(
+        self,
+        run_id: str,
+        node_id: str,
+        iteration: int = 0,
+        *,
+        event: str | None = None,
+        due_at: float | None = None,
+    ) -> Wakeup | None:
+        """Park a running node until ``event`` arrives or ``due_at`` passes, once.
+
+        Registers the wait and/or the timer and moves the node to ``waiting``.
+        If an unconsumed event named ``event`` is already in the run's inbox, it
+        is consumed by this node instead, the node stays ``running`` and the
+        event is returned. A node suspended before keeps its first timer (a
+        re-run never pushes its deadline later). Returns None once parked.
+        """
+
+    def get_wakeup(self, run_id: str, node_id: str, iteration: int = 0) -> Wakeup | None:
+        """What woke the node: the event it consumed, else its fired timer, else None."""
+
+    def deliver_event(
+        self, run_id: str, name: str, *, event_id: str, payload: Any = None
+    ) -> Delivery:
+        """Deliver an event: dedupe on ``event_id``, wake the node waiting for ``name`` or keep it.
+
+        Waking is conditional (``waiting`` to ``pending``) and consumes the event
+        for that node; an event nobody waits for stays in the run's inbox for a
+        later ``suspend_node``.
+        """
+
+    def fire_timer(
+        self,
+        run_id: str,
+        node_id: str,
+        iteration: int = 0,
+        *,
+        now: float,
+        outbox: Sequence[OutboxMessage] = (),
+    ) -> bool:
+        """Wake a waiting node whose timer is due (``waiting`` to ``pending``), once."""
+
+    def due_timers(self, *, now: float, limit: int = 500) -> list[DueTimer]:
+        """Unfired timers due by ``now``, through a by-due-time index (hints)."""
+
+    # --- fences and reconciliation --------------------------------------
+    def advance_fence(self, run_id: str) -> int:
+        """Advance the run's fence by one (a conditional write) and return the new value."""
+
+    def mark_reconciled(
+        self,
+        run_id: str,
+        *,
+        stalled_since: float,
+        fence: int,
+        outbox: Sequence[OutboxMessage] = (),
+    ) -> bool:
+        """Claim one stall of a run for re-emission, with the jobs to re-emit, once.
+
+        Applies only if the run's last progress is still ``stalled_since`` and
+        that stall was not reconciled before; raises ``StaleFenceError`` if
+        ``fence`` is older than the run's fence (a lock holder that lost its lock).
+        """
 
     # --- context and history --------------------------------------------
     def get_context(self, run_id: str) -> dict[str, Any]:
