@@ -105,6 +105,17 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_signal(args: argparse.Namespace) -> int:
+    """Publish an event for a run."""
+    client = Client.from_env()
+    try:
+        event_id = client.signal(args.run_id, args.name, args.payload, event_id=args.event_id)
+    finally:
+        client.close()
+    _print({"run_id": args.run_id, "event": args.name, "event_id": event_id})
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate blueprint files; node names are checked when FLOWBRIDGE_APP is set."""
     settings = Settings.from_env()
@@ -181,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("run_id")
     c.add_argument("--reason", default=None)
     c.set_defaults(fn=cmd_cancel)
+
+    sg = sub.add_parser("signal", help="send an event to a run")
+    sg.add_argument("run_id")
+    sg.add_argument("name")
+    sg.add_argument("--payload", type=_json_arg, default=None, help="event payload, JSON")
+    sg.add_argument("--event-id", default=None, help="dedupe id (default: a new one)")
+    sg.set_defaults(fn=cmd_signal)
 
     v = sub.add_parser("validate", help="validate blueprint files")
     v.add_argument("files", nargs="+")

@@ -29,7 +29,7 @@ class RunTimeout(TimeoutError):
 
 
 class RunHandle:
-    """A started run: its id, and ways to watch or cancel it."""
+    """A started run: its id, and ways to watch, signal or cancel it."""
 
     def __init__(self, client: Client, run_id: str) -> None:
         """Refer to ``run_id`` through ``client``."""
@@ -62,9 +62,13 @@ class RunHandle:
         """Ask for the run to be cancelled."""
         self.client.cancel(self.run_id, reason)
 
+    def signal(self, name: str, payload: Any = None, *, event_id: str | None = None) -> str:
+        """Send event ``name`` to the run; returns the event id (send it again to retry safely)."""
+        return self.client.signal(self.run_id, name, payload, event_id=event_id)
+
 
 class Client:
-    """Publishes start and cancel messages; reads runs from the state store."""
+    """Publishes start, cancel and event messages; reads runs from the state store."""
 
     def __init__(
         self, *, settings: Settings, kafka: KafkaSettings, store: StateStore | None = None
@@ -123,6 +127,23 @@ class Client:
         if reason:
             msg["reason"] = reason
         self._send("jobs", run_id, msg)
+
+    def signal(
+        self, run_id: str, name: str, payload: Any = None, *, event_id: str | None = None
+    ) -> str:
+        """Publish event ``name`` for ``run_id``; duplicates of one ``event_id`` are ignored."""
+        event_id = event_id or str(uuid.uuid4())
+        msg: dict[str, Any] = {
+            "v": 1,
+            "type": "event",
+            "run_id": run_id,
+            "name": name,
+            "event_id": event_id,
+        }
+        if payload is not None:
+            msg["payload"] = payload
+        self._send("events", run_id, msg)
+        return event_id
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """The run as JSON, or None."""

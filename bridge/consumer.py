@@ -1,4 +1,4 @@
-"""The bridge: a Kafka consumer that hands job messages to Celery.
+"""The bridge: a Kafka consumer that hands job messages and events to Celery and the store.
 
 Delivery, stated exactly:
 
@@ -14,6 +14,9 @@ Delivery, stated exactly:
   run or node, over the size limit) goes to ``<prefix>flowbridge.dlq`` unchanged,
   with a ``flowbridge-error`` header saying why, and the consumer goes on. If the
   DLQ write fails, that partition pauses at the record and its offset stays.
+* An event (``<prefix>flowbridge.events``) is deduplicated by its id in the
+  store, wakes the node waiting for it or stays in the run's inbox until one
+  does; an event for an unknown or finished run goes to the DLQ with the reason.
 * If Redis or the state store is down, the affected partition is paused at the
   record that failed and retried; the consumer keeps polling (so it keeps its
   group membership) until they are back.
@@ -35,13 +38,13 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 
 from bridge.errors import MessageError
-from bridge.messages import CancelJob, NodeJob, StartJob, parse_job
+from bridge.messages import CancelJob, NodeJob, StartJob, parse_event, parse_job
 from bridge.settings import BridgeSettings, KafkaSettings
 from bridge.topics import ensure_topics
 from state.constants import RUN_FAILED
 from state.errors import StateError
 from state.models import Run
-from tasks.engine import cancel_run, start_run
+from tasks.engine import cancel_run, deliver_event, start_run
 from tasks.errors import UnknownBlueprintError
 from tasks.events import lifecycle_event
 from tasks.runtime import Runtime
@@ -87,6 +90,11 @@ class Bridge:
         return self.rt.settings.topic("jobs")
 
     @property
+    def events_topic(self) -> str:
+        """The topic of events for runs (signals, approvals, callbacks)."""
+        return self.rt.settings.topic("events")
+
+    @property
     def group_id(self) -> str:
         """The consumer group, with the topic prefix applied."""
         return self.rt.settings.topic_prefix + self.settings.group_id
@@ -105,6 +113,7 @@ class Bridge:
         s = self.settings
         return KafkaConsumer(
             self.jobs_topic,
+            self.events_topic,
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -183,6 +192,10 @@ class Bridge:
     def handle(self, rec: Any) -> None:
         """Dispatch one record, or dead-letter it; raise ``_Backpressure`` to retry it later."""
         try:
+            if rec.topic == self.events_topic:
+                self._event(rec)
+                self.stats.dispatched += 1
+                return
             job = parse_job(rec.value, max_bytes=self.settings.max_message_bytes)
             if isinstance(job, StartJob):
                 self._start(job, rec)
@@ -240,6 +253,20 @@ class Bridge:
             )
             return
         self.rt.dispatch(bp, run.run_id, job.node, attempt=job.attempt or 1)
+
+    def _event(self, rec: Any) -> None:
+        ev = parse_event(rec.value, max_bytes=self.settings.max_message_bytes)
+        # Without an id, the record's position names the event: a redelivery is a duplicate.
+        event_id = ev.event_id or str(
+            uuid.uuid5(uuid.NAMESPACE_URL, f"{rec.topic}:{rec.partition}:{rec.offset}")
+        )
+        delivery = deliver_event(self.rt, ev.run_id, ev.name, event_id=event_id, payload=ev.payload)
+        if delivery.outcome == "no-run":
+            raise MessageError(f"unknown run {ev.run_id!r} (event {ev.name!r})")
+        if delivery.outcome == "finished":
+            raise MessageError(f"run {ev.run_id!r} has finished: event {ev.name!r} not delivered")
+        if delivery.outcome == "stored":
+            log.info("run %s: event %s kept until a node waits for it", ev.run_id, ev.name)
 
     def _fail_start(self, run_id: str, reason: str) -> None:
         """Record a rejected start that named its run as failed, so a waiting client is answered."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from bridge.errors import MessageError
 
-__all__ = ["CancelJob", "Job", "NodeJob", "StartJob", "parse_job"]
+__all__ = ["CancelJob", "EventJob", "Job", "NodeJob", "StartJob", "parse_event", "parse_job"]
 
 VERSION = 1
 _ID = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,200}$")
@@ -146,3 +146,36 @@ def parse_job(value: bytes | None, *, max_bytes: int) -> Job:
             raise MessageError(f"field 'reason' must be a string, got {type(reason).__name__}")
         return CancelJob(run_id=_ident(obj, "run_id") or "", reason=reason)
     raise MessageError(f"unknown type {kind!r} (expected 'start', 'node' or 'cancel')")
+
+
+@dataclass(frozen=True)
+class EventJob:
+    """An event for a run, from ``<prefix>flowbridge.events``."""
+
+    run_id: str
+    name: str
+    event_id: str | None
+    payload: Any = None
+
+
+def parse_event(value: bytes | None, *, max_bytes: int) -> EventJob:
+    """Parse one events-topic value, or raise ``MessageError`` saying what is wrong."""
+    obj = _decode(value, max_bytes)
+    v = obj.get("v")
+    if v is None:
+        raise MessageError(f"missing required field 'v' (this bridge speaks v={VERSION})")
+    if v != VERSION or isinstance(v, bool):
+        raise MessageError(f"unsupported message version v={v!r} (this bridge speaks v={VERSION})")
+    if obj.get("type") != "event":
+        raise MessageError(
+            f"unknown type {obj.get('type')!r} on the events topic (expected 'event')"
+        )
+    name = obj.get("name")
+    if not isinstance(name, str) or not name or len(name) > 200:
+        raise MessageError("field 'name' must be a non-empty string of at most 200 characters")
+    return EventJob(
+        run_id=_ident(obj, "run_id") or "",
+        name=name,
+        event_id=_ident(obj, "event_id", required=False),
+        payload=obj.get("payload"),
+    )

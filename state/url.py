@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from state.errors import ConfigError
@@ -41,7 +42,11 @@ def sqlite_path(url: str) -> Path:
 
 
 def open_store(
-    url: str, *, env: Mapping[str, str] | None = None, retention_s: float | None = None
+    url: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    retention_s: float | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> StateStore:
     """Open (lazily: no connection yet) the store that ``url`` names."""
     scheme = urlsplit(url).scheme
@@ -54,9 +59,12 @@ def open_store(
             )
         from state.sqlite import SQLiteStore
 
-        if retention_s is None:
-            return SQLiteStore(sqlite_path(url))
-        return SQLiteStore(sqlite_path(url), retention_s=retention_s)
+        options: dict[str, Any] = {}
+        if retention_s is not None:
+            options["retention_s"] = retention_s
+        if clock is not None:
+            options["clock"] = clock
+        return SQLiteStore(sqlite_path(url), **options)
     if scheme in ("scylla", "cassandra"):
         from state.scylla import ScyllaStore  # type: ignore[import-not-found,unused-ignore]
 

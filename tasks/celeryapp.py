@@ -61,6 +61,9 @@ class ShardRouter:
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings derived from flowbridge's."""
     transport: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_s}
+    if settings.unacked_restore_s is not None:
+        transport["unacked_restore_interval"] = settings.unacked_restore_s
+        transport["unacked_restore_throttle"] = 1
     if settings.redis_prefix:
         transport["global_keyprefix"] = settings.redis_prefix
     return {
@@ -120,13 +123,16 @@ def _load_user_code_in_beat(**_: Any) -> None:
 
 
 @app.task(name=RUN_NODE_TASK, bind=True, ignore_result=True)
-def run_node(self: Task, run_id: str, node_id: str, iteration: int = 0, attempt: int = 1) -> str:
+def run_node(
+    self: Task, run_id: str, node_id: str, iteration: int = 0, attempt: int = 1, wake: bool = False
+) -> str:
     """Run one attempt of one node (at least once; its state effects apply once)."""
     from tasks.engine import execute_node
 
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     rt = get_runtime()
-    return execute_node(rt, run_id, node_id, iteration, attempt, redelivered=redelivered).kind
+    step = execute_node(rt, run_id, node_id, iteration, attempt, redelivered=redelivered, wake=wake)
+    return step.kind
 
 
 @app.task(name=BRANCH_TASK, bind=True)

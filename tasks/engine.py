@@ -15,7 +15,6 @@ import asyncio
 import inspect
 import json
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,14 +29,16 @@ from state.constants import (
     NODE_PENDING,
     NODE_RUNNING,
     NODE_SKIPPED,
+    NODE_WAITING,
     RUN_ACTIVE,
     RUN_COMPLETED,
     RUN_FAILED,
     RUN_PENDING,
     RUN_RUNNING,
+    RUN_WAITING,
 )
-from state.models import NodeCompletion, NodeState, Run
-from tasks.blueprint import BUILTIN_USES, Blueprint, NodeSpec
+from state.models import Delivery, NodeCompletion, NodeState, Run
+from tasks.blueprint import BUILTIN_USES, Blueprint, NodeSpec, parse_duration
 from tasks.context import NodeContext, Result
 from tasks.errors import NodeError, UnknownNodeError
 from tasks.events import lifecycle_event
@@ -48,13 +49,19 @@ from tasks.runtime import Runtime, task_id
 __all__ = [
     "Step",
     "cancel_run",
+    "deliver_event",
     "execute_node",
     "fire_from_chord",
-    "repair_run",
+    "settle_stalled",
     "start_run",
 ]
 
 log = logging.getLogger("flowbridge.engine")
+
+#: A wake-up call may arrive a moment before its timer's due time.
+WAKE_SLACK_S = 0.5
+#: How long a cancel waits for a reconciler holding the run's lock (then goes on unfenced).
+CANCEL_LOCK_WAIT_S = 5.0
 
 
 def _call(fn: Callable[..., Any], ctx: NodeContext) -> Any:
@@ -122,7 +129,9 @@ def cancel_run(rt: Runtime, run_id: str, reason: str = "cancelled") -> bool:
             if rec.active:
                 in_flight.append(task_id(run_id, rec.node_id, rec.iteration, max(rec.attempts, 1)))
     outbox = [lifecycle_event(rt.settings, run_id, "cancelled", reason=reason)]
-    applied, _ = rt.store.cancel_run(run_id, reason=reason, outbox=outbox)
+    # Under the run lock, with a fresh fence: a reconciler that lost its lock cannot undo it.
+    with rt.run_lock().hold(run_id, wait_s=CANCEL_LOCK_WAIT_S) as fence:
+        applied, _ = rt.store.cancel_run(run_id, reason=reason, outbox=outbox, fence=fence)
     if applied:
         rt.hint_outbox()
         if in_flight:
@@ -152,6 +161,7 @@ def execute_node(
     *,
     redelivered: bool = False,
     chord: bool = False,
+    wake: bool = False,
 ) -> Step:
     """Run one attempt of one node if the store says it should run.
 
@@ -160,7 +170,8 @@ def execute_node(
     copy that is not a redelivery leaves a running node to whoever runs it.
     With ``chord`` the task is a chord header: it does not dispatch its
     successor or retry itself but says so in the returned ``Step``, and it
-    leaves firing the join to the chord body.
+    leaves firing the join to the chord body. With ``wake`` it is a short
+    timer's wake-up call for a waiting node: it fires the timer if it is due.
     """
     store = rt.store
     run = store.get_run(run_id)
@@ -188,11 +199,18 @@ def execute_node(
         # A redelivery of finished work: repair what may not have happened after the commit.
         _settle(rt, run, bp, state, repair=True)
         return Step("duplicate" if not chord else "detached")
+    if state.status == NODE_WAITING:
+        # Only a wake-up call may move it, and only when its timer is due (the store decides).
+        if not (
+            wake and store.fire_timer(run_id, node_id, iteration, now=rt.clock() + WAKE_SLACK_S)
+        ):
+            return Step("waiting")
+        state = store.get_node(run_id, node_id, iteration) or state
     if state.status not in (NODE_PENDING, NODE_RUNNING):
         return Step("ignored")
-    if run.status == RUN_PENDING:
-        store.set_run_status(run_id, from_={RUN_PENDING}, to=RUN_RUNNING)
-    stale = state.updated_at < time.time() - rt.settings.stalled_after_s
+    if run.status in (RUN_PENDING, RUN_WAITING):
+        store.set_run_status(run_id, from_={RUN_PENDING, RUN_WAITING}, to=RUN_RUNNING)
+    stale = state.updated_at < rt.clock() - rt.settings.stalled_after_s
     takeover = state.status == NODE_RUNNING and (redelivered or stale)
     began = store.begin_attempt(run_id, node_id, iteration, attempt, takeover=takeover)
     if began is None:
@@ -226,13 +244,16 @@ def execute_node(
             else None
         ),
     )
+    if spec.uses in BUILTIN_USES and spec.uses not in rt.nodes.names():
+        try:
+            builtin = _run_builtin(rt, run, bp, spec, iteration)
+        except NodeError as exc:
+            return _fail(rt, run, bp, spec, iteration, attempt, str(exc), False, None, chord=chord)
+        if builtin is None:
+            return Step("waiting")
+        output, action = builtin
+        return _complete(rt, run, bp, spec, iteration, attempt, output, action, ctx, chord=chord)
     try:
-        if spec.uses in BUILTIN_USES and spec.uses not in rt.nodes.names():
-            raise NodeError(
-                f"built-in node {spec.uses!r} needs durable timers and events, which this "
-                "version of flowbridge does not have yet",
-                retryable=False,
-            )
         result = _call(rt.nodes.get(spec.uses), ctx)
         output, action = (
             (result.output, result.action) if isinstance(result, Result) else (result, None)
@@ -258,6 +279,76 @@ def execute_node(
         error = f"{type(exc).__name__}: {exc}"
         return _fail(rt, run, bp, spec, iteration, attempt, error, True, None, chord=chord)
     return _complete(rt, run, bp, spec, iteration, attempt, output, action, ctx, chord=chord)
+
+
+def _duration(spec: NodeSpec, name: str, *, required: bool) -> float | None:
+    value = spec.params.get(name)
+    if value is None:
+        if required:
+            raise NodeError(f"node {spec.id!r} ({spec.uses}) needs params.{name}", retryable=False)
+        return None
+    try:
+        return parse_duration(value)
+    except (TypeError, ValueError) as exc:
+        raise NodeError(f"node {spec.id!r}: params.{name}: {exc}", retryable=False) from None
+
+
+def _run_builtin(
+    rt: Runtime, run: Run, bp: Blueprint, spec: NodeSpec, iteration: int
+) -> tuple[Any, str | None] | None:
+    """Run ``sleep`` or ``wait``: park the node (None) or return its output and action.
+
+    Timers live in the state store, so a sleep of days survives restarts and is
+    fired by the reconciler; one shorter than half the visibility timeout also
+    gets a Celery countdown as its wake-up call, which is safe because Redis
+    will not redeliver it early.
+    """
+    store = rt.store
+    wake = store.get_wakeup(run.run_id, spec.id, iteration)
+    if spec.uses == "sleep":
+        duration = _duration(spec, "duration", required=True)
+        assert duration is not None
+        if wake is None:
+            store.suspend_node(run.run_id, spec.id, iteration, due_at=rt.clock() + duration)
+            _schedule_wake(rt, bp, run.run_id, spec.id, iteration, duration)
+            return None
+        return {"slept_s": duration, "due_at": wake.due_at}, None
+    event = spec.params.get("event")
+    if not isinstance(event, str) or not event:
+        raise NodeError(f"node {spec.id!r} (wait) needs params.event, a name", retryable=False)
+    timeout = _duration(spec, "timeout", required=False)
+    if wake is None:
+        due = None if timeout is None else rt.clock() + timeout
+        wake = store.suspend_node(run.run_id, spec.id, iteration, event=event, due_at=due)
+        if wake is None:
+            if timeout is not None:
+                _schedule_wake(rt, bp, run.run_id, spec.id, iteration, timeout)
+            return None
+    if wake.kind == "event":
+        return wake.payload, None
+    action = spec.params.get("timeoutAction", "timeout")
+    return {"timed_out": True, "event": event}, str(action)
+
+
+def _schedule_wake(
+    rt: Runtime, bp: Blueprint, run_id: str, node_id: str, iteration: int, delay_s: float
+) -> None:
+    if delay_s <= rt.settings.max_delay_s:
+        rt.dispatch(bp, run_id, node_id, iteration=iteration, countdown=delay_s, wake=True)
+
+
+def deliver_event(
+    rt: Runtime, run_id: str, name: str, *, event_id: str, payload: Any = None
+) -> Delivery:
+    """Deliver an event to a run; a node it wakes is dispatched."""
+    delivery = rt.store.deliver_event(run_id, name, event_id=event_id, payload=payload)
+    if delivery.outcome == "matched" and delivery.node_id is not None:
+        run = rt.store.get_run(run_id)
+        if run is not None:
+            rt.dispatch(
+                rt.blueprint_of(run), run_id, delivery.node_id, iteration=delivery.iteration
+            )
+    return delivery
 
 
 def _branches(
@@ -521,24 +612,16 @@ def _fail(
     return Step("failed")
 
 
-def repair_run(rt: Runtime, run: Run, *, stale_before: float) -> list[str]:
-    """Re-dispatch a stalled run's lost work from the store's frontier; returns what was done."""
-    bp = rt.blueprint_of(run)
-    recs = rt.store.get_nodes(run.run_id, bp.node_ids)
+def settle_stalled(rt: Runtime, run: Run, bp: Blueprint, recs: dict[str, NodeState]) -> list[str]:
+    """For the reconciler: fire joins whose arrivals suffice, finish a run with nothing left."""
     actions: list[str] = []
-    for rec in recs.values():
-        if rec.status == NODE_PENDING and rec.updated_at < stale_before:
-            rt.dispatch(
-                bp, run.run_id, rec.node_id, iteration=rec.iteration, attempt=rec.attempts + 1
-            )
-            actions.append(f"dispatched {rec.node_id}")
     for join_id in bp.analysis.join_nodes:
         if join_id not in recs and _try_fire(rt, run, bp, join_id, 0, repair=True):
             actions.append(f"fired {join_id}")
-    if not any(r.active for r in recs.values()) and not actions:
-        before = rt.store.get_run(run.run_id)
+    if not actions and not any(r.active for r in recs.values()):
+        before = run.status
         _maybe_finish(rt, run, bp)
         after = rt.store.get_run(run.run_id)
-        if before is not None and after is not None and after.status != before.status:
+        if after is not None and after.status != before:
             actions.append(f"finished as {after.status}")
     return actions

@@ -1,38 +1,55 @@
-"""The reconciler: finds runs that made no progress and re-dispatches their next valid jobs.
+"""The reconciler: fires due timers and re-emits stalled runs' next valid jobs.
 
-This first version is deliberately conservative (see docs/reconciler.md): it
-reads stalled runs through the store's (status, time bucket) index — never a
-scan — and, for each, re-dispatches nodes that stayed ``pending`` longer than
-the threshold (their task message was lost), fires joins whose arrivals are
-complete but that never fired, and finishes runs with nothing left to do. It
-never re-evaluates edge conditions: the frontier comes from the edges taken.
-Nodes stuck ``running`` (a lost message of a killed worker) are left to the
-lock-and-fence reconciler of the durable-timers issue.
+It never scans: due timers come from the store's by-due-time index, stalled
+runs from its (status, time bucket) index; index rows are hints, checked
+against the run row. For each stalled run it reads the frontier the store
+recorded — nodes left ``pending`` or ``running`` past the threshold, joins
+whose arrivals satisfy their policy but that never fired — and never
+evaluates an edge condition again.
+
+Re-emitted work goes out as ``node`` jobs on ``<prefix>flowbridge.jobs``
+(outbox rows the bridge relays, so it is dispatched like any other job). Two
+reconcilers may run at once: a Redis lock with an owner token per run avoids
+duplicate work, and the claim on the stall (``mark_reconciled``, conditional
+on the run's progress and fence) makes each stall re-emitted once even if
+the lock was lost.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import uuid
 
-from state.constants import RUN_PENDING, RUN_RUNNING
+from state.constants import NODE_PENDING, NODE_RUNNING, RUN_PENDING, RUN_RUNNING
+from state.errors import StaleFenceError
+from state.models import OutboxMessage, Run
 from tasks.runtime import Runtime
 
 __all__ = ["reconcile_once"]
 
 log = logging.getLogger("flowbridge.reconciler")
 
-#: Stalled runs handled per status in one pass.
+#: Stalled runs (per status) and due timers handled in one pass.
 BATCH = 500
 
 
-def reconcile_once(rt: Runtime, *, now: float | None = None) -> dict[str, int]:
-    """One pass; returns ``{scanned, stalled, reconciled, failed}``."""
-    from tasks.engine import repair_run
+def node_job(rt: Runtime, run_id: str, node_id: str, attempt: int, cause: str) -> OutboxMessage:
+    """A ``node`` job for the jobs topic, with an id stable for one cause (a stall, a timer)."""
+    return OutboxMessage(
+        id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"flowbridge:{run_id}:{node_id}:{cause}")),
+        topic=rt.settings.topic("jobs"),
+        key=run_id,
+        value={"v": 1, "type": "node", "run_id": run_id, "node": node_id, "attempt": attempt},
+    )
 
-    now = time.time() if now is None else now
+
+def reconcile_once(rt: Runtime, *, now: float | None = None) -> dict[str, int]:
+    """One pass; returns ``{scanned, stalled, reconciled, failed, timers}``."""
+    now = rt.clock() if now is None else now
+    report = {"scanned": 0, "stalled": 0, "reconciled": 0, "failed": 0, "timers": 0}
+    emitted = _fire_due_timers(rt, now, report)
     older = now - rt.settings.stalled_after_s
-    report = {"scanned": 0, "stalled": 0, "reconciled": 0, "failed": 0}
+    lock = rt.run_lock()
     for status in (RUN_PENDING, RUN_RUNNING):
         for run_id in rt.store.find_stalled(status=status, older_than=older, limit=BATCH):
             report["scanned"] += 1
@@ -42,13 +59,65 @@ def reconcile_once(rt: Runtime, *, now: float | None = None) -> dict[str, int]:
                 continue
             report["stalled"] += 1
             try:
-                actions = repair_run(rt, run, stale_before=older)
+                with lock.hold(run_id) as fence:
+                    if fence is None:
+                        log.info("run %s: another reconciler holds it", run_id)
+                        continue
+                    actions = _reconcile_run(rt, run, older, fence)
+            except StaleFenceError as exc:
+                log.warning("run %s: %s", run_id, exc)
+                report["failed"] += 1
+                continue
             except Exception:
                 log.exception("reconciling run %s failed", run_id)
                 report["failed"] += 1
                 continue
             if actions:
                 report["reconciled"] += 1
-                rt.store.append_history(run_id, "run.reconciled", data={"actions": actions})
+                emitted = True
                 log.info("run %s reconciled: %s", run_id, ", ".join(actions))
+    if emitted:
+        rt.hint_outbox()
     return report
+
+
+def _fire_due_timers(rt: Runtime, now: float, report: dict[str, int]) -> bool:
+    fired = False
+    for timer in rt.store.due_timers(now=now, limit=BATCH):
+        job = node_job(rt, timer.run_id, timer.node_id, 1, f"timer:{timer.due_at}")
+        try:
+            if rt.store.fire_timer(
+                timer.run_id, timer.node_id, timer.iteration, now=now, outbox=[job]
+            ):
+                report["timers"] += 1
+                fired = True
+        except Exception:
+            log.exception("firing timer of %s/%s failed", timer.run_id, timer.node_id)
+            report["failed"] += 1
+    return fired
+
+
+def _reconcile_run(rt: Runtime, run: Run, older: float, fence: int) -> list[str]:
+    """Re-emit one stalled run's lost jobs (once per stall), fire its joins, finish it."""
+    from tasks.engine import settle_stalled
+
+    bp = rt.blueprint_of(run)
+    recs = rt.store.get_nodes(run.run_id, bp.node_ids)
+    jobs: list[OutboxMessage] = []
+    for rec in recs.values():
+        if rec.updated_at >= older:
+            continue
+        if rec.status == NODE_PENDING:
+            attempt = rec.attempts + 1
+        elif rec.status == NODE_RUNNING:
+            attempt = max(rec.attempts, 1)  # the same attempt: the task takes a stale node over
+        else:
+            continue
+        jobs.append(node_job(rt, run.run_id, rec.node_id, attempt, f"stall:{run.updated_at}"))
+    actions: list[str] = []
+    if jobs and rt.store.mark_reconciled(
+        run.run_id, stalled_since=run.updated_at, fence=fence, outbox=jobs
+    ):
+        actions.extend(f"re-emitted {j.value['node']}" for j in jobs)
+    actions.extend(settle_stalled(rt, run, bp, recs))
+    return actions

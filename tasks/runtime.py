@@ -6,11 +6,14 @@ import importlib
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import redis
 
+from state.locks import RunLock
 from state.protocol import StateStore
 from state.url import open_store
 from tasks.blueprint import Blueprint, check
@@ -62,8 +65,14 @@ class Runtime:
     def __init__(self, settings: Settings, *, app: Celery | None = None) -> None:
         """Open (lazily) the store and Redis that ``settings`` name."""
         self.settings = settings
+        offset = settings.clock_offset_s
+        #: The engine's clock: wall time, shifted by FLOWBRIDGE_CLOCK_OFFSET_S.
+        self.clock: Callable[[], float] = (lambda: time.time() + offset) if offset else time.time
         self.store: StateStore = open_store(
-            settings.state_url, env=settings.env, retention_s=settings.retention_days * 86400
+            settings.state_url,
+            env=settings.env,
+            retention_s=settings.retention_days * 86400,
+            clock=self.clock if offset else None,
         )
         self.nodes: NodeRegistry = nodes
         self.blueprints: BlueprintRegistry = blueprints
@@ -71,6 +80,10 @@ class Runtime:
         self._redis: redis.Redis[bytes] | None = None
         self._snapshots: OrderedDict[str, Blueprint] = OrderedDict()
         self._lock = threading.Lock()
+
+    def run_lock(self) -> RunLock:
+        """The per-run Redis lock paired with the store's fence."""
+        return RunLock(self.redis, self.store, prefix=self.settings.redis_prefix)
 
     def ensure_schema(self) -> None:
         """Create the embedded SQLite schema on start; Scylla's is the ``release:`` step's job."""
@@ -117,6 +130,7 @@ class Runtime:
         iteration: int = 0,
         attempt: int = 1,
         countdown: float | None = None,
+        wake: bool = False,
     ) -> Signature:
         """The Celery signature of one node attempt, routed to its run's shard queue."""
         options: dict[str, Any] = {"task_id": task_id(run_id, node_id, iteration, attempt)}
@@ -127,7 +141,16 @@ class Runtime:
             options["time_limit"] = timeout + HARD_LIMIT_GRACE_S
         if countdown:
             options["countdown"] = countdown
-        kwargs = {"run_id": run_id, "node_id": node_id, "iteration": iteration, "attempt": attempt}
+        kwargs: dict[str, Any] = {
+            "run_id": run_id,
+            "node_id": node_id,
+            "iteration": iteration,
+            "attempt": attempt,
+        }
+        if wake:
+            # A short timer's wake-up call; its id differs from the node's own task.
+            kwargs["wake"] = True
+            options["task_id"] += ":wake"
         return self.app.signature(task, kwargs=kwargs, **options)
 
     def dispatch(
@@ -139,10 +162,17 @@ class Runtime:
         iteration: int = 0,
         attempt: int = 1,
         countdown: float | None = None,
+        wake: bool = False,
     ) -> None:
         """Send one node attempt to its run's shard queue."""
         self.signature(
-            bp, run_id, node_id, iteration=iteration, attempt=attempt, countdown=countdown
+            bp,
+            run_id,
+            node_id,
+            iteration=iteration,
+            attempt=attempt,
+            countdown=countdown,
+            wake=wake,
         ).apply_async()
 
     def dispatch_chord(

@@ -67,6 +67,9 @@ class Settings:
     max_deliveries: int = 3
     #: FLOWBRIDGE_VISIBILITY_TIMEOUT_S: Redis redelivers unacked tasks after this long.
     visibility_timeout_s: float = 600.0
+    #: FLOWBRIDGE_UNACKED_RESTORE_S: how often workers sweep for tasks a dead worker left
+    #: unacknowledged (None: kombu's default, ~100 s); they return after the visibility timeout.
+    unacked_restore_s: float | None = None
     #: FLOWBRIDGE_PREFETCH: Celery's worker_prefetch_multiplier.
     prefetch: int = 4
     #: FLOWBRIDGE_SOFT_SHUTDOWN_S: on SIGTERM/SIGQUIT, running tasks get this long to finish.
@@ -77,6 +80,8 @@ class Settings:
     stalled_after_s: float = 300.0
     #: FLOWBRIDGE_RETENTION_DAYS: finished runs are kept this long.
     retention_days: float = 30.0
+    #: FLOWBRIDGE_CLOCK_OFFSET_S: added to the wall clock (for tests and drills of long timers).
+    clock_offset_s: float = 0.0
     #: The environment these were read from, for backends that take extra options.
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -100,12 +105,18 @@ class Settings:
                 env, "FLOWBRIDGE_VISIBILITY_TIMEOUT_S", 600.0, minimum=1.0
             ),
             prefetch=env_int(env, "FLOWBRIDGE_PREFETCH", 4, minimum=1),
+            unacked_restore_s=(
+                env_float(env, "FLOWBRIDGE_UNACKED_RESTORE_S", 0.0, minimum=1.0)
+                if env.get("FLOWBRIDGE_UNACKED_RESTORE_S", "").strip()
+                else None
+            ),
             soft_shutdown_s=env_float(env, "FLOWBRIDGE_SOFT_SHUTDOWN_S", 20.0),
             reconcile_interval_s=env_float(
                 env, "FLOWBRIDGE_RECONCILE_INTERVAL_S", 30.0, minimum=0.1
             ),
             stalled_after_s=env_float(env, "FLOWBRIDGE_STALLED_AFTER_S", 300.0, minimum=0.1),
             retention_days=env_float(env, "FLOWBRIDGE_RETENTION_DAYS", 30.0, minimum=0.0),
+            clock_offset_s=env_float(env, "FLOWBRIDGE_CLOCK_OFFSET_S", 0.0, minimum=-float("inf")),
             env=env,
         )
 

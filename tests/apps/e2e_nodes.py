@@ -275,6 +275,14 @@ _fan(
     joinStrategy="race",
 )
 _fan(
+    "race-running",
+    {
+        "fast": [("fast", "slow", {"seconds": 1})],
+        "slow": [("slow1", "slow", {"seconds": 2.5}), ("slow2", "echo", {})],
+    },
+    joinStrategy="race",
+)
+_fan(
     "settled",
     {"ok": [("ok", "echo", {})], "bad": [("bad", "decline", {})]},
     joinStrategy="all-settled",
@@ -334,6 +342,81 @@ register_blueprint(
     }
 )
 _fan("slow-fan", {f"s{i}": [(f"sf{i}", "slow", {"seconds": 1})] for i in range(6)})
+
+
+@node("sink")
+def sink(ctx: NodeContext) -> dict[str, Any]:
+    """An idempotent external effect: applied once per idempotency key, however often code runs."""
+    prefix = os.environ.get("FLOWBRIDGE_REDIS_PREFIX", "")
+    effect(f"{ctx.node_id}.calls")
+    if _redis().sadd(prefix + "sink", ctx.idempotency_key):
+        effect(ctx.node_id)
+    return {"key": ctx.idempotency_key}
+
+
+def _seq(
+    bid: str, nodes: list[dict[str, Any]], extra_edges: list[dict[str, Any]] | None = None
+) -> None:
+    """A chain of the given nodes, in order (plus any extra edges)."""
+    edges = [{"source": a["id"], "target": b["id"]} for a, b in itertools.pairwise(nodes)]
+    register_blueprint({"id": bid, "nodes": nodes, "edges": edges + (extra_edges or [])})
+
+
+_seq(
+    "nap",
+    [{"id": "nap", "uses": "sleep", "params": {"duration": "2s"}}, {"id": "after", "uses": "echo"}],
+)
+_seq(
+    "long-nap",
+    [{"id": "nap", "uses": "sleep", "params": {"duration": "1d"}}, {"id": "after", "uses": "echo"}],
+)
+_seq(
+    "approval",
+    [
+        {"id": "approve", "uses": "wait", "params": {"event": "approved"}},
+        {"id": "after", "uses": "echo"},
+    ],
+)
+_seq(
+    "late-wait",
+    [
+        {"id": "work", "uses": "slow", "params": {"seconds": 1.5}},
+        {"id": "approve", "uses": "wait", "params": {"event": "go"}},
+        {"id": "after", "uses": "echo"},
+    ],
+)
+_seq(
+    "two-waits",
+    [
+        {"id": "w1", "uses": "wait", "params": {"event": "go"}},
+        {"id": "w2", "uses": "wait", "params": {"event": "go"}},
+        {"id": "after", "uses": "echo"},
+    ],
+)
 register_blueprint(
-    {"id": "sleeper", "nodes": [{"id": "nap", "uses": "sleep", "params": {"duration": "1s"}}]}
+    {
+        "id": "wait-timeout",
+        "nodes": [
+            {
+                "id": "approve",
+                "uses": "wait",
+                "params": {"event": "x", "timeout": "1s", "timeoutAction": "expired"},
+            },
+            {"id": "on-timeout", "uses": "echo"},
+            {"id": "on-event", "uses": "echo"},
+        ],
+        "edges": [
+            {"source": "approve", "target": "on-timeout", "action": "expired"},
+            {"source": "approve", "target": "on-event"},
+        ],
+    }
+)
+_seq(
+    "sinks",
+    [
+        {"id": "s1", "uses": "sink"},
+        {"id": "s2", "uses": "slow", "params": {"seconds": 2}},
+        {"id": "s3", "uses": "sink"},
+        {"id": "s4", "uses": "sink"},
+    ],
 )

@@ -260,10 +260,3 @@ def test_cli_run_wait_prints_the_completed_example(stack_factory) -> None:  # ty
     )
     assert failed.returncode == 1
     assert "unknown blueprint 'no-such-blueprint'" in json.loads(failed.stdout)["error"]
-
-
-def test_builtin_sleep_fails_clearly_until_durable_timers_exist(stack: Stack) -> None:
-    run = stack.client.start("sleeper", {}).result(timeout=30)
-
-    assert run["status"] == "failed"
-    assert "built-in node 'sleep' needs durable timers" in run["error"]

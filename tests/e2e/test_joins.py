@@ -57,20 +57,34 @@ def test_nested_fan_out_inside_a_branch(stack: Stack) -> None:
     assert set(run["nodes"]["join"]["output"]["branches"]) == {"a3", "b1"}
 
 
-def test_race_runs_the_join_once_and_cancels_the_slow_loser(stack: Stack) -> None:
-    handle = stack.client.start("race", {})
+def test_race_loser_that_had_not_started_is_revoked_and_never_runs(stack_factory) -> None:  # type: ignore[no-untyped-def]
+    s = stack_factory()
+    s.start_bridge()
+    s.start_worker(concurrency=1)  # the branches queue: fast runs first, the loser waits
+    handle = s.client.start("race", {})
     run = handle.result(timeout=30)
+    time.sleep(2)  # long enough for the loser to have run, had it not been stopped
+
+    assert run["status"] == "completed", run
+    assert s.effects("join") == 1
+    assert run["nodes"]["slow1"]["status"] == "cancelled"
+    assert "lost the race at join 'join'" in run["nodes"]["slow1"]["error"]
+    assert s.effects("slow1.started") == 0, "the revoked loser never ran"
+    assert s.effects("slow2") == 0
+
+
+def test_race_loser_already_running_finishes_but_nothing_after_it_runs(stack: Stack) -> None:
+    handle = stack.client.start("race-running", {})
+    stack.wait_for(lambda: stack.effects("slow1.started") == 1, what="the loser running")
+    run = handle.result(timeout=30)
+    stack.wait_for(lambda: stack.effects("slow1") == 1, what="the loser's code to finish")
+    time.sleep(0.5)
 
     assert run["status"] == "completed", run
     assert stack.effects("join") == 1
     assert run["nodes"]["slow1"]["status"] == "cancelled"
-    assert "lost the race at join 'join'" in run["nodes"]["slow1"]["error"]
-    # The loser was already running: its code finishes, but nothing after it happens.
-    stack.wait_for(lambda: stack.effects("slow1") == 1, what="the loser's code to finish")
-    time.sleep(0.5)
     assert stack.effects("slow2") == 0
     assert "slow2" not in stack.client.get_run(handle.run_id)["nodes"]
-    assert stack.client.get_run(handle.run_id)["status"] == "completed"
 
 
 def test_all_settled_passes_each_branch_outcome_to_the_join(stack: Stack) -> None:
