@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 #: Schema version this code writes; ``flowbridge migrate`` brings a store up to it.
-SCHEMA_VERSION = 1
+#: 2: waits, timers and the event inbox (Scylla: new tables and node columns).
+SCHEMA_VERSION = 2
 
 #: Width of the (status, time bucket) index buckets; the reconciler reads whole buckets.
 STATUS_BUCKET_S = 60

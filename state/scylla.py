@@ -5,8 +5,11 @@ What it guarantees, and how (``docs/state.md`` has the schema and the reasons):
 - Every decision is one lightweight transaction (LWT, Paxos) on one partition:
   run creation (``IF NOT EXISTS``), run status changes (``IF status IN``), node
   transitions (``IF status IN`` the active statuses; ``begin_attempt`` is a
-  compare-and-set on status, attempts and deliveries) and a join firing
-  (``IF NOT EXISTS`` on the join's node record). Each node record is a
+  compare-and-set on status, attempts and deliveries), a join firing
+  (``IF NOT EXISTS`` on the join's node record), parking and waking a node
+  (compare-and-set on the node row's token), an event's dedupe and its
+  consumption (``IF NOT EXISTS`` and a claim on its inbox row), fences and
+  stall claims (compare-and-set on the run row's token). Each node record is a
   partition of its own, so the completions of a fan-out never contend.
 - Cassandra has no multi-partition transaction, so a conditional write stores
   its follow-up writes (successors, skips, arrivals, context, outbox, history,
@@ -25,9 +28,11 @@ What it guarantees, and how (``docs/state.md`` has the schema and the reasons):
 
 Where each part lives: ``state.scylla_config`` (the URL), ``state.scylla_driver``
 (the connection), ``state.scylla_rows`` (stored values), ``state.scylla_core``
-(per-process state), ``state.scylla_effects`` (follow-up writes, transitions,
-retention), ``state.scylla_runs``, ``state.scylla_nodes``, ``state.scylla_index``
-and ``state.scylla_outbox`` (the operations); ``state.scylla_schema`` has the CQL.
+(per-process state), ``state.scylla_effects`` (follow-up writes, transitions),
+``state.scylla_retention`` (TTLs of finished runs), ``state.scylla_runs``,
+``state.scylla_nodes``, ``state.scylla_waits`` (parking, timers), ``state.scylla_inbox``
+(events), ``state.scylla_fences`` (fences, stall claims), ``state.scylla_index`` and
+``state.scylla_outbox`` (the operations); ``state.scylla_schema`` has the CQL.
 Names with a leading underscore in those modules are shared among them only.
 """
 
@@ -39,6 +44,8 @@ from state.constants import SCHEMA_VERSION
 from state.errors import SchemaError
 from state.scylla_config import ScyllaConfig, parse_replication, parse_scylla_url
 from state.scylla_core import MAX_CAS_ROUNDS
+from state.scylla_fences import FencesMixin
+from state.scylla_inbox import InboxMixin
 from state.scylla_index import IndexMixin
 from state.scylla_nodes import NodesMixin
 from state.scylla_outbox import OutboxMixin
@@ -48,7 +55,13 @@ from state.scylla_schema import keyspace_cql, migrations, table_cql
 __all__ = ["ScyllaConfig", "ScyllaStore", "parse_replication", "parse_scylla_url"]
 
 
-class ScyllaStore(RunsMixin, NodesMixin, IndexMixin, OutboxMixin):
+def _column_exists(exc: SchemaError) -> bool:
+    """Whether an ``ALTER TABLE ... ADD`` failed because the column is there already."""
+    text = str(exc).lower()
+    return "already exist" in text or "conflicts with an existing column" in text
+
+
+class ScyllaStore(RunsMixin, NodesMixin, InboxMixin, FencesMixin, IndexMixin, OutboxMixin):
     """A ``StateStore`` on Scylla or Cassandra (scylla-driver), safe across processes and hosts."""
 
     @classmethod
@@ -92,7 +105,12 @@ class ScyllaStore(RunsMixin, NodesMixin, IndexMixin, OutboxMixin):
             )
         for version, statements in migrations(ks, from_version=stored, to_version=SCHEMA_VERSION):
             for cql in statements:
-                c.ddl(cql)
+                try:
+                    c.ddl(cql)
+                except SchemaError as exc:
+                    # A migration cut short (or run by two releases at once) is run again.
+                    if " ADD " not in cql or not _column_exists(exc):
+                        raise
             c.wait_for_schema_agreement()
             c.lwt("version_set", (version, version - 1), None, lambda: None)
 

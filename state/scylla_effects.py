@@ -1,14 +1,15 @@
-"""The Scylla store's follow-up writes: applying and repairing effects, transitions, retention.
+"""The Scylla store's follow-up writes: applying and repairing effects, run transitions.
 
 A conditional write stores its follow-ups as an ``effects`` blob; this is the
-code that applies them (idempotently, and again on repair), moves a run's
-status, and gives a finished run's rows the retention TTL.
+code that applies them (idempotently, and again on repair) and moves a run's
+status. Giving a finished run's rows the retention TTL is ``state.scylla_retention``.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
+import random
+import time
 import uuid
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Final
@@ -17,38 +18,55 @@ from state.constants import (
     NODE_ACTIVE,
     NODE_PENDING,
     NODE_SKIPPED,
+    NODE_WAITING,
     RUN_ACTIVE,
     RUN_FAILED,
+    RUN_RUNNING,
     RUN_TERMINAL,
+    RUN_WAITING,
     STATUS_BUCKET_S,
 )
 from state.errors import StateError
 from state.models import OutboxMessage
-from state.scylla_core import MAX_CAS_ROUNDS, ScyllaCore
+from state.scylla_core import MAX_CAS_ROUNDS
 from state.scylla_driver import UNSET, Row, _Ambiguous, _ok
-from state.scylla_rows import _dumps, _padded, _pending_effects, _u, bucket_of, shard_of
+from state.scylla_retention import RetentionMixin
+from state.scylla_rows import (
+    _check_fence,
+    _dumps,
+    _padded,
+    _pending_effects,
+    _u,
+    bucket_of,
+    shard_of,
+)
 from state.scylla_schema import (
     BUCKETS_PER_DAY,
     INDEX_SHARDS,
     OUTBOX_PARTITION_S,
     OUTBOX_SETTLE_S,
     OUTBOX_SHARDS,
+    TIMER_SHARDS,
     Effects,
     HistoryItem,
     IndexMove,
     encode_effects,
 )
 
-__all__ = ["MARK_MARGIN_US", "EffectsMixin"]
+__all__ = ["RUN_CAS_ROUNDS", "EffectsMixin"]
 
-log = logging.getLogger("flowbridge.state.scylla")
+#: Rounds of a compare-and-set on the run row (``_cas_run``) before giving up. The run row is
+#: contended by design (wakes, fences, stall claims of one run), so more than MAX_CAS_ROUNDS.
+RUN_CAS_ROUNDS: Final = 32
 
-#: How far ahead of now the retention rewrite stamps the effects marks (see ``_expire_row``).
-MARK_MARGIN_US: Final = 5_000_000
+
+def backoff(round_: int) -> None:
+    """Sleep a little, more after each lost round (jittered, so contenders spread out)."""
+    time.sleep(random.uniform(0, 0.002 * 2 ** min(round_, 6)))
 
 
-class EffectsMixin(ScyllaCore):
-    """Follow-up writes of the conditional writes, their repair, and retention."""
+class EffectsMixin(RetentionMixin):
+    """Follow-up writes of the conditional writes, their repair, and run transitions."""
 
     # --- follow-up writes -------------------------------------------------------------------
     def _outbox_writes(
@@ -221,6 +239,14 @@ class EffectsMixin(ScyllaCore):
                 )
                 if failed:
                     ttl = self._ttl  # the run's rows now expire: so does this mark
+            if eff.wake_run:
+                self._wake_run(run_id)
+        if eff.timer is not None:
+            # The fired timer's hint (best effort: a hint written by a host whose clock is ahead
+            # survives this delete, and due_timers deletes it when it finds it stale).
+            bucket, due_at, park_op = eff.timer
+            shard = shard_of(run_id, TIMER_SHARDS)
+            c.execute("timer_del", (eff.ts, bucket, shard, due_at, *key, park_op))
         # Stamped with the op's time: a late duplicate mark loses to the retention rewrite.
         c.execute("node_effects_done", (ttl, eff.ts, {op}, *key))
 
@@ -273,12 +299,19 @@ class EffectsMixin(ScyllaCore):
         outbox: Sequence[OutboxMessage] = (),
         cancel_reason: str | None = None,
         before: Row | None = None,
+        fence: int | None = None,
     ) -> tuple[bool, Row | None]:
-        """Move the run to ``to`` if its status is in ``from_``: (applied, the row before)."""
+        """Move the run to ``to`` if its status is in ``from_``: (applied, the row before).
+
+        With ``fence``, only while the run's fence is not newer (``StaleFenceError``
+        otherwise): the fence is part of the condition, not just checked before.
+        """
         row = before if before is not None else self._run_row(run_id)
         for _ in range(MAX_CAS_ROUNDS):
             if row is None:
                 return False, None
+            if fence is not None:
+                _check_fence(run_id, row.get("fence"), fence)
             if row["status"] not in from_:
                 self._repair_run(row)
                 return False, row
@@ -299,7 +332,7 @@ class EffectsMixin(ScyllaCore):
                 finish=terminal,
                 cancel_nodes=cancel_reason,
             )
-            params = (
+            params: tuple[Any, ...] = (
                 self._ttl if terminal else 0,
                 to,
                 at,
@@ -310,15 +343,92 @@ class EffectsMixin(ScyllaCore):
                 run_id,
                 *_padded(from_),
             )
-            applied, _ = self._c().lwt(
-                "run_transition", params, op, lambda: self._run_row(run_id, serial=True)
-            )
+            name = "run_transition"
+            if fence is not None:
+                # The fence as read (null on a row that never had one matches ``= null``).
+                name, params = "run_transition_fenced", (*params, row.get("fence"))
+            applied, _ = self._c().lwt(name, params, op, lambda: self._run_row(run_id, serial=True))
             if applied:
                 self._apply_run_effects(run_id, eff, op)
                 return True, row
             # Our read was stale or someone moved first: decide again on a linearizable read.
             row = self._run_row(run_id, serial=True)
         raise StateError(f"run {run_id!r}: status change to {to!r} lost {MAX_CAS_ROUNDS} races")
+
+    def _cas_run(
+        self,
+        row: Row,
+        eff: Effects,
+        *,
+        status: Any = UNSET,
+        fence: Any = UNSET,
+        reconciled_at: Any = UNSET,
+    ) -> bool:
+        """One compare-and-set on the run row: applies if its ``lwt_op`` is still ``row``'s.
+
+        The caller read ``row`` and decided on it; the condition makes that decision
+        hold (any conditional write in between changes the token). The row's own
+        unapplied effects are applied first, since this write replaces them.
+        """
+        run_id = row["run_id"]
+        self._repair_run(row)
+        op = uuid.uuid4().hex
+        params = (
+            self._ttl_for(row),
+            status,
+            eff.at if status is not UNSET else UNSET,
+            fence,
+            reconciled_at,
+            op,
+            encode_effects(eff),
+            run_id,
+            row["lwt_op"],
+        )
+        applied, _ = self._c().lwt(
+            "run_cas", params, op, lambda: self._run_row(run_id, serial=True)
+        )
+        if applied:
+            self._apply_run_effects(run_id, eff, op)
+        return applied
+
+    def _flip(self, row: Row, to: str) -> bool:
+        """Move ``running`` <-> ``waiting`` by compare-and-set on ``row`` (history, index move)."""
+        at, ts = self._now()
+        eff = Effects(
+            at=at,
+            ts=ts,
+            history=(self._event(f"run.{to}", None, None),),
+            index=IndexMove(
+                status=to,
+                bucket=bucket_of(at),
+                old_status=row["status"],
+                old_bucket=row.get("bucket"),
+            ),
+        )
+        return self._cas_run(row, eff, status=to)
+
+    def _wake_run(self, run_id: str) -> None:
+        """A parked node was woken: a ``waiting`` run becomes ``running``.
+
+        A run that is not waiting still gets a new token (an LWT that changes
+        nothing else): a suspend that read "nothing runs" before this wake and
+        is about to move the run to ``waiting`` then fails its compare-and-set,
+        reads the nodes again and sees this one.
+        """
+        row = self._run_row(run_id)
+        for round_ in range(RUN_CAS_ROUNDS):
+            if row is None or row["status"] not in RUN_ACTIVE:
+                return
+            if row["status"] == RUN_WAITING:
+                done = self._flip(row, RUN_RUNNING)
+            else:
+                at, ts = self._now()
+                done = self._cas_run(row, Effects(at=at, ts=ts))
+            if done:
+                return
+            backoff(round_)
+            row = self._run_row(run_id, serial=True)
+        raise StateError(f"run {run_id!r}: waking it lost {RUN_CAS_ROUNDS} races")
 
     def _cancel_nodes(self, run_id: str, reason: str, at: float) -> None:
         """Cancel every active node record of the run (each conditionally)."""
@@ -329,6 +439,26 @@ class EffectsMixin(ScyllaCore):
         active = [
             k for k, r in zip(keys, rows, strict=True) if r and r[0].get("status") in NODE_ACTIVE
         ]
+        # Parked nodes' timer hints can never fire now (due_timers would drop them anyway).
+        ts = self._now()[1]
+        hints = [
+            (
+                "timer_del",
+                (
+                    ts,
+                    r[0]["wait_bucket"],
+                    shard_of(run_id, TIMER_SHARDS),
+                    r[0]["wait_due"],
+                    *k,
+                    r[0]["wait_op"],
+                ),
+            )
+            for k, r in zip(keys, rows, strict=True)
+            if r
+            and r[0].get("status") == NODE_WAITING
+            and None not in (r[0].get("wait_bucket"), r[0].get("wait_due"), r[0].get("wait_op"))
+        ]
+        _ok(c.run_all(hints))
         for _ in range(MAX_CAS_ROUNDS):
             items = [
                 ("node_cancel", (self._ttl, reason, at, uuid.uuid4().hex, None, *k)) for k in active
@@ -349,143 +479,3 @@ class EffectsMixin(ScyllaCore):
                 if r and r[0].get("status") in NODE_ACTIVE
             ]
         raise StateError(f"run {run_id!r}: cancelling its nodes timed out {MAX_CAS_ROUNDS} times")
-
-    # --- retention --------------------------------------------------------------------------
-    def _expire_run(self, run_id: str) -> None:
-        """Give every row of a finished run the retention TTL (its live rows have none)."""
-        c = self._c()
-        ttl = self._ttl
-        now_ts = self._now()[1]
-        dirs = c.execute("dir_get", (run_id,))
-        keys = [(run_id, d["node_id"], d["iteration"]) for d in dirs]
-        node_rows = _ok(c.run_all([("node_get", k) for k in keys]))
-        for rows in node_rows:
-            if rows and rows[0].get("status") is not None:
-                self._expire_node(rows[0])
-        reads = _ok(
-            c.run_all(
-                [("context_get", (run_id,)), ("history_get", (run_id,))]
-                + [("arrival_get", k) for k in keys]
-            )
-        )
-        ctx, hist, arrivals = reads[0], reads[1], reads[2:]
-        writes: list[tuple[str, tuple[Any, ...]]] = []
-        for r in ctx:
-            writes.append(
-                (
-                    "context_put",
-                    (run_id, r["key"], r["value"], r["written_at"], ttl, max(now_ts, r["wt"] + 1)),
-                )
-            )
-        for r in hist:
-            writes.append(
-                (
-                    "history_put",
-                    (
-                        run_id,
-                        r["event_id"],
-                        r["at"],
-                        r["kind"],
-                        _u(r["node_id"]),
-                        _u(r["data"]),
-                        ttl,
-                        max(now_ts, r["wt"] + 1),
-                    ),
-                )
-            )
-        for k, rows in zip(keys, arrivals, strict=True):
-            for r in rows:
-                writes.append(
-                    (
-                        "arrival_put",
-                        (*k, r["predecessor"], r["outcome"], ttl, max(now_ts, r["wt"] + 1)),
-                    )
-                )
-        for d in dirs:
-            writes.append(
-                (
-                    "dir_put",
-                    (run_id, d["iteration"], d["node_id"], d["at"], ttl, max(now_ts, d["wt"] + 1)),
-                )
-            )
-        _ok(c.run_all(writes))
-        self._expire_row("run", (run_id,))
-
-    def _expire_node(self, row: Row) -> None:
-        self._repair_node(row)  # a finished run: only the history part applies
-        self._expire_row("node", (row["run_id"], row["node_id"], row["iteration"]))
-
-    def _expire_row(self, kind: str, key: tuple[Any, ...]) -> None:
-        """Rewrite a run or node row's LWT columns with the TTL (compare-and-set on ``lwt_op``)."""
-        c = self._c()
-        for _ in range(MAX_CAS_ROUNDS):
-            rows = c.execute(f"{kind}_get", key, serial=True)
-            if not rows or rows[0].get("status") is None:
-                return
-            r = rows[0]
-            if kind == "node":
-                params: tuple[Any, ...] = (
-                    self._ttl,
-                    r["status"],
-                    r["attempts"],
-                    r["deliveries"],
-                    _u(r["output"]),
-                    _u(r["action"]),
-                    _u(r["edges_taken"]),
-                    _u(r["error"]),
-                    r["updated_at"],
-                    r["lwt_op"],
-                    _u(r["effects"]),
-                    *key,
-                    r["lwt_op"],
-                )
-            else:
-                params = (
-                    self._ttl,
-                    _u(r["blueprint_id"]),
-                    _u(r["version"]),
-                    _u(r["input"]),
-                    _u(r["snapshot"]),
-                    _u(r["created_at"]),
-                    r["status"],
-                    _u(r["status_at"]),
-                    _u(r["output"]),
-                    _u(r["error"]),
-                    _u(r["fence"]),
-                    _u(r["reconciled_at"]),
-                    r["lwt_op"],
-                    _u(r["effects"]),
-                    *key,
-                    r["lwt_op"],
-                )
-            result = c.run_all([(f"{kind}_rewrite", params)])[0]
-            if isinstance(result, _Ambiguous):
-                continue  # the rewrite is idempotent (lwt_op is unchanged): just do it again
-            if isinstance(result, Exception):
-                raise result
-            if not result or not result[0].get("[applied]"):
-                continue  # a conditional write got in between: read again
-            tail = (*key,)
-            marker_ts = max(self._now()[1], (r.get("status_wt") or 0) + 1)
-            writes: list[tuple[str, tuple[Any, ...]]] = [
-                # The INSERT that created the row gave it a row marker without a TTL; a newer
-                # marker with one replaces it (it must be newer than the creating write).
-                (f"{kind}_marker", (*tail, self._ttl, marker_ts)),
-            ]
-            if r.get("effects_done"):
-                # Set elements have no readable WRITETIME on Cassandra 4: stamp them a little
-                # in the future so that a late duplicate mark (stamped with its op's time,
-                # which is older) cannot land on top without a TTL.
-                done_ts = marker_ts + MARK_MARGIN_US
-                writes.append(
-                    (f"{kind}_effects_done", (self._ttl, done_ts, set(r["effects_done"]), *tail))
-                )
-            _ok(c.run_all(writes))
-            return
-        # Housekeeping only: the row keeps no TTL (a leak, not a wrong state); say so.
-        log.warning(
-            "%s: could not give %s %s the retention TTL (kept changing)",
-            self.config.redacted_url(),
-            kind,
-            key,
-        )

@@ -8,7 +8,14 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from state.constants import NODE_ACTIVE, NODE_PENDING, NODE_RUNNING, RUN_ACTIVE, RUN_FAILED
+from state.constants import (
+    NODE_ACTIVE,
+    NODE_PENDING,
+    NODE_RUNNING,
+    NODE_WAITING,
+    RUN_ACTIVE,
+    RUN_FAILED,
+)
 from state.errors import StateError
 from state.models import Arrival, CommitResult, NodeCompletion, NodeState, OutboxMessage
 from state.scylla_core import MAX_CAS_ROUNDS
@@ -206,6 +213,8 @@ class NodesMixin(EffectsMixin):
                 iteration=iteration,
                 history=(self._event("node.retry", node_id, {"attempt": attempt, "error": error}),),
                 touch=True,
+                # A parked node retried: a waiting run has a pending node again.
+                wake_run=row["status"] == NODE_WAITING,
             )
             enc = encode_effects(eff)
             ttl = self._ttl_for(run)
@@ -323,6 +332,9 @@ class NodesMixin(EffectsMixin):
             iteration=iteration,
             history=(self._event("join.fired", join_id, None),),
             touch=True,
+            # Fired while the run waits (a late chord body): the run is running again, and a
+            # suspend deciding "nothing runs" concurrently must see the run token change.
+            wake_run=True,
         )
         ttl = self._ttl_for(run)
         c = self._c()

@@ -10,11 +10,12 @@ from collections.abc import Collection
 from typing import Any
 
 from state.constants import STATUS_BUCKET_S
+from state.errors import StaleFenceError
 from state.models import NodeState, Run
 from state.scylla_driver import UNSET, Row
-from state.scylla_schema import Effects, decode_effects
+from state.scylla_schema import TIMER_BUCKET_S, Effects, decode_effects
 
-__all__ = ["bucket_of", "shard_of", "timeuuid"]
+__all__ = ["bucket_of", "shard_of", "timer_bucket_of", "timeuuid"]
 
 
 def _dumps(value: Any) -> str:
@@ -30,9 +31,30 @@ def _u(value: Any) -> Any:
     return UNSET if value is None else value
 
 
+def _clear(value: Any, current: Any) -> Any:
+    """``value``; null to clear a ``current`` value; UNSET when both are null (no tombstone)."""
+    if value is not None:
+        return value
+    return None if current is not None else UNSET
+
+
 def bucket_of(ts: float) -> int:
     """The status-index bucket of a time (``STATUS_BUCKET_S`` wide)."""
     return int(ts // STATUS_BUCKET_S)
+
+
+def timer_bucket_of(ts: float) -> int:
+    """The timer-index bucket of a time (``TIMER_BUCKET_S`` wide)."""
+    return int(ts // TIMER_BUCKET_S)
+
+
+def _check_fence(run_id: str, current: int | None, fence: int) -> None:
+    """Refuse a writer whose fence is older than the run's (it lost its lock)."""
+    if fence < (current or 0):
+        raise StaleFenceError(
+            f"run {run_id!r}: fence {fence} is older than the run's fence {current}: "
+            "this writer lost its lock"
+        )
 
 
 def shard_of(key: str, shards: int) -> int:

@@ -14,7 +14,16 @@ from state.models import HistoryEvent, OutboxMessage, Run
 from state.scylla_core import MAX_CAS_ROUNDS
 from state.scylla_driver import UNSET, _ok
 from state.scylla_effects import EffectsMixin
-from state.scylla_rows import _dumps, _loads, _pending_effects, _run_from, _u, bucket_of, timeuuid
+from state.scylla_rows import (
+    _check_fence,
+    _dumps,
+    _loads,
+    _pending_effects,
+    _run_from,
+    _u,
+    bucket_of,
+    timeuuid,
+)
 from state.scylla_schema import Effects, HistoryItem, IndexMove, encode_effects
 
 __all__ = ["RUN_REPAIR_GRACE_S", "RunsMixin"]
@@ -122,9 +131,19 @@ class RunsMixin(EffectsMixin):
         return applied
 
     def cancel_run(
-        self, run_id: str, *, reason: str, outbox: Sequence[OutboxMessage] = ()
+        self,
+        run_id: str,
+        *,
+        reason: str,
+        outbox: Sequence[OutboxMessage] = (),
+        fence: int | None = None,
     ) -> tuple[bool, Run | None]:
-        """Cancel an active run and its active nodes, or leave a marker for a later start."""
+        """Cancel an active run, its active nodes and timers, or leave a marker for its start.
+
+        Cancelling a node also ends its wait: its timer hint is dropped, and an
+        event for the run now finds it finished. With ``fence``, the fence is part
+        of the conditional write (``StaleFenceError`` for an older one).
+        """
         row = self._run_row(run_id)
         for _ in range(MAX_CAS_ROUNDS):
             if row is None:
@@ -164,6 +183,8 @@ class RunsMixin(EffectsMixin):
                     return True, None
                 row = self._run_row(run_id, serial=True)
                 continue
+            if fence is not None:
+                _check_fence(run_id, row.get("fence"), fence)
             if row["status"] not in RUN_ACTIVE:
                 self._repair_run(row)
                 return False, _run_from(row)
@@ -176,6 +197,7 @@ class RunsMixin(EffectsMixin):
                 outbox=outbox,
                 cancel_reason=reason,
                 before=row,
+                fence=fence,
             )
             if applied:
                 return True, _run_from(before)

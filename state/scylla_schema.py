@@ -26,6 +26,9 @@ __all__ = [
     "OUTBOX_SETTLE_S",
     "OUTBOX_SHARDS",
     "STATEMENTS",
+    "TIMER_BUCKETS_PER_DAY",
+    "TIMER_BUCKET_S",
+    "TIMER_SHARDS",
     "Effects",
     "FailRun",
     "HistoryItem",
@@ -48,6 +51,12 @@ OUTBOX_PARTITION_S = 3600
 #: The relay re-reads this much recent outbox history each pass, covering clock skew and
 #: commits still in flight; replays of older rows are re-stamped "now" so none lands behind it.
 OUTBOX_SETTLE_S = 60.0
+#: Width of a timer-index bucket: timers due within one minute share a bucket.
+TIMER_BUCKET_S = 60
+#: Shards of each timer bucket (``crc32(run_id) % TIMER_SHARDS``): a bucket is this many partitions.
+TIMER_SHARDS = 8
+#: Timer buckets per day partition of the timer bucket directory.
+TIMER_BUCKETS_PER_DAY = 86400 // TIMER_BUCKET_S
 #: ``gc_grace_seconds`` of the churn tables (index hints, outbox): a zombie row there is only
 #: a stale hint or a re-published message, so tombstones need not live the default 10 days.
 CHURN_GC_GRACE_S = 3 * 3600
@@ -111,6 +120,9 @@ _TABLES: tuple[str, ...] = (
         edges_taken frozen<list<text>>, error text, updated_at double,
         lwt_op text, effects text,   -- LWT, as in runs
         effects_done set<text>,      -- plain, as in runs
+        -- LWT (schema 2): what a parked node waits for, where its timer hint is, what woke it
+        wait_event text, wait_due double, wait_bucket bigint, wait_op text,
+        woken text, woke_event text,
         PRIMARY KEY ((run_id, node_id, iteration))
     )""",
     # Directory of a run's node records and arrival sets: what cancel and retention visit.
@@ -158,6 +170,40 @@ _TABLES: tuple[str, ...] = (
         name text, shard int, low double,
         PRIMARY KEY (name, shard)
     )""",
+    # A run's parked nodes, by node: where deliver_event looks for waiters (hints, checked
+    # against the node row) and where a re-run finds its first deadline. Plain writes.
+    """CREATE TABLE IF NOT EXISTS {ks}.waits (
+        run_id text, node_id text, iteration int,
+        event text, due_at double, at double,
+        PRIMARY KEY (run_id, node_id, iteration)
+    )""",
+    # Events delivered to a run, one row per event id: the insert (IF NOT EXISTS) is the
+    # dedupe, and consuming an event is a conditional claim on its row. All columns are LWT.
+    """CREATE TABLE IF NOT EXISTS {ks}.inbox (
+        run_id text, event_id text,
+        name text, payload text, received_at double,
+        consumed_by text, consumed_it int, consumed_how text,
+        lwt_op text,   -- token of the last conditional write (insert, claim, give-back)
+        recv_op text,  -- the insert's own token: settles a timed-out insert for good
+        PRIMARY KEY (run_id, event_id)
+    )""",
+    # Timers by due time: (minute bucket, shard) partitions clustered by due time, so the
+    # reconciler reads only due buckets. Hints, checked against the node row; each park
+    # writes its own (``park_op``), so deleting a stale hint never hides a newer one.
+    """CREATE TABLE IF NOT EXISTS {ks}.timers (
+        bucket bigint, shard int, due_at double, run_id text, node_id text, iteration int,
+        park_op text,
+        at double,  -- a regular column, so that a reader can delete exactly what it saw
+        PRIMARY KEY ((bucket, shard), due_at, run_id, node_id, iteration, park_op)
+    ) WITH CLUSTERING ORDER BY (due_at ASC, run_id ASC, node_id ASC, iteration ASC, park_op ASC)
+      AND gc_grace_seconds = """
+    + str(CHURN_GC_GRACE_S),
+    # Which timer buckets of a day hold hints, so the reconciler skips the empty minutes.
+    """CREATE TABLE IF NOT EXISTS {ks}.timer_buckets (
+        day bigint, bucket bigint,
+        PRIMARY KEY (day, bucket)
+    ) WITH CLUSTERING ORDER BY (bucket ASC) AND gc_grace_seconds = """
+    + str(CHURN_GC_GRACE_S),
 )
 
 
@@ -168,7 +214,21 @@ def table_cql(keyspace: str) -> list[str]:
 
 
 #: Statements that bring a store from version N-1 to N (N > 1); version 1 is ``table_cql``.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {}
+#: New tables need none (``table_cql`` creates them); new columns do. An ``ADD`` of a
+#: column that exists (a migration cut short and run again) is skipped by ``migrate``.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: tuple(
+        f"ALTER TABLE {{ks}}.nodes ADD {column} {cql_type}"
+        for column, cql_type in (
+            ("wait_event", "text"),
+            ("wait_due", "double"),
+            ("wait_bucket", "bigint"),
+            ("wait_op", "text"),
+            ("woken", "text"),
+            ("woke_event", "text"),
+        )
+    ),
+}
 
 
 def migrations(keyspace: str, *, from_version: int, to_version: int) -> list[tuple[int, list[str]]]:
@@ -206,6 +266,14 @@ STATEMENTS: dict[str, str] = {
     "reconciled_at = ?, lwt_op = ?, effects = ? WHERE run_id = ? IF lwt_op = ?",
     # The row marker of an INSERT has its own liveness: give it the TTL too (no LWT column).
     "run_marker": "INSERT INTO {ks}.runs (run_id) VALUES (?) USING TTL ? AND TIMESTAMP ?",
+    # Fenced cancel: as run_transition, and only while the fence is the one the caller checked.
+    "run_transition_fenced": "UPDATE {ks}.runs USING TTL ? SET status = ?, status_at = ?, "
+    "output = ?, error = ?, lwt_op = ?, effects = ? WHERE run_id = ? "
+    "IF status IN (?, ?, ?, ?, ?, ?) AND fence = ?",
+    # Compare-and-set on the run row's last LWT token: fences, stall claims, waiting <-> running.
+    # UNSET leaves a column alone, so one statement serves them all.
+    "run_cas": "UPDATE {ks}.runs USING TTL ? SET status = ?, status_at = ?, fence = ?, "
+    "reconciled_at = ?, lwt_op = ?, effects = ? WHERE run_id = ? IF lwt_op = ?",
     "run_progress": "UPDATE {ks}.runs USING TTL ? AND TIMESTAMP ? SET progress_at = ?, "
     "bucket = ? WHERE run_id = ?",
     # A set, not one column: each op's mark is its own cell, so clock skew between two
@@ -214,8 +282,9 @@ STATEMENTS: dict[str, str] = {
     "SET effects_done = effects_done + ? WHERE run_id = ?",
     # nodes
     "node_get": "SELECT run_id, node_id, iteration, status, attempts, deliveries, output, "
-    "action, edges_taken, error, updated_at, lwt_op, effects, effects_done, "
-    "WRITETIME(status) AS status_wt FROM {ks}.nodes "
+    "action, edges_taken, error, updated_at, lwt_op, effects, effects_done, wait_event, "
+    "wait_due, wait_bucket, wait_op, woken, woke_event, WRITETIME(status) AS status_wt "
+    "FROM {ks}.nodes "
     "WHERE run_id = ? AND node_id = ? AND iteration = ?",
     "node_create": "INSERT INTO {ks}.nodes (run_id, node_id, iteration, status, attempts, "
     "deliveries, edges_taken, updated_at, lwt_op, effects) VALUES (?, ?, ?, ?, 0, 0, [], ?, ?, ?) "
@@ -250,8 +319,25 @@ STATEMENTS: dict[str, str] = {
     "WHERE run_id = ? AND node_id = ? AND iteration = ? "
     "IF status IN ('pending', 'running', 'waiting')",
     "node_rewrite": "UPDATE {ks}.nodes USING TTL ? SET status = ?, attempts = ?, deliveries = ?, "
-    "output = ?, action = ?, edges_taken = ?, error = ?, updated_at = ?, lwt_op = ?, effects = ? "
+    "output = ?, action = ?, edges_taken = ?, error = ?, updated_at = ?, lwt_op = ?, effects = ?, "
+    "wait_event = ?, wait_due = ?, wait_bucket = ?, wait_op = ?, woken = ?, woke_event = ? "
     "WHERE run_id = ? AND node_id = ? AND iteration = ? IF lwt_op = ?",
+    # Waiting: park a running node, put it back to running, wake it, record what it consumed.
+    # Each is a compare-and-set on the node row's last LWT token (``lwt_op``): the state
+    # the caller read and decided on is the state it changes.
+    "node_park": "UPDATE {ks}.nodes USING TTL ? SET status = 'waiting', wait_event = ?, "
+    "wait_due = ?, wait_bucket = ?, wait_op = ?, woken = ?, woke_event = ?, updated_at = ?, "
+    "lwt_op = ?, effects = ? WHERE run_id = ? AND node_id = ? AND iteration = ? "
+    "IF status = 'running' AND lwt_op = ?",
+    "node_unpark": "UPDATE {ks}.nodes USING TTL ? SET status = 'running', updated_at = ?, "
+    "lwt_op = ?, effects = ? WHERE run_id = ? AND node_id = ? AND iteration = ? "
+    "IF status = 'waiting' AND lwt_op = ?",
+    "node_wake": "UPDATE {ks}.nodes USING TTL ? SET status = 'pending', woken = ?, woke_event = ?, "
+    "updated_at = ?, lwt_op = ?, effects = ? WHERE run_id = ? AND node_id = ? AND iteration = ? "
+    "IF status = 'waiting' AND lwt_op = ?",
+    "node_consumed": "UPDATE {ks}.nodes USING TTL ? SET wait_event = ?, woken = 'event', "
+    "woke_event = ?, updated_at = ?, lwt_op = ?, effects = ? "
+    "WHERE run_id = ? AND node_id = ? AND iteration = ? IF status = 'running' AND lwt_op = ?",
     "node_marker": "INSERT INTO {ks}.nodes (run_id, node_id, iteration) VALUES (?, ?, ?) "
     "USING TTL ? AND TIMESTAMP ?",
     "node_effects_done": "UPDATE {ks}.nodes USING TTL ? AND TIMESTAMP ? "
@@ -296,6 +382,46 @@ STATEMENTS: dict[str, str] = {
     "AND id = ?",
     "cursor_get": "SELECT shard, low FROM {ks}.outbox_cursor WHERE name = 'outbox'",
     "cursor_set": "UPDATE {ks}.outbox_cursor SET low = ? WHERE name = 'outbox' AND shard = ?",
+    # waits (plain)
+    "wait_put": "INSERT INTO {ks}.waits (run_id, node_id, iteration, event, due_at, at) "
+    "VALUES (?, ?, ?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?",
+    "wait_get": "SELECT event, due_at, at FROM {ks}.waits "
+    "WHERE run_id = ? AND node_id = ? AND iteration = ?",
+    "waits_get": "SELECT node_id, iteration, event, due_at, at, WRITETIME(at) AS wt "
+    "FROM {ks}.waits WHERE run_id = ?",
+    # inbox (LWT only)
+    "inbox_put": "INSERT INTO {ks}.inbox (run_id, event_id, name, payload, received_at, lwt_op, "
+    "recv_op) VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
+    "inbox_get": "SELECT event_id, name, payload, received_at, consumed_by, consumed_it, "
+    "consumed_how, lwt_op, recv_op, WRITETIME(name) AS wt FROM {ks}.inbox "
+    "WHERE run_id = ? AND event_id = ?",
+    "inbox_all": "SELECT event_id, name, payload, received_at, consumed_by, consumed_it, "
+    "consumed_how, lwt_op, recv_op, WRITETIME(name) AS wt FROM {ks}.inbox WHERE run_id = ?",
+    # Consuming an event: exactly one claim wins (the claimer's token becomes lwt_op).
+    "inbox_claim": "UPDATE {ks}.inbox USING TTL ? SET consumed_by = ?, consumed_it = ?, "
+    "consumed_how = ?, lwt_op = ? WHERE run_id = ? AND event_id = ? "
+    "IF consumed_by = null AND lwt_op = ?",
+    # Giving it back (its node was woken otherwise): only the claim's holder can.
+    "inbox_release": "UPDATE {ks}.inbox USING TTL ? SET consumed_by = null, consumed_it = null, "
+    "consumed_how = null, lwt_op = ? WHERE run_id = ? AND event_id = ? IF lwt_op = ?",
+    "inbox_rewrite": "UPDATE {ks}.inbox USING TTL ? SET name = ?, payload = ?, received_at = ?, "
+    "consumed_by = ?, consumed_it = ?, consumed_how = ?, lwt_op = ?, recv_op = ? "
+    "WHERE run_id = ? AND event_id = ? IF lwt_op = ?",
+    "inbox_marker": "INSERT INTO {ks}.inbox (run_id, event_id) VALUES (?, ?) "
+    "USING TTL ? AND TIMESTAMP ?",
+    # the timer index (plain hints)
+    "timer_put": "INSERT INTO {ks}.timers (bucket, shard, due_at, run_id, node_id, iteration, "
+    "park_op, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?",
+    "timer_del": "DELETE FROM {ks}.timers USING TIMESTAMP ? WHERE bucket = ? AND shard = ? "
+    "AND due_at = ? AND run_id = ? AND node_id = ? AND iteration = ? AND park_op = ?",
+    "timers_get": "SELECT due_at, run_id, node_id, iteration, park_op, WRITETIME(at) AS wt "
+    "FROM {ks}.timers "
+    "WHERE bucket = ? AND shard = ? AND due_at <= ? LIMIT ?",
+    "timer_buckets_put": "INSERT INTO {ks}.timer_buckets (day, bucket) VALUES (?, ?) "
+    "USING TTL ? AND TIMESTAMP ?",
+    "timer_buckets_get": "SELECT bucket FROM {ks}.timer_buckets WHERE day = ?",
+    "timer_buckets_del": "DELETE FROM {ks}.timer_buckets USING TIMESTAMP ? "
+    "WHERE day = ? AND bucket = ?",
 }
 
 
@@ -360,6 +486,11 @@ class Effects:
     finish: bool = False
     #: Cancel the run's active nodes with this reason.
     cancel_nodes: str | None = None
+    # --- waiting (schema 2) ---
+    #: A parked node was woken: a waiting run is running again.
+    wake_run: bool = False
+    #: ``(bucket, due_at, park_op)`` of the node's timer hint, deleted once it has fired.
+    timer: tuple[int, float, str] | None = None
 
     @property
     def empty(self) -> bool:
@@ -412,6 +543,10 @@ def encode_effects(e: Effects) -> str:
         d["finish"] = True
     if e.cancel_nodes is not None:
         d["cancel"] = e.cancel_nodes
+    if e.wake_run:
+        d["wake"] = True
+    if e.timer is not None:
+        d["timer"] = list(e.timer)
     return json.dumps(d, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -448,4 +583,8 @@ def decode_effects(text: str | None) -> Effects | None:
         else IndexMove(status=idx[0], bucket=idx[1], old_status=idx[2], old_bucket=idx[3]),
         finish=d.get("finish", False),
         cancel_nodes=d.get("cancel"),
+        wake_run=d.get("wake", False),
+        timer=None
+        if d.get("timer") is None
+        else (int(d["timer"][0]), float(d["timer"][1]), str(d["timer"][2])),
     )

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from state.constants import DEFAULT_RETENTION_S, STATUS_BUCKET_S
+from state.constants import DEFAULT_RETENTION_S, SCHEMA_VERSION, STATUS_BUCKET_S
 from state.errors import ConfigError, StateError
 from state.models import OutboxMessage
 from state.scylla import ScyllaConfig, ScyllaStore, parse_replication, parse_scylla_url
@@ -227,6 +227,7 @@ def test_every_statement_names_a_whole_partition_key() -> None:
     assert set(keys) == {
         "schema_version", "runs", "nodes", "run_nodes", "arrivals", "context", "history",
         "run_index", "run_index_buckets", "outbox", "outbox_cursor",
+        "waits", "inbox", "timers", "timer_buckets",
     }  # fmt: skip
     for name, cql in STATEMENTS.items():
         assert "ALLOW FILTERING" not in cql.upper() and "TOKEN(" not in cql.upper(), name
@@ -268,6 +269,62 @@ def test_tables_are_created_idempotently() -> None:
     ddl = table_cql("ks")
     assert all(d.startswith("CREATE TABLE IF NOT EXISTS ks.") for d in ddl)
     assert migrations("ks", from_version=1, to_version=1) == []
+    assert migrations("ks", from_version=SCHEMA_VERSION, to_version=SCHEMA_VERSION) == []
+
+
+def test_schema_2_adds_the_wait_columns_to_nodes() -> None:
+    """A v1 keyspace gets the node columns by ALTER; a fresh one has them in its DDL."""
+    [(version, statements)] = migrations("ks", from_version=1, to_version=2)
+    assert version == 2
+    added = {re.match(r"ALTER TABLE ks\.nodes ADD (\w+) \w+$", s).group(1) for s in statements}  # type: ignore[union-attr]
+    assert added == {"wait_event", "wait_due", "wait_bucket", "wait_op", "woken", "woke_event"}
+    nodes_ddl = next(d for d in table_cql("ks") if "ks.nodes" in d)
+    assert all(f" {col} " in nodes_ddl for col in added)
+    # Every one of them is read, and rewritten with the TTL when the run finishes.
+    for col in added:
+        assert col in STATEMENTS["node_get"] and f"{col} = ?" in STATEMENTS["node_rewrite"]
+
+
+def test_lwt_columns_of_the_inbox_and_waits() -> None:
+    """Inbox rows are written only by LWT; waits rows and timer hints never are."""
+    for name, cql in STATEMENTS.items():
+        if "{ks}.inbox " in cql and not cql.startswith("SELECT") and name != "inbox_marker":
+            assert " IF " in cql, name
+        if "{ks}.waits " in cql or "{ks}.timers " in cql or "{ks}.timer_buckets " in cql:
+            assert " IF " not in cql, name
+    assert "IF NOT EXISTS" in STATEMENTS["inbox_put"]
+    assert "IF consumed_by = null" in STATEMENTS["inbox_claim"]
+    for name in ("node_park", "node_unpark", "node_wake", "node_consumed", "run_cas"):
+        assert STATEMENTS[name].endswith("lwt_op = ?"), name
+
+
+def test_timer_hints_are_judged_against_their_node() -> None:
+    from state.scylla_waits import _verdict
+
+    hint = {"park_op": "p1"}
+    run = {"status": "waiting"}
+    parked = {"status": "waiting", "wait_op": "p1", "woken": None}
+    assert _verdict(hint, parked, run) == "due"
+    assert _verdict(hint, parked, {"status": "cancelled"}) == "stale"
+    assert _verdict(hint, parked, None) == "stale"
+    assert _verdict(hint, None, run) == "stale"
+    assert _verdict(hint, {**parked, "woken": "timer", "status": "pending"}, run) == "stale"
+    assert _verdict(hint, {**parked, "status": "cancelled"}, run) == "stale"
+    # A park whose node write has not landed yet: keep its hint.
+    assert _verdict(hint, {"status": "running", "wait_op": None, "woken": None}, run) == "keep"
+    # An older park's hint once the node parked again.
+    assert _verdict(hint, {**parked, "wait_op": "p2"}, run) == "stale"
+    # Retried while parked: it may park again with the same deadline.
+    assert _verdict(hint, {**parked, "status": "pending"}, run) == "keep"
+
+
+def test_clear_writes_no_tombstone_for_nothing() -> None:
+    from state.scylla_driver import UNSET
+    from state.scylla_rows import _clear
+
+    assert _clear("x", None) == "x" and _clear("x", "y") == "x"
+    assert _clear(None, "y") is None
+    assert _clear(None, None) is UNSET
 
 
 # --- stored formats and helpers -------------------------------------------------------------
@@ -294,6 +351,8 @@ def test_effects_round_trip() -> None:
         index=IndexMove(status="failed", bucket=7, old_status="running", old_bucket=3),
         finish=True,
         cancel_nodes="stop",
+        wake_run=True,
+        timer=(123, 7380.5, "park-1"),
     )
     assert decode_effects(encode_effects(full)) == full
     bare = Effects(at=2.0, ts=2_000_000)

@@ -1,0 +1,233 @@
+"""Retention on Scylla: a finished run's rows are rewritten with the retention TTL.
+
+A live run never has a TTL (a run may wait 40 days for an event); when it
+finishes, every row it owns -- run and node rows (by a compare-and-set on their
+last LWT token, so no conditional write is lost), the directory, arrivals,
+context, history, waits and inbox rows -- is written again ``USING TTL``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from state.scylla_core import MAX_CAS_ROUNDS, ScyllaCore
+from state.scylla_driver import Row, _Ambiguous, _ok
+from state.scylla_rows import _u
+
+__all__ = ["MARK_MARGIN_US", "RetentionMixin"]
+
+log = logging.getLogger("flowbridge.state.scylla")
+
+#: How far ahead of now the retention rewrite stamps the effects marks (see ``_expire_row``).
+MARK_MARGIN_US: Final = 5_000_000
+
+
+class RetentionMixin(ScyllaCore):
+    """Give a finished run's rows the retention TTL (the base of ``EffectsMixin``)."""
+
+    def _repair_node(self, row: Row, run: Row | None = None, *, reread_run: bool = True) -> None:
+        """Apply a node row's unapplied effects (``EffectsMixin`` provides it)."""
+        raise NotImplementedError
+
+    # --- retention --------------------------------------------------------------------------
+    def _expire_run(self, run_id: str) -> None:
+        """Give every row of a finished run the retention TTL (its live rows have none)."""
+        c = self._c()
+        ttl = self._ttl
+        now_ts = self._now()[1]
+        dirs = c.execute("dir_get", (run_id,))
+        keys = [(run_id, d["node_id"], d["iteration"]) for d in dirs]
+        node_rows = _ok(c.run_all([("node_get", k) for k in keys]))
+        for rows in node_rows:
+            if rows and rows[0].get("status") is not None:
+                self._expire_node(rows[0])
+        reads = _ok(
+            c.run_all(
+                [("context_get", (run_id,)), ("history_get", (run_id,)), ("waits_get", (run_id,))]
+                + [("arrival_get", k) for k in keys]
+            )
+        )
+        ctx, hist, waits, arrivals = reads[0], reads[1], reads[2], reads[3:]
+        writes: list[tuple[str, tuple[Any, ...]]] = []
+        for r in waits:
+            writes.append(
+                (
+                    "wait_put",
+                    (
+                        run_id,
+                        r["node_id"],
+                        r["iteration"],
+                        _u(r["event"]),
+                        _u(r["due_at"]),
+                        r["at"],
+                        ttl,
+                        max(now_ts, r["wt"] + 1),
+                    ),
+                )
+            )
+        for r in ctx:
+            writes.append(
+                (
+                    "context_put",
+                    (run_id, r["key"], r["value"], r["written_at"], ttl, max(now_ts, r["wt"] + 1)),
+                )
+            )
+        for r in hist:
+            writes.append(
+                (
+                    "history_put",
+                    (
+                        run_id,
+                        r["event_id"],
+                        r["at"],
+                        r["kind"],
+                        _u(r["node_id"]),
+                        _u(r["data"]),
+                        ttl,
+                        max(now_ts, r["wt"] + 1),
+                    ),
+                )
+            )
+        for k, rows in zip(keys, arrivals, strict=True):
+            for r in rows:
+                writes.append(
+                    (
+                        "arrival_put",
+                        (*k, r["predecessor"], r["outcome"], ttl, max(now_ts, r["wt"] + 1)),
+                    )
+                )
+        for d in dirs:
+            writes.append(
+                (
+                    "dir_put",
+                    (run_id, d["iteration"], d["node_id"], d["at"], ttl, max(now_ts, d["wt"] + 1)),
+                )
+            )
+        _ok(c.run_all(writes))
+        self._expire_inbox(run_id)
+        self._expire_row("run", (run_id,))
+
+    def _expire_inbox(self, run_id: str) -> None:
+        """Rewrite the run's inbox rows (LWT columns) with the TTL, each by compare-and-set."""
+        c = self._c()
+        for row in c.execute("inbox_all", (run_id,)):
+            key = (run_id, row["event_id"])
+            r = row
+            for _ in range(MAX_CAS_ROUNDS):
+                params = (
+                    self._ttl,
+                    _u(r["name"]),
+                    _u(r["payload"]),
+                    _u(r["received_at"]),
+                    _u(r["consumed_by"]),
+                    _u(r["consumed_it"]),
+                    _u(r["consumed_how"]),
+                    r["lwt_op"],
+                    _u(r.get("recv_op")),
+                    *key,
+                    r["lwt_op"],
+                )
+                result = c.run_all([("inbox_rewrite", params)])[0]
+                if isinstance(result, Exception) and not isinstance(result, _Ambiguous):
+                    raise result
+                if not isinstance(result, _Ambiguous) and result and result[0].get("[applied]"):
+                    # The insert's row marker has no TTL: a newer one with the TTL replaces it.
+                    marker_ts = max(self._now()[1], (r.get("wt") or 0) + 1)
+                    c.execute("inbox_marker", (*key, self._ttl, marker_ts))
+                    break
+                rows = c.execute("inbox_get", key, serial=True)
+                if not rows:
+                    break
+                r = rows[0]
+            else:
+                log.warning(
+                    "%s: could not give inbox row %s the retention TTL (kept changing)",
+                    self.config.redacted_url(),
+                    key,
+                )
+
+    def _expire_node(self, row: Row) -> None:
+        self._repair_node(row)  # a finished run: only the history part applies
+        self._expire_row("node", (row["run_id"], row["node_id"], row["iteration"]))
+
+    def _expire_row(self, kind: str, key: tuple[Any, ...]) -> None:
+        """Rewrite a run or node row's LWT columns with the TTL (compare-and-set on ``lwt_op``)."""
+        c = self._c()
+        for _ in range(MAX_CAS_ROUNDS):
+            rows = c.execute(f"{kind}_get", key, serial=True)
+            if not rows or rows[0].get("status") is None:
+                return
+            r = rows[0]
+            if kind == "node":
+                params: tuple[Any, ...] = (
+                    self._ttl,
+                    r["status"],
+                    r["attempts"],
+                    r["deliveries"],
+                    _u(r["output"]),
+                    _u(r["action"]),
+                    _u(r["edges_taken"]),
+                    _u(r["error"]),
+                    r["updated_at"],
+                    r["lwt_op"],
+                    _u(r["effects"]),
+                    _u(r.get("wait_event")),
+                    _u(r.get("wait_due")),
+                    _u(r.get("wait_bucket")),
+                    _u(r.get("wait_op")),
+                    _u(r.get("woken")),
+                    _u(r.get("woke_event")),
+                    *key,
+                    r["lwt_op"],
+                )
+            else:
+                params = (
+                    self._ttl,
+                    _u(r["blueprint_id"]),
+                    _u(r["version"]),
+                    _u(r["input"]),
+                    _u(r["snapshot"]),
+                    _u(r["created_at"]),
+                    r["status"],
+                    _u(r["status_at"]),
+                    _u(r["output"]),
+                    _u(r["error"]),
+                    _u(r["fence"]),
+                    _u(r["reconciled_at"]),
+                    r["lwt_op"],
+                    _u(r["effects"]),
+                    *key,
+                    r["lwt_op"],
+                )
+            result = c.run_all([(f"{kind}_rewrite", params)])[0]
+            if isinstance(result, _Ambiguous):
+                continue  # the rewrite is idempotent (lwt_op is unchanged): just do it again
+            if isinstance(result, Exception):
+                raise result
+            if not result or not result[0].get("[applied]"):
+                continue  # a conditional write got in between: read again
+            tail = (*key,)
+            marker_ts = max(self._now()[1], (r.get("status_wt") or 0) + 1)
+            writes: list[tuple[str, tuple[Any, ...]]] = [
+                # The INSERT that created the row gave it a row marker without a TTL; a newer
+                # marker with one replaces it (it must be newer than the creating write).
+                (f"{kind}_marker", (*tail, self._ttl, marker_ts)),
+            ]
+            if r.get("effects_done"):
+                # Set elements have no readable WRITETIME on Cassandra 4: stamp them a little
+                # in the future so that a late duplicate mark (stamped with its op's time,
+                # which is older) cannot land on top without a TTL.
+                done_ts = marker_ts + MARK_MARGIN_US
+                writes.append(
+                    (f"{kind}_effects_done", (self._ttl, done_ts, set(r["effects_done"]), *tail))
+                )
+            _ok(c.run_all(writes))
+            return
+        # Housekeeping only: the row keeps no TTL (a leak, not a wrong state); say so.
+        log.warning(
+            "%s: could not give %s %s the retention TTL (kept changing)",
+            self.config.redacted_url(),
+            kind,
+            key,
+        )
