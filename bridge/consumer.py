@@ -229,15 +229,14 @@ class Bridge:
         start_run(self.rt, bp, job.input, run_id=run_id)
 
     def _node(self, job: NodeJob) -> None:
-        run = self.rt.store.get_run(job.run_id)
-        if run is None:
+        loaded = self.rt.load_run(job.run_id)
+        if loaded is None:
             raise MessageError(f"unknown run {job.run_id!r} (node job for {job.node!r})")
+        run, bp = loaded
         if job.blueprint is not None and job.blueprint != run.blueprint_id:
             raise MessageError(
                 f"run {run.run_id!r} is of blueprint {run.blueprint_id!r}, not {job.blueprint!r}"
             )
-        # A cancel marker (a cancel that came before its start) has no blueprint snapshot.
-        bp = self.rt.blueprint_of(run) if run.snapshot else None
         if bp is not None and job.node not in bp.node_ids:
             raise MessageError(
                 f"unknown node {job.node!r} in run {run.run_id!r} "

@@ -49,8 +49,12 @@ class StateStore(Protocol):
         nothing is written and the stored run is returned.
         """
 
-    def get_run(self, run_id: str) -> Run | None:
-        """Read one run."""
+    def get_run(self, run_id: str, *, snapshot: bool = True) -> Run | None:
+        """Read one run; with ``snapshot=False`` its blueprint snapshot is left out (``{}``).
+
+        The snapshot never changes, so callers that cached the parsed blueprint
+        skip decoding it again (it dominated a wide fan-out's worker time).
+        """
 
     def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[Run]:
         """List recent runs, newest first, optionally with one status."""

@@ -93,7 +93,7 @@ def _pending_effects(row: Row) -> Effects | None:
     return None if eff is None or eff.empty else eff
 
 
-def _run_from(row: Row | None) -> Run | None:
+def _run_from(row: Row | None, *, snapshot: bool = True) -> Run | None:
     if row is None or row.get("status") is None:
         return None
     return Run(
@@ -102,7 +102,7 @@ def _run_from(row: Row | None) -> Run | None:
         version=row.get("version") or "",
         status=row["status"],
         input=_loads(row.get("input")),
-        snapshot=_loads(row.get("snapshot")) or {},
+        snapshot=(_loads(row.get("snapshot")) or {}) if snapshot else {},
         output=_loads(row.get("output")),
         error=row.get("error"),
         fence=row.get("fence") or 0,

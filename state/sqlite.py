@@ -41,6 +41,12 @@ from state.sqlite_waits import SQLiteWaitsMixin
 
 __all__ = ["SQLiteStore"]
 
+#: A run row without its blueprint snapshot (an empty JSON object in its place).
+_RUN_COLUMNS_NO_SNAPSHOT = (
+    "run_id, blueprint_id, version, status, input, '{}' AS snapshot, output, error, fence, "
+    "created_at, updated_at"
+)
+
 
 class SQLiteStore(SQLiteWaitsMixin):
     """A ``StateStore`` in one SQLite file (WAL), safe across processes on one host."""
@@ -88,11 +94,13 @@ class SQLiteStore(SQLiteWaitsMixin):
             stored = c.execute("SELECT * FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
             return True, self._run(stored)
 
-    def get_run(self, run_id: str) -> Run | None:
-        """Read one run."""
+    def get_run(self, run_id: str, *, snapshot: bool = True) -> Run | None:
+        """Read one run (without decoding its snapshot when ``snapshot`` is False)."""
+        columns = "*" if snapshot else _RUN_COLUMNS_NO_SNAPSHOT
         row = self._read(
             lambda c: c.execute(
-                "SELECT * FROM runs WHERE run_id = ? AND (expires_at IS NULL OR expires_at > ?)",
+                f"SELECT {columns} FROM runs "  # noqa: S608 - fixed column lists
+                "WHERE run_id = ? AND (expires_at IS NULL OR expires_at > ?)",
                 (run_id, self._clock()),
             ).fetchone()
         )

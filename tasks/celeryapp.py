@@ -148,9 +148,9 @@ def run_branch(
         rt, run_id, node_id, iteration, attempt, redelivered=redelivered, chord=True
     )
     if step.next_node is not None or step.retry_attempt is not None:
-        run = rt.store.get_run(run_id)
-        if run is not None:
-            bp = rt.blueprint_of(run)
+        loaded = rt.load_run(run_id)
+        if loaded is not None and loaded[1] is not None:
+            bp = loaded[1]
             nxt = step.next_node or node_id
             sig = rt.signature(
                 bp,

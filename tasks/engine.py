@@ -174,16 +174,17 @@ def execute_node(
     timer's wake-up call for a waiting node: it fires the timer if it is due.
     """
     store = rt.store
-    run = store.get_run(run_id)
-    if run is None:
+    loaded = rt.load_run(run_id)
+    if loaded is None:
         log.warning("run %s: no such run; node job %s ignored", run_id, node_id)
         return Step("no-run")
+    run, cached_bp = loaded
     if run.status not in RUN_ACTIVE:
         store.append_history(
             run_id, "node.ignored", node_id=node_id, data={"reason": f"run is {run.status}"}
         )
         return Step("ignored")
-    bp = rt.blueprint_of(run)
+    bp = cached_bp or rt.blueprint_of(run)
     if node_id not in bp.node_ids:
         store.append_history(
             run_id, "node.ignored", node_id=node_id, data={"reason": "no such node"}

@@ -106,6 +106,18 @@ class Runtime:
             self._redis = redis.Redis.from_url(self.settings.redis_url)
         return self._redis
 
+    def load_run(self, run_id: str) -> tuple[Run, Blueprint | None] | None:
+        """Read a run and its blueprint, decoding the snapshot only on a cache miss."""
+        with self._lock:
+            bp = self._snapshots.get(run_id)
+        run = self.store.get_run(run_id, snapshot=bp is None)
+        if run is None:
+            return None
+        if bp is None:
+            # A cancel marker (a cancel before its start) has no snapshot and no blueprint.
+            return run, (self.blueprint_of(run) if run.snapshot else None)
+        return run, bp
+
     def blueprint_of(self, run: Run) -> Blueprint:
         """The blueprint snapshot the run started with (immutable, so cached per run)."""
         with self._lock:
@@ -113,7 +125,12 @@ class Runtime:
             if bp is not None:
                 self._snapshots.move_to_end(run.run_id)
                 return bp
-        bp = Blueprint.from_dict(run.snapshot)
+        snapshot = run.snapshot
+        if not snapshot:
+            # Read without its snapshot, and evicted meanwhile: read it now.
+            full = self.store.get_run(run.run_id)
+            snapshot = full.snapshot if full is not None else {}
+        bp = Blueprint.from_dict(snapshot)
         with self._lock:
             self._snapshots[run.run_id] = bp
             if len(self._snapshots) > SNAPSHOT_CACHE_SIZE:

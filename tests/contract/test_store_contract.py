@@ -693,3 +693,20 @@ def test_runs_born_finished_and_cancel_markers_expire_too(
 
     assert store.get_run(rejected) is None
     assert store.get_run(marker) is None
+
+
+def test_get_run_can_leave_the_snapshot_out(store: StateStore) -> None:
+    run_id = new_id()
+    snapshot = {"id": "b", "nodes": [{"id": "a", "uses": "x"}], "edges": []}
+    store.create_run(make_run(run_id, snapshot=snapshot), start_nodes=["a"])
+    full, light = store.get_run(run_id), store.get_run(run_id, snapshot=False)
+
+    assert full is not None and light is not None
+    assert full.snapshot == snapshot
+    assert light.snapshot == {}
+    assert (light.status, light.input, light.blueprint_id, light.fence) == (
+        full.status,
+        full.input,
+        full.blueprint_id,
+        full.fence,
+    )
