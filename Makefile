@@ -35,3 +35,10 @@ pytest: venv
 
 clean:
 	rm -rf $(VENV) .dev .mypy_cache .ruff_cache .pytest_cache
+
+## Benchmarks against raw Celery, a raw Kafka consumer and DBOS (docs/performance.md); ~2 min quick.
+bench: venv
+	$(PY) -m bench
+
+bench-quick: venv
+	$(PY) -m bench --quick
