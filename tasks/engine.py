@@ -108,6 +108,10 @@ def start_run(
     created, stored = rt.store.create_run(run, start_nodes=starts, outbox=[started])
     if created:
         rt.hint_outbox()
+        # Just created: its start nodes are pending and its blueprint is the one in hand.
+        for node_id in starts:
+            rt.dispatch(bp, run_id, node_id)
+        return created, stored
     if stored.status not in RUN_ACTIVE:
         return created, stored
     # A redelivered start repairs a crash between creating the run and dispatching.
