@@ -17,9 +17,12 @@ pytestmark = pytest.mark.e2e
 
 
 def _pid(stack: Stack, node: str) -> int:
-    raw = stack.redis.get(f"{stack.iso.redis_prefix}pid:{node}")
-    assert raw is not None
-    return int(raw)
+    """The pid of the pool process running ``node`` (the node writes it just after starting)."""
+    key = f"{stack.iso.redis_prefix}pid:{node}"
+    stack.wait_for(lambda: stack.redis.get(key) is not None, what=f"{node}'s pid")
+    pid = int(stack.redis.get(key) or 0)
+    assert pid > 1, "never signal pid 0 or 1 (a process group, or init)"
+    return pid
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])

@@ -174,8 +174,9 @@ def test_killed_worker_task_is_restored_by_another_worker(
     import os
     import signal
 
-    child = int(s.redis.get(f"{s.iso.redis_prefix}pid:gate") or 0)
-    os.kill(child, signal.SIGKILL)
+    from tests.e2e.test_faults import _pid
+
+    os.kill(_pid(s, "gate"), signal.SIGKILL)
     s.stop("w1", signal.SIGKILL)
     run = handle.result(timeout=60)
 
