@@ -42,7 +42,7 @@ from tasks.blueprint import BUILTIN_USES, Blueprint, NodeSpec, parse_duration
 from tasks.context import NodeContext, Result
 from tasks.errors import NodeError, UnknownNodeError
 from tasks.events import lifecycle_event
-from tasks.flow import Plan, plan_completion, plan_from_taken, plan_skip
+from tasks.flow import Plan, plan_completion, plan_from_taken, plan_skip, routing_source
 from tasks.joins import chord_region, decide, failure_is_tolerated, losers
 from tasks.runtime import Runtime, task_id
 
@@ -387,15 +387,15 @@ def fire_from_chord(rt: Runtime, run_id: str, join_id: str, iteration: int = 0) 
 
 
 def _routing_source(rt: Runtime, run: Run, bp: Blueprint, node_id: str) -> str:
-    # A fallback without edges of its own continues on the edges of the primary that failed.
+    """``flow.routing_source`` with the failed primaries read from the store (only if needed)."""
     if bp.analysis.successors.get(node_id):
         return node_id
     primaries = [n.id for n in bp.nodes if n.config.fallback == node_id]
     if not primaries:
         return node_id
     recs = rt.store.get_nodes(run.run_id, primaries)
-    failed = [p for p in primaries if p in recs and recs[p].status == NODE_FAILED]
-    return failed[0] if failed else node_id
+    failed = tuple(p for p in primaries if p in recs and recs[p].status == NODE_FAILED)
+    return routing_source(bp, node_id, failed)
 
 
 def _complete(
@@ -462,15 +462,10 @@ def _settle(
     plan: Plan | None = None,
 ) -> None:
     """After a commit (or for a duplicate): dispatch successors, fire joins, finish the run."""
-    source = node.node_id
+    skipped = node.status == NODE_SKIPPED
+    source = node.node_id if skipped else _routing_source(rt, run, bp, node.node_id)
     if plan is None:
-        if node.status == NODE_SKIPPED:
-            plan = plan_skip(bp, node.node_id)
-        else:
-            source = _routing_source(rt, run, bp, node.node_id)
-            plan = plan_from_taken(bp, source, node.edges_taken)
-    else:
-        source = _routing_source(rt, run, bp, node.node_id)
+        plan = plan_skip(bp, source) if skipped else plan_from_taken(bp, source, node.edges_taken)
     to_dispatch = list(plan.pending)
     if repair and to_dispatch:
         recs = rt.store.get_nodes(run.run_id, to_dispatch, node.iteration)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -136,8 +136,3 @@ def node(name: str) -> Callable[[F], F]:
 def register_blueprint(bp: Blueprint | dict[str, Any]) -> Blueprint:
     """Register a blueprint built in Python (a ``Blueprint`` or flowcraft's JSON as a dict)."""
     return blueprints.register(bp if isinstance(bp, Blueprint) else Blueprint.from_dict(bp))
-
-
-def iter_uses(bps: Iterable[Blueprint]) -> set[str]:
-    """Every ``uses`` named by the given blueprints."""
-    return {n.uses for bp in bps for n in bp.nodes}
