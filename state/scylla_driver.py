@@ -8,6 +8,7 @@ belongs to the process that made it: the store makes a new one after a fork
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
@@ -21,6 +22,8 @@ Row = dict[str, Any]
 
 #: Statements in flight at once when a read or write fans out.
 CONCURRENCY: Final = 64
+#: How long ``migrate`` waits for every node to report the new schema.
+SCHEMA_AGREEMENT_WAIT_S: Final = 60.0
 
 
 class _Unset:
@@ -64,10 +67,11 @@ class _Conn:
             )
 
         kwargs: dict[str, Any] = {
-            "contact_points": list(config.hosts),
+            **_contact_points(config.hosts),
             "execution_profiles": {EXEC_PROFILE_DEFAULT: profile(cl), "serial": profile(serial)},
             "connect_timeout": config.connect_timeout_s,
             "control_connection_timeout": config.connect_timeout_s,
+            # The driver's own wait after each DDL (through the control connection).
             "max_schema_agreement_wait": 30,
         }
         if config.username is not None:
@@ -192,18 +196,43 @@ class _Conn:
                 f"{type(exc).__name__}: {exc}"
             ) from exc
 
-    def wait_for_schema_agreement(self) -> None:
-        """Wait until every node reports the same schema version."""
-        wait = getattr(self.session, "wait_for_schema_agreement", None)
-        if wait is not None:
-            agreed = wait(wait_time=60)
-        else:  # scylla-driver < 3.30
-            agreed = self.cluster.control_connection.wait_for_schema_agreement(wait_time=60)
-        if not agreed:
-            raise SchemaError(
-                f"Scylla store {self.config.redacted_url()}: nodes did not agree on the schema "
-                "within 60 s; check that all nodes are up, then run `flowbridge migrate` again"
-            )
+    def wait_for_schema_agreement(self, wait_s: float = SCHEMA_AGREEMENT_WAIT_S) -> None:
+        """Wait until every node that is up reports the same schema version.
+
+        Each host is asked for its own ``system.local.schema_version``. The
+        driver's ``Session.wait_for_schema_agreement`` reads that column as an
+        attribute through the default execution profile, whose rows are dicts
+        here, so it never sees a version; the control connection's method is
+        deprecated (it warns).
+        """
+        from cassandra.query import SimpleStatement
+
+        query = SimpleStatement("SELECT schema_version FROM system.local WHERE key = 'local'")
+        deadline = time.monotonic() + wait_s
+        versions: dict[str, Any] = {}
+        while True:
+            versions = {}
+            for host in self.cluster.metadata.all_hosts():
+                if host.is_up is False:
+                    continue  # a node that is down cannot disagree; it syncs when it comes back
+                try:
+                    rows = list(self.session.execute(query, host=host, timeout=10))
+                except Exception as exc:  # driver errors have no common base worth naming
+                    versions[str(host.endpoint)] = f"unreachable ({type(exc).__name__})"
+                    continue
+                versions[str(host.endpoint)] = rows[0].get("schema_version") if rows else None
+            agreed = set(versions.values())
+            if len(agreed) == 1 and None not in agreed and not _is_error(next(iter(agreed))):
+                return
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        seen = ", ".join(f"{h}: {v}" for h, v in sorted(versions.items())) or "no host is up"
+        raise SchemaError(
+            f"Scylla store {self.config.redacted_url()}: nodes did not agree on the schema "
+            f"within {wait_s:g} s ({seen}); check that all nodes are up, then run "
+            "`flowbridge migrate` again"
+        )
 
     def scylla_tablets(self) -> bool:
         """Whether this is a Scylla cluster whose new keyspaces may use tablets."""
@@ -221,6 +250,54 @@ class _Conn:
             return False  # Cassandra: no such column
         features = (rows[0].get("supported_features") or "") if rows else ""
         return "TABLETS" in features.split(",")
+
+
+def _is_error(version: Any) -> bool:
+    return isinstance(version, str) and version.startswith("unreachable")
+
+
+def _contact_points(hosts: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    """``Cluster`` keywords that make the session dial each host on its own port.
+
+    The driver builds the hosts it pools from ``system.local``/``system.peers``
+    with ``Cluster.port`` (Cassandra 4 and Scylla do not report the native
+    port there), not with the contact point's port: a single node on a
+    non-default port would get a control connection and then no pool
+    (``NoHostAvailable``). Hosts on different ports need an endpoint factory
+    that knows each one's port.
+    """
+    from cassandra.connection import DefaultEndPoint, DefaultEndPointFactory
+
+    ports = [p for _, p in hosts]
+    common = max(set(ports), key=ports.count)
+    kwargs: dict[str, Any] = {
+        "contact_points": [DefaultEndPoint(h, p) for h, p in hosts],
+        "port": common,
+    }
+    if len(set(ports)) > 1:
+        by_address = {}
+        for host, port in hosts:
+            by_address[host] = port
+            for addr in _addresses(host):
+                by_address.setdefault(addr, port)
+
+        class _PortMap(DefaultEndPointFactory):  # type: ignore[misc]
+            def create(self, row: Any) -> Any:
+                ep = super().create(row)
+                port = by_address.get(ep.address)
+                return ep if port is None or port == ep.port else DefaultEndPoint(ep.address, port)
+
+        kwargs["endpoint_factory"] = _PortMap(port=common)
+    return kwargs
+
+
+def _addresses(host: str) -> set[str]:
+    import socket
+
+    try:
+        return {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return set()
 
 
 def _ok(results: Iterable[list[Row] | Exception]) -> list[list[Row]]:

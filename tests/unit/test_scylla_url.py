@@ -376,3 +376,30 @@ def test_buckets_and_shards() -> None:
     )
     assert shard_of("run-1", 8) == shard_of("run-1", 8)
     assert {shard_of(f"run-{i}", 4) for i in range(200)} == {0, 1, 2, 3}
+
+
+def test_every_host_is_dialled_on_its_own_port() -> None:
+    from cassandra.connection import DefaultEndPoint
+
+    from state.scylla_driver import _contact_points
+
+    one = _contact_points((("127.0.0.1", 41161),))
+    # The session's pools use Cluster.port, not the contact point's: it must be the URL's.
+    assert one["port"] == 41161
+    assert one["contact_points"] == [DefaultEndPoint("127.0.0.1", 41161)]
+    assert "endpoint_factory" not in one
+
+    mixed = _contact_points((("10.0.0.1", 9042), ("10.0.0.2", 9142), ("10.0.0.3", 9042)))
+    assert mixed["port"] == 9042
+    factory = mixed["endpoint_factory"]
+
+    class _Cluster:
+        class address_translator:
+            @staticmethod
+            def translate(addr: str) -> str:
+                return addr
+
+    factory.configure(_Cluster)
+    peer = {"rpc_address": "10.0.0.2", "peer": "10.0.0.2"}
+    assert factory.create(peer) == DefaultEndPoint("10.0.0.2", 9142)
+    assert factory.create({"rpc_address": "10.0.0.3", "peer": "10.0.0.3"}).port == 9042
