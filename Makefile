@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv dev test lint format typecheck pytest bench bench-quick clean
+.PHONY: venv dev test lint format typecheck pytest bench bench-quick clean services-stop
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,13 @@ typecheck: venv
 pytest: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-clean:
-	rm -rf $(VENV) .dev .mypy_cache .ruff_cache .pytest_cache
+## Stop the Cassandra and Kafka a test session left running (FLOWBRIDGE_TEST_KEEP_SERVICES=1).
+services-stop:
+	-../shared/cassandra/cassandra stop .services/cassandra
+	-../shared/kafka/kafka stop .services/kafka
+
+clean: services-stop
+	rm -rf $(VENV) .dev .services .mypy_cache .ruff_cache .pytest_cache
 
 ## Benchmarks against raw Celery, a raw Kafka consumer and DBOS (docs/performance.md); ~2 min quick.
 bench: venv

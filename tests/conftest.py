@@ -2,6 +2,14 @@
 
 A fixture whose service binary is missing skips the test locally and fails it
 under ``CI=true``, so CI can never go green by skipping everything.
+
+Services, each started once per session: tansu (the fast Kafka-protocol
+broker every end-to-end test uses by default) and redis-server; a real Apache
+Cassandra 4.0 (``cql_hosts``: ``SCYLLA_HOSTS`` when set, else the one in
+``../shared/cassandra``) and a real Apache Kafka 4.0 broker (``real_kafka``,
+from ``../shared/kafka``), both only when a test asks for them. A test runs on
+Cassandra or real Kafka through the indirect parameters ``state_backend`` and
+``broker`` (``on_both_stores``, ``on_both_brokers``).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from flowbridge.dev import (
     start_tansu,
     tansu_binary,
 )
+from flowbridge.jvm import JvmService, start_cassandra, start_kafka
 
 if TYPE_CHECKING:
     import redis
@@ -51,9 +60,28 @@ def require_binary(find: Callable[[], str]) -> str:
     try:
         return find()
     except ServiceUnavailable as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{exc} (CI=true: a missing service fails the run)", pytrace=False)
-        pytest.skip(str(exc))
+        missing_service(str(exc))
+        raise
+
+
+def missing_service(reason: str) -> None:
+    """Skip the test locally; fail it under ``CI=true``, where every service must be there."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: a missing service fails the run)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _jvm_service(start: Callable[[], JvmService]) -> Iterator[JvmService]:
+    try:
+        service = start()
+    except ServiceUnavailable as exc:
+        missing_service(str(exc))
+        raise
+    try:
+        yield service
+    finally:
+        if os.environ.get("FLOWBRIDGE_TEST_KEEP_SERVICES", "") != "1":
+            service.stop()
 
 
 @pytest.fixture(scope="session")
@@ -78,6 +106,88 @@ def redis_service(services_log_dir: Path) -> Iterator[Service]:
         yield service
 
 
+@pytest.fixture(scope="session")
+def cql_hosts() -> Iterator[str]:
+    """``host:port[,...]`` of a real CQL server: ``SCYLLA_HOSTS``, else Cassandra from ../shared.
+
+    The Cassandra is started once per session (10-60 s on a first boot) and
+    stopped at the end unless it was already running or
+    ``FLOWBRIDGE_TEST_KEEP_SERVICES=1`` (then the next session reuses it).
+    """
+    hosts = os.environ.get("SCYLLA_HOSTS", "").strip()
+    if hosts:
+        yield hosts
+        return
+    for service in _jvm_service(start_cassandra):
+        yield service.url
+
+
+@pytest.fixture(scope="session")
+def real_kafka() -> Iterator[JvmService]:
+    """A real Apache Kafka 4.0 broker (KRaft, from ../shared/kafka) for the session."""
+    yield from _jvm_service(start_kafka)
+
+
+@pytest.fixture
+def state_backend(request: pytest.FixtureRequest) -> str:
+    """Where the test's state lives: ``sqlite`` (default) or ``cassandra`` (indirect param)."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def broker(request: pytest.FixtureRequest) -> str:
+    """Which Kafka the test's stack uses: ``tansu`` (default) or ``kafka`` (indirect param)."""
+    return str(getattr(request, "param", "tansu"))
+
+
+#: Run a test on SQLite and on the real Cassandra (``state_backend`` is indirect).
+on_both_stores = pytest.mark.parametrize("state_backend", ["sqlite", "cassandra"], indirect=True)
+#: Run a test on tansu and on the real Apache Kafka broker (``broker`` is indirect).
+on_both_brokers = pytest.mark.parametrize("broker", ["tansu", "kafka"], indirect=True)
+
+
+@dataclass(frozen=True)
+class KafkaEndpoint:
+    """The broker a test's stack talks to."""
+
+    #: ``tansu`` or ``kafka``.
+    kind: str
+    #: The bootstrap address.
+    url: str
+
+
+@pytest.fixture
+def kafka_endpoint(broker: str, request: pytest.FixtureRequest) -> KafkaEndpoint:
+    """The session broker this test asked for (``broker``)."""
+    if broker == "kafka":
+        return KafkaEndpoint("kafka", request.getfixturevalue("real_kafka").url)
+    return KafkaEndpoint("tansu", request.getfixturevalue("kafka").url)
+
+
+def fresh_keyspace(hosts: str, tag: str) -> tuple[str, Callable[[], None]]:
+    """Create and migrate keyspace ``flowbridge_<tag>`` on ``hosts``; returns its URL and a drop."""
+    from state.scylla import ScyllaStore, parse_scylla_url
+
+    url = f"scylla://{hosts}/flowbridge_{tag}"
+    if os.environ.get("SCYLLA_DC"):
+        url += f"?dc={os.environ['SCYLLA_DC']}"
+    admin = ScyllaStore(parse_scylla_url(url, env=os.environ))
+    keyspace = admin.config.keyspace
+
+    def drop() -> None:
+        try:
+            admin._c().ddl(f"DROP KEYSPACE IF EXISTS {keyspace}")
+        finally:
+            admin.close()
+
+    try:
+        admin.migrate()
+    except BaseException:
+        drop()
+        raise
+    return url, drop
+
+
 @dataclass(frozen=True)
 class Isolation:
     """Names that keep one test's Kafka, Redis and state apart from every other test's."""
@@ -89,15 +199,21 @@ class Isolation:
     #: ``t<8 hex>:``: kombu ``global_keyprefix`` and the prefix for our own keys and channels
     #: (pub/sub channels are shared by all databases, so the database alone is not enough).
     redis_prefix: str
-    #: ``sqlite:////abs/path/state.db`` in the test's tmp_path.
+    #: ``sqlite:////abs/path/state.db`` in the test's tmp_path, or a fresh Cassandra keyspace.
     state_url: str
     #: The test's own directory (logs of processes it starts, blueprint files).
     tmp_path: Path
 
 
 @pytest.fixture
-def isolation(redis_service: Service, tmp_path: Path) -> Isolation:
-    """Unique per-test names; its Redis database is flushed before the test."""
+def isolation(
+    redis_service: Service, tmp_path: Path, state_backend: str, request: pytest.FixtureRequest
+) -> Iterator[Isolation]:
+    """Unique per-test names; its Redis database is flushed before the test.
+
+    With ``state_backend`` ``cassandra`` the state lives in a keyspace of its
+    own (created and migrated here, dropped after the test).
+    """
     import redis  # the client library: only tests import it, never flowbridge.dev
 
     tag = uuid.uuid4().hex[:8]
@@ -108,13 +224,21 @@ def isolation(redis_service: Service, tmp_path: Path) -> Isolation:
         client.flushdb()
     finally:
         client.close()
-    return Isolation(
-        prefix=f"t{tag}.",
-        redis_db_url=url,
-        redis_prefix=f"t{tag}:",
-        state_url=f"sqlite:///{tmp_path / 'state.db'}",
-        tmp_path=tmp_path,
-    )
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    drop: Callable[[], None] | None = None
+    if state_backend == "cassandra":
+        state_url, drop = fresh_keyspace(request.getfixturevalue("cql_hosts"), f"e2e_{tag}")
+    try:
+        yield Isolation(
+            prefix=f"t{tag}.",
+            redis_db_url=url,
+            redis_prefix=f"t{tag}:",
+            state_url=state_url,
+            tmp_path=tmp_path,
+        )
+    finally:
+        if drop is not None:
+            drop()
 
 
 # --- flowbridge processes ---
@@ -285,7 +409,23 @@ class Stack:
         return proc
 
     def start_bridge(self, name: str = "bridge") -> subprocess.Popen[bytes]:
-        return self.start(name, [str(BIN / "python"), "-m", "bridge"])
+        """Start a bridge and wait until it has created its topics and subscribed.
+
+        Records produced before that would auto-create the topics with the
+        broker's defaults (a real Kafka's partitions and size limits).
+        """
+        log = self.iso.tmp_path / f"{name}.log"
+        seen = log.read_bytes().count(b"bridge consuming") if log.exists() else 0
+        proc = self.start(name, [str(BIN / "python"), "-m", "bridge"])
+        self.wait_for(
+            lambda: (
+                proc.poll() is not None
+                or (log.exists() and log.read_bytes().count(b"bridge consuming") > seen)
+            ),
+            timeout=60,
+            what=f"{name} subscribed",
+        )
+        return proc
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         proc = self.procs[name]
@@ -299,6 +439,10 @@ class Stack:
         return proc.returncode
 
     def close(self) -> None:
+        # Signal every process first, then wait: their drains overlap instead of adding up.
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
         for name in list(self.procs):
             self.stop(name)
         producer = self.__dict__.get("_producer")
@@ -310,7 +454,7 @@ class Stack:
             self.redis.close()
 
 
-def stack_env(kafka: Service, iso: Isolation, **extra: str) -> dict[str, str]:
+def stack_env(kafka: KafkaEndpoint | Service, iso: Isolation, **extra: str) -> dict[str, str]:
     """The environment of every flowbridge process of one test."""
     env = {
         k: v
@@ -325,7 +469,10 @@ def stack_env(kafka: Service, iso: Isolation, **extra: str) -> dict[str, str]:
         FLOWBRIDGE_STATE_URL=iso.state_url,
         FLOWBRIDGE_APP=E2E_APP,
         # tansu accepts short sessions: the bridge's group forms in ~1 s instead of ~3 s.
-        FLOWBRIDGE_SESSION_TIMEOUT_MS="2000",
+        # A real broker refuses sessions under its group.min.session.timeout.ms (6 s).
+        FLOWBRIDGE_SESSION_TIMEOUT_MS=(
+            "6000" if getattr(kafka, "kind", "tansu") == "kafka" else "2000"
+        ),
         FLOWBRIDGE_TOPIC_PARTITIONS="2",
         FLOWBRIDGE_SHARDS="4",
         PYTHONPATH=str(ROOT),
@@ -336,12 +483,14 @@ def stack_env(kafka: Service, iso: Isolation, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def stack_factory(kafka: Service, isolation: Isolation) -> Iterator[Callable[..., Stack]]:
+def stack_factory(
+    kafka_endpoint: KafkaEndpoint, isolation: Isolation
+) -> Iterator[Callable[..., Stack]]:
     """Build a ``Stack`` with extra environment; the caller starts what it needs."""
     stacks: list[Stack] = []
 
     def make(**extra: str) -> Stack:
-        s = Stack(env=stack_env(kafka, isolation, **extra), iso=isolation, procs={})
+        s = Stack(env=stack_env(kafka_endpoint, isolation, **extra), iso=isolation, procs={})
         stacks.append(s)
         return s
 

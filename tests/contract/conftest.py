@@ -1,17 +1,17 @@
 """Fixtures of the state-store contract suite: one ``store`` fixture, params ``sqlite`` and ``scylla``.
 
-SQLite runs always, on a real file in the test's tmp_path. Scylla/Cassandra runs
-when ``SCYLLA_HOSTS`` names a CQL endpoint (``host[:port],...``; optional
-``SCYLLA_DC``, ``SCYLLA_USERNAME``, ``SCYLLA_PASSWORD``): the session gets a
-fresh keyspace ``flowbridge_test_<hex>``, dropped at the end. No CQL server can
-run on our CI machines, so without ``SCYLLA_HOSTS`` the Scylla half is skipped
-with a message saying so -- also under ``CI=true`` -- and never run against a
-mock of the driver.
+SQLite runs always, on a real file in the test's tmp_path. The Scylla half
+runs on a real CQL server (``cql_hosts`` in tests/conftest.py): the cluster in
+``SCYLLA_HOSTS`` (``host[:port],...``; optional ``SCYLLA_DC``,
+``SCYLLA_USERNAME``, ``SCYLLA_PASSWORD``), else the Apache Cassandra in
+``../shared/cassandra``, started once per session. The session gets a fresh
+keyspace ``flowbridge_test_<hex>``, dropped at the end. Without either, the
+half is skipped with the reason, except under ``CI=true``, where it fails. It
+never runs against a mock of the driver.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,11 +21,6 @@ from typing import Any
 import pytest
 
 from state.protocol import StateStore
-
-SCYLLA_SKIP = (
-    "SCYLLA_HOSTS is not set: no CQL server on this machine; see docs/state.md to run the "
-    "Scylla half"
-)
 
 
 @dataclass(frozen=True)
@@ -51,26 +46,18 @@ class StoreSpec:
 
 
 @pytest.fixture(scope="session")
-def scylla_config() -> Iterator[Any]:
-    """A fresh keyspace on the cluster in ``SCYLLA_HOSTS`` for the session, dropped at the end."""
-    hosts = os.environ.get("SCYLLA_HOSTS", "").strip()
-    if not hosts:
-        # Deliberately a skip even under CI=true: no CQL server can exist on CI machines.
-        pytest.skip(SCYLLA_SKIP)
-    from state.scylla import ScyllaStore, parse_scylla_url
+def scylla_config(cql_hosts: str) -> Iterator[Any]:
+    """A fresh, migrated keyspace on the real CQL server for the session, dropped at the end."""
+    import os
 
-    keyspace = f"flowbridge_test_{uuid.uuid4().hex[:12]}"
-    query = f"?dc={os.environ['SCYLLA_DC']}" if os.environ.get("SCYLLA_DC") else ""
-    config = parse_scylla_url(f"scylla://{hosts}/{keyspace}{query}", env=os.environ)
-    admin = ScyllaStore(config)
-    admin.migrate()
+    from state.scylla import parse_scylla_url
+    from tests.conftest import fresh_keyspace
+
+    url, drop = fresh_keyspace(cql_hosts, f"test_{uuid.uuid4().hex[:12]}")
     try:
-        yield config
+        yield parse_scylla_url(url, env=os.environ)
     finally:
-        try:
-            admin._c().ddl(f"DROP KEYSPACE IF EXISTS {keyspace}")
-        finally:
-            admin.close()
+        drop()
 
 
 @pytest.fixture(params=["sqlite", "scylla"])

@@ -56,6 +56,33 @@ def test_migrate_is_idempotent(store: StateStore) -> None:
     assert store.get_run(run_id) is not None
 
 
+def test_migrate_creates_a_fresh_store_that_a_second_connection_can_use(
+    spec: StoreSpec, tmp_path: Any
+) -> None:
+    # On a real cluster this waits for schema agreement (it used to wait 60 s and fail).
+    from dataclasses import replace
+
+    fresh_spec = (
+        replace(spec, path=str(tmp_path / "fresh.db"))
+        if spec.backend == "sqlite"
+        else replace(
+            spec,
+            config=replace(spec.config, keyspace=f"flowbridge_fresh_{uuid.uuid4().hex[:8]}"),
+        )
+    )
+    first, second = fresh_spec.open(), fresh_spec.open()
+    try:
+        first.migrate()
+        first.migrate()
+        run_id = started(first, "a")
+        assert second.get_run(run_id) is not None
+    finally:
+        if spec.backend != "sqlite":
+            first._c().ddl(f"DROP KEYSPACE IF EXISTS {fresh_spec.config.keyspace}")  # type: ignore[attr-defined]
+        first.close()
+        second.close()
+
+
 def test_newer_schema_is_refused(spec: StoreSpec, store: StateStore) -> None:
     if spec.backend == "sqlite":
         import sqlite3

@@ -7,11 +7,13 @@ import subprocess
 
 import pytest
 
-from tests.conftest import BIN, ROOT, Stack
+from tests.conftest import BIN, ROOT, Stack, on_both_brokers, on_both_stores
 
 pytestmark = pytest.mark.e2e
 
 
+@on_both_brokers
+@on_both_stores
 def test_linear_run_completes_with_outputs_in_order(stack: Stack) -> None:
     run = stack.client.start("linear", {"order": 7}).result(timeout=30)
 
@@ -25,6 +27,7 @@ def test_linear_run_completes_with_outputs_in_order(stack: Stack) -> None:
     assert [stack.effects(n) for n in "abc"] == [1, 1, 1]
 
 
+@on_both_brokers
 def test_run_started_and_completed_events_reach_the_runs_topic(stack: Stack) -> None:
     handle = stack.client.start("linear", {})
     handle.result(timeout=30)
@@ -35,6 +38,7 @@ def test_run_started_and_completed_events_reach_the_runs_topic(stack: Stack) -> 
     assert len(ids) == len(records), "every lifecycle record carries its own stable flowbridge-id"
 
 
+@on_both_stores
 def test_action_routes_to_matching_edge_and_skips_the_other_branch(stack: Stack) -> None:
     run = stack.client.start("branch", {"route": "yes"}).result(timeout=30)
 
@@ -57,6 +61,7 @@ def test_condition_on_output_and_context_chooses_the_edge(stack: Stack) -> None:
     assert stack.store.get_context(gold.run_id) == {"tier": "gold"}
 
 
+@on_both_stores
 def test_retries_with_backoff_until_success(stack: Stack) -> None:
     run = stack.client.start("retry", {}).result(timeout=30)
 
@@ -95,6 +100,7 @@ def test_node_timeout_is_enforced(stack: Stack) -> None:
     assert stack.effects("slow") == 0, "the node was stopped, not allowed to finish"
 
 
+@on_both_stores
 def test_fallback_takes_the_failed_nodes_place(stack: Stack) -> None:
     run = stack.client.start("fallback", {}).result(timeout=30)
 
@@ -105,6 +111,7 @@ def test_fallback_takes_the_failed_nodes_place(stack: Stack) -> None:
     assert run["nodes"]["ship"]["status"] == "completed", "the primary's successors continue"
 
 
+@on_both_stores
 def test_redelivered_node_jobs_do_not_run_node_code_twice(stack: Stack) -> None:
     handle = stack.client.start("gated", {})
     stack.wait_for(
@@ -158,6 +165,7 @@ def test_cancel_stops_dispatching_but_lets_the_running_node_finish(stack: Stack)
     assert stack.store.get_run(handle.run_id).status == "cancelled"
 
 
+@on_both_stores
 def test_cancel_before_start_leaves_a_marker_the_start_obeys(stack: Stack) -> None:
     stack.produce({"v": 1, "type": "cancel", "run_id": "early-cancel"}, key="early-cancel")
     stack.wait_for(lambda: stack.store.get_run("early-cancel") is not None, what="cancel marker")
@@ -174,6 +182,7 @@ def test_cancel_before_start_leaves_a_marker_the_start_obeys(stack: Stack) -> No
     assert stack.effects("a") == 1, "only the second run ran"
 
 
+@on_both_stores
 def test_emitted_values_are_published_after_the_commit(stack: Stack) -> None:
     handle = stack.client.start("emitter", {})
     assert handle.result(timeout=30)["status"] == "completed"

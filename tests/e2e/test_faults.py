@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from flowbridge.dev import start_redis
-from tests.conftest import Stack
+from tests.conftest import Stack, on_both_brokers, on_both_stores
 
 pytestmark = pytest.mark.e2e
 
@@ -25,6 +25,7 @@ def _pid(stack: Stack, node: str) -> int:
     return pid
 
 
+@on_both_brokers
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_bridge_stopped_mid_stream_loses_no_run_and_duplicates_none(stack: Stack, sig: int) -> None:
     ids = [f"burst-{i}" for i in range(40)]
@@ -49,6 +50,7 @@ def test_bridge_stopped_mid_stream_loses_no_run_and_duplicates_none(stack: Stack
         assert kinds.count("run.completed") == 1
 
 
+@on_both_stores
 def test_worker_process_killed_mid_node_is_redelivered_and_completes(stack: Stack) -> None:
     handle = stack.client.start("gated", {})
     stack.wait_for(lambda: stack.effects("gate.started") == 1, what="gate started")
@@ -72,6 +74,7 @@ def test_node_that_kills_its_worker_fails_after_max_deliveries(stack: Stack) -> 
     assert stack.procs["worker"].poll() is None, "the worker survives its crashing children"
 
 
+@on_both_brokers
 def test_redis_outage_pauses_the_bridge_and_loses_nothing(
     stack_factory: Callable[..., Stack], tmp_path: os.PathLike[str]
 ) -> None:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import BIN, Stack
+from tests.conftest import BIN, Stack, on_both_stores
 
 pytestmark = pytest.mark.e2e
 
@@ -16,6 +16,7 @@ def statuses(run: dict) -> dict[str, str]:  # type: ignore[type-arg]
     return {n: v["status"] for n, v in run["nodes"].items()}
 
 
+@on_both_stores
 def test_diamond_runs_branches_in_a_chord_and_the_join_once(stack: Stack) -> None:
     run = stack.client.start("diamond", {}).result(timeout=30)
 
@@ -73,6 +74,7 @@ def test_race_loser_that_had_not_started_is_revoked_and_never_runs(stack_factory
     assert s.effects("slow2") == 0
 
 
+@on_both_stores
 def test_race_loser_already_running_finishes_but_nothing_after_it_runs(stack: Stack) -> None:
     handle = stack.client.start("race-running", {})
     stack.wait_for(lambda: stack.effects("slow1.started") == 1, what="the loser running")
@@ -87,6 +89,7 @@ def test_race_loser_already_running_finishes_but_nothing_after_it_runs(stack: St
     assert "slow2" not in stack.client.get_run(handle.run_id)["nodes"]
 
 
+@on_both_stores
 def test_all_settled_passes_each_branch_outcome_to_the_join(stack: Stack) -> None:
     run = stack.client.start("settled", {}).result(timeout=30)
 
@@ -106,6 +109,7 @@ def test_all_join_fails_fast_when_a_branch_fails_for_good(stack: Stack) -> None:
     assert stack.effects("join") == 0
 
 
+@on_both_stores
 def test_quorum_two_of_three(stack: Stack) -> None:
     run = stack.client.start("quorum", {}).result(timeout=30)
 
@@ -127,6 +131,7 @@ def test_conditional_split_into_a_join_does_not_wait_for_the_branch_not_taken(st
     assert run["nodes"]["join"]["output"]["branches"]["no2"]["outcome"] == "skipped"
 
 
+@on_both_stores
 def test_redelivered_branch_completions_and_node_jobs_fire_the_join_once(stack: Stack) -> None:
     handle = stack.client.start("diamond", {})
     assert handle.result(timeout=30)["status"] == "completed"
@@ -160,6 +165,7 @@ def test_redelivery_mid_run_cannot_fire_the_join_twice_or_stop_it(stack: Stack) 
     assert [h.kind for h in stack.store.get_history(handle.run_id)].count("join.fired") == 1
 
 
+@on_both_stores
 def test_lost_chord_is_recovered_by_the_reconciler_and_fires_once(stack_factory) -> None:  # type: ignore[no-untyped-def]
     s = stack_factory(FLOWBRIDGE_STALLED_AFTER_S="0.5")
     s.start_bridge()

@@ -15,7 +15,7 @@ from state.sqlite import SQLiteStore
 from tasks.reconciler import reconcile_once
 from tasks.runtime import Runtime
 from tasks.settings import Settings
-from tests.conftest import Isolation
+from tests.conftest import Isolation, on_both_stores
 
 ONE_NODE = {
     "id": "one",
@@ -36,6 +36,7 @@ def _run(run_id: str, status: str = "running", snapshot: dict | None = None) -> 
     )
 
 
+@on_both_stores
 def test_a_lock_holder_that_lost_its_lock_cannot_overwrite_the_new_holder(
     isolation: Isolation, tmp_path: Path
 ) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import BIN, Stack
+from tests.conftest import BIN, Stack, on_both_brokers, on_both_stores
 
 pytestmark = pytest.mark.e2e
 
@@ -31,6 +31,7 @@ def reconcile(stack: Stack, **env: str) -> dict[str, int]:
     return report
 
 
+@on_both_stores
 def test_sleep_waits_at_least_its_duration_and_the_run_is_waiting_meanwhile(stack: Stack) -> None:
     handle = stack.client.start("nap", {})
     stack.wait_for(lambda: handle.status() == "waiting", what="the run to be waiting")
@@ -48,6 +49,7 @@ def test_sleep_waits_at_least_its_duration_and_the_run_is_waiting_meanwhile(stac
     assert stack.effects("after") == 1
 
 
+@on_both_stores
 def test_a_one_day_sleep_fires_once_when_the_clock_moves_forward(stack: Stack) -> None:
     handle = stack.client.start("long-nap", {})
     stack.wait_for(lambda: handle.status() == "waiting", what="the run to be waiting")
@@ -63,6 +65,8 @@ def test_a_one_day_sleep_fires_once_when_the_clock_moves_forward(stack: Stack) -
     assert [k for k, n in history(stack, handle.run_id)].count("timer.fired") == 1
 
 
+@on_both_brokers
+@on_both_stores
 def test_wait_completes_with_the_signal_payload_sent_through_kafka(stack: Stack) -> None:
     handle = stack.client.start("approval", {})
     stack.wait_for(lambda: handle.status() == "waiting", what="the run to wait")
@@ -89,6 +93,7 @@ def test_wait_completes_with_the_signal_payload_sent_through_kafka(stack: Stack)
     assert stack.effects("after") == 1
 
 
+@on_both_stores
 def test_an_event_that_arrives_before_the_wait_is_kept_and_consumed(stack: Stack) -> None:
     handle = stack.client.start("late-wait", {})
     stack.wait_for(
@@ -130,6 +135,7 @@ def test_wait_timeout_takes_the_timeout_action(stack: Stack) -> None:
     assert run["nodes"]["on-event"]["status"] == "skipped"
 
 
+@on_both_stores
 def test_cancel_during_a_sleep_cancels_its_timer(stack: Stack) -> None:
     handle = stack.client.start("long-nap", {})
     stack.wait_for(lambda: handle.status() == "waiting", what="the run to be waiting")
@@ -185,6 +191,7 @@ def test_killed_worker_task_is_restored_by_another_worker(
     assert (s.effects("gate"), s.effects("last")) == (1, 1)
 
 
+@on_both_stores
 def test_lost_celery_queues_are_re_emitted_by_the_reconciler_and_effects_apply_once(
     stack_factory: Callable[..., Stack],
 ) -> None:
@@ -215,6 +222,7 @@ def signal_kill() -> int:
     return signal.SIGKILL
 
 
+@on_both_stores
 def test_two_reconcilers_at_once_re_emit_each_stalled_job_once(
     stack_factory: Callable[..., Stack],
 ) -> None:
