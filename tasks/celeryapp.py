@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery, Task, signals
 from kombu.entity import Exchange, Queue
 
+from state.errors import FlowbridgeError
 from tasks.constants import (
     BRANCH_TASK,
     JOIN_TASK,
@@ -21,12 +22,15 @@ from tasks.constants import (
     RUN_NODE_TASK,
     SHARD_QUEUE_PREFIX,
 )
-from tasks.runtime import get_runtime, load_user_code
+from tasks.runtime import Runtime, get_runtime, load_user_code
 from tasks.settings import Settings
 
 __all__ = ["ShardRouter", "app", "celery_config", "shard_of", "shard_queue"]
 
 log = logging.getLogger("flowbridge.worker")
+
+#: Exit code of a worker or beat that cannot start (bad configuration, user code or blueprint).
+EXIT_CONFIG = 2
 
 
 def shard_of(run_id: str, shards: int) -> int:
@@ -108,18 +112,30 @@ app = Celery("flowbridge", set_as_current=False)
 app.add_defaults(lambda: celery_config(Settings.from_env()))
 
 
+def _start_or_exit(role: str) -> Runtime:
+    """Load user code for a worker or beat; on a bad app or blueprint, exit with the reason."""
+    try:
+        runtime = get_runtime()
+        load_user_code(runtime.settings)
+    except FlowbridgeError as exc:
+        log.critical("cannot start the %s: %s", role, exc)
+        # Celery's signal dispatch logs and swallows an Exception from a receiver (the worker
+        # would then report "ready." and fail every run); SystemExit is not swallowed.
+        raise SystemExit(EXIT_CONFIG) from exc
+    return runtime
+
+
 @signals.worker_init.connect
 def _load_user_code_in_worker(**_: Any) -> None:
     # In the parent, before the pool forks: children inherit the registries.
-    runtime = get_runtime()
-    load_user_code(runtime.settings)
+    runtime = _start_or_exit("worker")
     runtime.ensure_schema()
     runtime.store.close()
 
 
 @signals.beat_init.connect
 def _load_user_code_in_beat(**_: Any) -> None:
-    load_user_code(get_runtime().settings)
+    _start_or_exit("beat")
 
 
 @app.task(name=RUN_NODE_TASK, bind=True, ignore_result=True)

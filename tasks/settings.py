@@ -59,8 +59,9 @@ class Settings:
     shards: int = 8
     #: FLOWBRIDGE_APP: modules imported at start; they register nodes and blueprints.
     app_modules: tuple[str, ...] = ()
-    #: FLOWBRIDGE_BLUEPRINTS: a directory of blueprint ``*.json``/``*.yaml`` files.
-    blueprints_dir: str | None = None
+    #: FLOWBRIDGE_BLUEPRINTS: directories of blueprint ``*.json``/``*.yaml`` files, separated
+    #: by ``os.pathsep`` (``:`` on Linux and macOS) like PYTHONPATH.
+    blueprint_dirs: tuple[str, ...] = ()
     #: FLOWBRIDGE_TOPIC_PREFIX (or Heroku's KAFKA_PREFIX): prefix of topic and group names.
     topic_prefix: str = ""
     #: FLOWBRIDGE_MAX_DELIVERIES: deliveries of one attempt before the node fails.
@@ -91,6 +92,7 @@ class Settings:
         env = dict(os.environ if env is None else env)
         shards = env_int(env, "FLOWBRIDGE_SHARDS", 8, minimum=1)
         modules = tuple(m.strip() for m in env.get("FLOWBRIDGE_APP", "").split(",") if m.strip())
+        dirs = env.get("FLOWBRIDGE_BLUEPRINTS", "").split(os.pathsep)
         prefix = env.get("FLOWBRIDGE_TOPIC_PREFIX", env.get("KAFKA_PREFIX", ""))
         return cls(
             redis_url=env.get("REDIS_URL", "").strip() or cls.redis_url,
@@ -98,7 +100,7 @@ class Settings:
             state_url=state_url_from_env(env),
             shards=shards,
             app_modules=modules,
-            blueprints_dir=env.get("FLOWBRIDGE_BLUEPRINTS", "").strip() or None,
+            blueprint_dirs=tuple(d.strip() for d in dirs if d.strip()),
             topic_prefix=prefix,
             max_deliveries=env_int(env, "FLOWBRIDGE_MAX_DELIVERIES", 3, minimum=1),
             visibility_timeout_s=env_float(

@@ -130,11 +130,29 @@ class Blueprint:
         Raises:
             BlueprintError: listing every structural problem found.
         """
+        bp, issues = cls.parse(data)
+        if bp is None:
+            raise BlueprintError(issues[0].message)
+        if issues:
+            raise BlueprintError(f"blueprint {bp.id!r} is invalid", issues)
+        return bp
+
+    @classmethod
+    def parse(cls, data: Any) -> tuple[Blueprint | None, list[ValidationIssue]]:
+        """Parse leniently: the structural problems, and the blueprint made of what parsed.
+
+        With problems, the blueprint (None when ``data`` is not an object) holds only the
+        nodes and edges that parsed, a node without a valid ``uses`` having ``uses=""``;
+        it is for reporting graph problems too (``flowbridge validate``), never for running.
+        """
         if not isinstance(data, Mapping):
-            raise BlueprintError(
-                f"a blueprint must be a JSON object with id, nodes and edges, "
-                f"not {type(data).__name__}"
-            )
+            return None, [
+                ValidationIssue(
+                    "bad-field",
+                    "a blueprint must be a JSON object with id, nodes and edges, "
+                    f"not {type(data).__name__}",
+                )
+            ]
         parser = _Parser()
         bp_id = data.get("id")
         if not isinstance(bp_id, str) or not bp_id.strip():
@@ -149,15 +167,14 @@ class Blueprint:
         version = parser.version(meta.get("version", data.get("version")), bp_id)
         nodes = [parser.node(raw, n) for n, raw in enumerate(parser.items(data, "nodes", bp_id))]
         edges = [parser.edge(raw, n) for n, raw in enumerate(parser.items(data, "edges", bp_id))]
-        if parser.issues:
-            raise BlueprintError(f"blueprint {bp_id!r} is invalid", parser.issues)
-        return cls(
+        bp = cls(
             id=bp_id,
             version=version,
             nodes=tuple(n for n in nodes if n is not None),
             edges=tuple(e for e in edges if e is not None),
             metadata=copy.deepcopy(dict(meta)),
         )
+        return bp, parser.issues
 
     @classmethod
     def build(
@@ -285,9 +302,12 @@ class _Parser:
             self.add("bad-field", f"{label}: 'params' must be an object", node=node_id)
             params = {}
         config, bad_keys = self.config(raw.get("config"), label, node_id)
-        if node_id is None or uses is None:
+        if node_id is None:
             return None
-        spec = NodeSpec(id=node_id, uses=uses, params=copy.deepcopy(dict(params)), config=config)
+        # Kept with an empty uses (the problem is recorded) so graph checks still see the node.
+        spec = NodeSpec(
+            id=node_id, uses=uses or "", params=copy.deepcopy(dict(params)), config=config
+        )
         for issue in node_config_issues(spec):
             # A mistyped n or joinStrategy was dropped; its quorum follow-ups would only confuse.
             if issue.code != "bad-quorum" or not bad_keys & {"n", "joinStrategy"}:

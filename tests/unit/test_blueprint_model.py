@@ -578,12 +578,14 @@ def test_public_surface_is_pinned() -> None:
         "condition_scope",
         "format_duration",
         "load_dir",
+        "load_dirs",
         "load_file",
         "loads",
         "parse_duration",
         "validate",
     ]
     assert sorted(errors_mod.__all__) == [
+        "AppImportError",
         "BlueprintError",
         "ConditionError",
         "NodeError",
