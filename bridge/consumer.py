@@ -207,7 +207,7 @@ class Bridge:
         except MessageError as exc:
             self._dead_letter(rec, exc.reason)
             if exc.is_start and exc.run_id:
-                self._fail_start(exc.run_id, exc.reason)
+                self._fail_start(exc)
         except (RedisError, KombuOperationalError, StateError, OSError) as exc:
             raise _Backpressure(f"{type(exc).__name__}: {exc}") from exc
         except Exception as exc:
@@ -225,7 +225,9 @@ class Bridge:
         try:
             bp = self.rt.blueprints.get(job.blueprint, job.version)
         except UnknownBlueprintError as exc:
-            raise MessageError(str(exc), run_id=job.run_id, is_start=True) from None
+            raise MessageError(
+                str(exc), run_id=job.run_id, is_start=True, blueprint=job.blueprint, input=job.input
+            ) from None
         start_run(self.rt, bp, job.input, run_id=run_id)
 
     def _node(self, job: NodeJob) -> None:
@@ -267,16 +269,22 @@ class Bridge:
         if delivery.outcome == "stored":
             log.info("run %s: event %s kept until a node waits for it", ev.run_id, ev.name)
 
-    def _fail_start(self, run_id: str, reason: str) -> None:
-        """Record a rejected start that named its run as failed, so a waiting client is answered."""
+    def _fail_start(self, rejected: MessageError) -> None:
+        """Record a rejected start that named its run as failed, so a waiting client is answered.
+
+        The record keeps the blueprint name and input the start asked for (there is no
+        snapshot: the run never started).
+        """
+        assert rejected.run_id is not None
+        run_id = rejected.run_id
         run = Run(
             run_id=run_id,
-            blueprint_id="",
+            blueprint_id=rejected.blueprint,
             version="",
             status=RUN_FAILED,
-            input=None,
+            input=rejected.input,
             snapshot={},
-            error=f"rejected: {reason}",
+            error=f"rejected: {rejected.reason}",
         )
         event = lifecycle_event(self.rt.settings, run_id, "failed", error=run.error)
         try:
