@@ -8,6 +8,7 @@ at import.
 from __future__ import annotations
 
 import logging
+import ssl
 import zlib
 from typing import Any
 
@@ -28,6 +29,8 @@ from tasks.settings import Settings
 __all__ = ["ShardRouter", "app", "celery_config", "shard_of", "shard_queue"]
 
 log = logging.getLogger("flowbridge.worker")
+
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 
 #: Exit code of a worker or beat that cannot start (bad configuration, user code or blueprint).
 EXIT_CONFIG = 2
@@ -70,7 +73,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         transport["unacked_restore_throttle"] = 1
     if settings.redis_prefix:
         transport["global_keyprefix"] = settings.redis_prefix
+    tls: dict[str, Any] = {}
+    if settings.redis_ssl_cert_reqs is not None:
+        # A rediss:// URL without ssl_cert_reqs makes Celery's Redis result backend raise.
+        use_ssl = {"ssl_cert_reqs": _CERT_REQS[settings.redis_ssl_cert_reqs]}
+        tls = {"broker_use_ssl": use_ssl, "redis_backend_use_ssl": dict(use_ssl)}
     return {
+        **tls,
         "broker_url": settings.redis_url,
         "result_backend": settings.redis_url,
         "broker_transport_options": transport,

@@ -45,6 +45,7 @@ from tasks.events import lifecycle_event
 from tasks.flow import Plan, plan_completion, plan_from_taken, plan_skip, routing_source
 from tasks.joins import chord_region, decide, failure_is_tolerated, losers
 from tasks.runtime import Runtime, task_id
+from tasks.timefmt import iso_utc
 
 __all__ = [
     "Step",
@@ -317,7 +318,9 @@ def _run_builtin(
             store.suspend_node(run.run_id, spec.id, iteration, due_at=rt.clock() + duration)
             _schedule_wake(rt, bp, run.run_id, spec.id, iteration, duration)
             return None
-        return {"slept_s": duration, "due_at": wake.due_at}, None
+        # ISO like every other time in the run JSON (an epoch float next to them misleads).
+        due_iso = None if wake.due_at is None else iso_utc(wake.due_at)
+        return {"slept_s": duration, "due_at": due_iso}, None
     event = spec.params.get("event")
     if not isinstance(event, str) or not event:
         raise NodeError(f"node {spec.id!r} (wait) needs params.event, a name", retryable=False)

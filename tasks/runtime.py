@@ -122,7 +122,12 @@ class Runtime:
     def redis(self) -> redis.Redis[bytes]:
         """A Redis client for hints and locks."""
         if self._redis is None:
-            self._redis = redis.Redis.from_url(self.settings.redis_url)
+            url, cert_reqs = self.settings.redis_url, self.settings.redis_ssl_cert_reqs
+            self._redis = (
+                redis.Redis.from_url(url)
+                if cert_reqs is None
+                else redis.Redis.from_url(url, ssl_cert_reqs=cert_reqs)
+            )
         return self._redis
 
     def load_run(self, run_id: str) -> tuple[Run, Blueprint | None] | None:

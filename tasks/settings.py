@@ -40,6 +40,22 @@ def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: flo
     return value
 
 
+#: FLOWBRIDGE_REDIS_SSL_CERT_REQS values, as redis-py and Celery name them.
+SSL_CERT_REQS = ("none", "optional", "required")
+
+
+def _ssl_cert_reqs(env: Mapping[str, str], redis_url: str) -> str | None:
+    if not redis_url.startswith("rediss://") or "ssl_cert_reqs=" in redis_url:
+        return None
+    raw = env.get("FLOWBRIDGE_REDIS_SSL_CERT_REQS", "").strip().lower() or "none"
+    value = raw.removeprefix("cert_")
+    if value not in SSL_CERT_REQS:
+        raise ConfigError(
+            f"FLOWBRIDGE_REDIS_SSL_CERT_REQS={raw!r}: use one of {', '.join(SSL_CERT_REQS)}"
+        )
+    return value
+
+
 def topic_name(prefix: str, name: str) -> str:
     """Full name of one of flowbridge's topics (``jobs``, ``events``, ``runs``, ``dlq``)."""
     return f"{prefix}flowbridge.{name}"
@@ -53,6 +69,10 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: FLOWBRIDGE_REDIS_PREFIX: prepended to every Redis key (Celery's and ours).
     redis_prefix: str = ""
+    #: FLOWBRIDGE_REDIS_SSL_CERT_REQS: ``none``, ``optional`` or ``required``, for a ``rediss://``
+    #: REDIS_URL without ``ssl_cert_reqs`` in it; ``none`` by default, since Heroku Redis
+    #: serves self-signed certificates (None: not TLS, or the URL says).
+    redis_ssl_cert_reqs: str | None = None
     #: FLOWBRIDGE_STATE_URL (or SCYLLA_HOSTS/SCYLLA_KEYSPACE): where run state lives.
     state_url: str = "sqlite:///flowbridge.db"
     #: FLOWBRIDGE_SHARDS: number of ``flowbridge.shard.<n>`` queues; change only after a drain.
@@ -94,8 +114,10 @@ class Settings:
         modules = tuple(m.strip() for m in env.get("FLOWBRIDGE_APP", "").split(",") if m.strip())
         dirs = env.get("FLOWBRIDGE_BLUEPRINTS", "").split(os.pathsep)
         prefix = env.get("FLOWBRIDGE_TOPIC_PREFIX", env.get("KAFKA_PREFIX", ""))
+        redis_url = env.get("REDIS_URL", "").strip() or cls.redis_url
         return cls(
-            redis_url=env.get("REDIS_URL", "").strip() or cls.redis_url,
+            redis_url=redis_url,
+            redis_ssl_cert_reqs=_ssl_cert_reqs(env, redis_url),
             redis_prefix=env.get("FLOWBRIDGE_REDIS_PREFIX", ""),
             state_url=state_url_from_env(env),
             shards=shards,
