@@ -39,6 +39,7 @@ from redis.exceptions import RedisError
 
 from bridge.errors import MessageError
 from bridge.messages import CancelJob, NodeJob, StartJob, parse_event, parse_job
+from bridge.reload import BlueprintWatcher
 from bridge.settings import BridgeSettings, KafkaSettings
 from bridge.topics import ensure_topics
 from state.constants import RUN_FAILED
@@ -73,9 +74,17 @@ class BridgeStats:
 class Bridge:
     """Consumes ``<prefix>flowbridge.jobs`` and dispatches Celery tasks (see the module doc)."""
 
-    def __init__(self, *, runtime: Runtime, kafka: KafkaSettings, settings: BridgeSettings) -> None:
+    def __init__(
+        self,
+        *,
+        runtime: Runtime,
+        kafka: KafkaSettings,
+        settings: BridgeSettings,
+        watcher: BlueprintWatcher | None = None,
+    ) -> None:
         """Prepare the bridge; nothing connects until ``run``."""
         self.rt = runtime
+        self.watcher = watcher
         self.kafka = kafka
         self.settings = settings
         self.stats = BridgeStats()
@@ -144,6 +153,9 @@ class Bridge:
         log.info("bridge consuming %s as group %s", self.jobs_topic, self.group_id)
         try:
             while not self._stop.is_set():
+                if self.watcher is not None:
+                    # In this thread, the one that reads the registry: no lock needed.
+                    self.watcher.poll()
                 self._resume_due()
                 batch = consumer.poll(timeout_ms=200)
                 for tp, records in batch.items():

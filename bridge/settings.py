@@ -165,6 +165,9 @@ class BridgeSettings:
     topic_partitions: int = 6
     #: FLOWBRIDGE_TOPIC_REPLICATION: replication factor of topics the bridge creates.
     topic_replication: int = 1
+    #: FLOWBRIDGE_BLUEPRINTS_RELOAD_S: how often FLOWBRIDGE_BLUEPRINTS is checked for changed
+    #: files (0: never; a restart loads them).
+    blueprints_reload_s: float = 2.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BridgeSettings:
@@ -193,4 +196,5 @@ class BridgeSettings:
             shutdown_s=env_float(env, "FLOWBRIDGE_SHUTDOWN_S", 20.0, minimum=1.0),
             topic_partitions=env_int(env, "FLOWBRIDGE_TOPIC_PARTITIONS", 6, minimum=1),
             topic_replication=env_int(env, "FLOWBRIDGE_TOPIC_REPLICATION", 1, minimum=1),
+            blueprints_reload_s=env_float(env, "FLOWBRIDGE_BLUEPRINTS_RELOAD_S", 2.0, minimum=0.0),
         )

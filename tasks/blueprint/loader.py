@@ -60,7 +60,7 @@ def loads(
 
 
 #: Checks of a node's own config, which parsing has already reported for a node it flagged.
-_NODE_OWN_CODES = frozenset({"unknown-uses", "bad-config", "bad-join", "bad-quorum"})
+_NODE_OWN_CODES = frozenset({"bad-config", "bad-join", "bad-quorum"})
 
 
 def file_problems(
@@ -87,10 +87,13 @@ def file_problems(
     if bp is None:
         return None, [i.message for i in issues]
     flagged = {i.node for i in issues if i.node is not None}
+    # A node whose uses did not parse has uses "": parsing said so already.
+    no_uses = {n.id for n in bp.nodes if not n.uses}
     more: list[ValidationIssue] = [
         i
         for i in validate(bp, known_uses=known_uses, max_delay_s=max_delay_s)
         if not (i.node in flagged and i.code in _NODE_OWN_CODES)
+        and not (i.code == "unknown-uses" and i.node in no_uses)
     ]
     return bp, list(dict.fromkeys(i.message for i in (*issues, *more)))
 

@@ -85,3 +85,26 @@ def test_blueprints_from_several_directories(
     stack.start_worker()
     for bid in ("from-one", "from-two"):
         assert stack.client.start(bid, {}).result(timeout=30)["status"] == "completed"
+
+
+def test_the_bridge_picks_up_a_blueprint_file_added_while_it_runs(
+    stack_factory: Callable[..., Stack], tmp_path: Path
+) -> None:
+    blueprints = tmp_path / "bps"
+    blueprints.mkdir()
+    stack = stack_factory(
+        FLOWBRIDGE_BLUEPRINTS=str(blueprints), FLOWBRIDGE_BLUEPRINTS_RELOAD_S="0.2"
+    )
+    stack.start_bridge()
+    stack.start_worker()
+    (blueprints / "late.json").write_text(
+        json.dumps({"id": "late", "nodes": [{"id": "a", "uses": "echo"}]})
+    )
+    log = tmp_path / "bridge.log"
+    stack.wait_for(lambda: b"blueprint late@1 added" in log.read_bytes(), what="the reload")
+    assert stack.client.start("late", {}).result(timeout=30)["status"] == "completed"
+
+    (blueprints / "late.json").write_text(json.dumps({"id": "late", "nodes": [{"id": "a"}]}))
+    stack.wait_for(lambda: b"invalid blueprint (keeping" in log.read_bytes(), what="the report")
+    assert stack.client.start("late", {}).result(timeout=30)["status"] == "completed"
+    assert stack.procs["bridge"].poll() is None
