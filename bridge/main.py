@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 from bridge.consumer import Bridge
 from bridge.outbox import OutboxRelay
 from bridge.reload import BlueprintWatcher
 from bridge.settings import BridgeSettings, KafkaSettings
 from state.errors import FlowbridgeError
+from tasks.presence import Presence
 from tasks.runtime import Runtime, load_user_code, reset_runtime
 from tasks.settings import Settings
 
@@ -49,6 +51,15 @@ def main() -> int:
             max_delay_s=settings.max_delay_s,
             interval_s=bridge_settings.blueprints_reload_s,
         )
+    presence = Presence(
+        runtime,
+        role="bridge",
+        name=f"bridge@{socket.gethostname()}:{os.getpid()}",
+        nodes=runtime.nodes.names(),
+        blueprints=[f"{b.id}@{b.version}" for b in loaded],
+    )
+    presence.announce()
+    presence.start_refresh()
     bridge = Bridge(runtime=runtime, kafka=kafka, settings=bridge_settings, watcher=watcher)
     bridge.install_signal_handlers()
     relay = OutboxRelay(runtime=runtime, kafka=kafka, settings=bridge_settings)
@@ -57,3 +68,4 @@ def main() -> int:
         return bridge.run()
     finally:
         relay.stop(timeout=bridge_settings.shutdown_s)
+        presence.withdraw()

@@ -23,6 +23,7 @@ from tasks.constants import (
     RUN_NODE_TASK,
     SHARD_QUEUE_PREFIX,
 )
+from tasks.presence import Presence
 from tasks.runtime import Runtime, get_runtime, load_user_code
 from tasks.settings import Settings
 
@@ -142,6 +143,31 @@ def _load_user_code_in_worker(**_: Any) -> None:
     runtime.store.close()
 
 
+_presence: list[Presence] = []
+
+
+@signals.worker_ready.connect
+def _announce_worker(sender: Any = None, **_: Any) -> None:
+    # After the pool started: the refresh thread must not exist when the pool forks.
+    runtime = get_runtime()
+    presence = Presence(
+        runtime,
+        role="worker",
+        name=str(getattr(sender, "hostname", None) or "worker"),
+        nodes=runtime.nodes.names(),
+        blueprints=[f"{b.id}@{b.version}" for b in runtime.blueprints.all()],
+    )
+    presence.announce()
+    presence.start_refresh()
+    _presence.append(presence)
+
+
+@signals.worker_shutdown.connect
+def _withdraw_worker(**_: Any) -> None:
+    while _presence:
+        _presence.pop().withdraw()
+
+
 @signals.beat_init.connect
 def _load_user_code_in_beat(**_: Any) -> None:
     _start_or_exit("beat")
@@ -156,7 +182,16 @@ def run_node(
 
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     rt = get_runtime()
-    step = execute_node(rt, run_id, node_id, iteration, attempt, redelivered=redelivered, wake=wake)
+    step = execute_node(
+        rt,
+        run_id,
+        node_id,
+        iteration,
+        attempt,
+        redelivered=redelivered,
+        wake=wake,
+        worker=self.request.hostname,
+    )
     return step.kind
 
 
@@ -170,7 +205,14 @@ def run_branch(
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     rt = get_runtime()
     step = execute_node(
-        rt, run_id, node_id, iteration, attempt, redelivered=redelivered, chord=True
+        rt,
+        run_id,
+        node_id,
+        iteration,
+        attempt,
+        redelivered=redelivered,
+        chord=True,
+        worker=self.request.hostname,
     )
     if step.next_node is not None or step.retry_attempt is not None:
         loaded = rt.load_run(run_id)

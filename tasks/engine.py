@@ -15,6 +15,8 @@ import asyncio
 import inspect
 import json
 import logging
+import os
+import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,11 +41,13 @@ from state.constants import (
 )
 from state.models import Delivery, NodeCompletion, NodeState, Run
 from tasks.blueprint import BUILTIN_USES, Blueprint, NodeSpec, parse_duration
+from tasks.constants import MISSING_NODE_RETRY_S
 from tasks.context import NodeContext, Result
 from tasks.errors import NodeError, UnknownNodeError
 from tasks.events import lifecycle_event
 from tasks.flow import Plan, plan_completion, plan_from_taken, plan_skip, routing_source
 from tasks.joins import chord_region, decide, failure_is_tolerated, losers
+from tasks.presence import note_missing
 from tasks.runtime import Runtime, task_id
 from tasks.timefmt import iso_utc
 
@@ -167,6 +171,7 @@ def execute_node(
     redelivered: bool = False,
     chord: bool = False,
     wake: bool = False,
+    worker: str | None = None,
 ) -> Step:
     """Run one attempt of one node if the store says it should run.
 
@@ -177,6 +182,7 @@ def execute_node(
     successor or retry itself but says so in the returned ``Step``, and it
     leaves firing the join to the chord body. With ``wake`` it is a short
     timer's wake-up call for a waiting node: it fires the timer if it is due.
+    ``worker`` names this worker in the error of a node none of the workers had.
     """
     store = rt.store
     loaded = rt.load_run(run_id)
@@ -279,12 +285,46 @@ def execute_node(
             rt, run, bp, spec, iteration, attempt, str(exc), exc.retryable, exc.delay_s, chord=chord
         )
     except UnknownNodeError as exc:
-        return _fail(rt, run, bp, spec, iteration, attempt, str(exc), False, None, chord=chord)
+        return _missing_node(rt, run, bp, spec, iteration, attempt, exc, worker, chord=chord)
     except Exception as exc:
         log.info("run %s node %s attempt %d raised", run_id, node_id, attempt, exc_info=True)
         error = f"{type(exc).__name__}: {exc}"
         return _fail(rt, run, bp, spec, iteration, attempt, error, True, None, chord=chord)
     return _complete(rt, run, bp, spec, iteration, attempt, output, action, ctx, chord=chord)
+
+
+def _missing_node(
+    rt: Runtime,
+    run: Run,
+    bp: Blueprint,
+    spec: NodeSpec,
+    iteration: int,
+    attempt: int,
+    exc: UnknownNodeError,
+    worker: str | None,
+    *,
+    chord: bool,
+) -> Step:
+    """Requeue a node this worker lacks for a while (another may have it), then fail it."""
+    me = worker or f"{socket.gethostname()}:{os.getpid()}"
+    lacked, waited = note_missing(rt, run.run_id, spec.id, iteration, me)
+    left = rt.settings.missing_node_s - waited
+    if left > 0:
+        if not rt.store.retry_node(run.run_id, spec.id, iteration, attempt=attempt, error=str(exc)):
+            return Step("ignored")
+        wait = min(MISSING_NODE_RETRY_S, left)
+        if chord:
+            return Step("retry", retry_attempt=attempt + 1, countdown=wait)
+        rt.dispatch(
+            bp, run.run_id, spec.id, iteration=iteration, attempt=attempt + 1, countdown=wait
+        )
+        return Step("retry")
+    error = (
+        f"no node registered for uses {exc.uses!r} on worker(s) {', '.join(lacked)} "
+        f"(requeued for {waited:.0f}s, FLOWBRIDGE_MISSING_NODE_S); register it with "
+        f"@node({exc.uses!r}) in a module listed in FLOWBRIDGE_APP on every worker"
+    )
+    return _fail(rt, run, bp, spec, iteration, attempt, error, False, None, chord=chord)
 
 
 def _duration(spec: NodeSpec, name: str, *, required: bool) -> float | None:

@@ -86,6 +86,9 @@ class Settings:
     topic_prefix: str = ""
     #: FLOWBRIDGE_MAX_DELIVERIES: deliveries of one attempt before the node fails.
     max_deliveries: int = 3
+    #: FLOWBRIDGE_MISSING_NODE_S: a node whose ``uses`` the worker that got it has not
+    #: registered is requeued this long (another worker may have it), then fails.
+    missing_node_s: float = 60.0
     #: FLOWBRIDGE_VISIBILITY_TIMEOUT_S: Redis redelivers unacked tasks after this long.
     visibility_timeout_s: float = 600.0
     #: FLOWBRIDGE_UNACKED_RESTORE_S: how often workers sweep for tasks a dead worker left
@@ -125,6 +128,7 @@ class Settings:
             blueprint_dirs=tuple(d.strip() for d in dirs if d.strip()),
             topic_prefix=prefix,
             max_deliveries=env_int(env, "FLOWBRIDGE_MAX_DELIVERIES", 3, minimum=1),
+            missing_node_s=env_float(env, "FLOWBRIDGE_MISSING_NODE_S", 60.0),
             visibility_timeout_s=env_float(
                 env, "FLOWBRIDGE_VISIBILITY_TIMEOUT_S", 600.0, minimum=1.0
             ),
