@@ -216,7 +216,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         what = f"runs with status {args.status!r}" if args.status else "runs"
         print(f"no {what} in {_state_url()}", file=sys.stderr)
     for run in runs:
-        print(f"{run.run_id}  {run.blueprint_id}@{run.version}  {run.status}")
+        # A start rejected before it was created has no version: say so, not "order@".
+        print(f"{run.run_id}  {run.blueprint_id}@{run.version or '-'}  {run.status}")
     return 0
 
 

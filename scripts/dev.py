@@ -149,14 +149,26 @@ def wait_ready(honcho: subprocess.Popen[bytes], log: Path) -> str | None:
 
 
 def why_it_stopped(log: Path) -> str:
-    """The lines of procs.log that say why a process exited at start-up."""
+    """What the processes that could not start said (each cause once), else the log's tail."""
     lines = log.read_text(errors="replace").splitlines() if log.exists() else []
-    telling = [
-        line
-        for line in lines
-        if any(w in line for w in ("cannot start", "CRITICAL", "ERROR", "Error", "stopped (rc="))
-    ]
-    return "\n".join(telling[-15:] or lines[-15:])
+    causes: dict[str, list[str]] = {}
+    for i, line in enumerate(lines):
+        if "cannot start the" not in line or " | " not in line:
+            continue
+        prefix, text = line.split(" | ", 1)
+        name = prefix.split()[-1]
+        # The message's further lines (each bad file, each problem) follow with the same name.
+        more = []
+        for nxt in lines[i + 1 : i + 40]:
+            head, _, rest = nxt.partition(" | ")
+            if head.split()[-1:] != [name] or not rest.startswith(("/", "  ", "(")):
+                break
+            more.append(rest)
+        cause = "\n".join([text.split("cannot start the ", 1)[1].split(": ", 1)[1], *more])
+        causes.setdefault(cause, []).append(name.split(".")[0])
+    if not causes:
+        return "\n".join(lines[-15:])
+    return "\n".join(f"{', '.join(who)}: {cause}" for cause, who in causes.items())
 
 
 def stop_all(honcho: subprocess.Popen[bytes] | None, services: list[Service]) -> None:

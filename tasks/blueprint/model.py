@@ -10,6 +10,7 @@ on parse, so JSON-serialisable); treat them as read-only.
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -245,6 +246,14 @@ def _to_ms(seconds: float) -> int | float | str:
     return int(ms) if ms == int(ms) else ms
 
 
+def _typo_hint(obj: Mapping[str, Any], key: str) -> str:
+    """`` (is 'usse' a typo of 'uses'?)`` when ``key`` is missing and a key like it is there."""
+    if key in obj:
+        return ""
+    close = difflib.get_close_matches(key, [str(k) for k in obj], n=1, cutoff=0.7)
+    return f" (is {close[0]!r} a typo of {key!r}?)" if close else ""
+
+
 class _Parser:
     """Collects every structural issue instead of stopping at the first."""
 
@@ -282,19 +291,26 @@ class _Parser:
             return []
         return list(raw)
 
-    def text(self, raw: Any, where: str, *, node: str | None = None) -> str | None:
+    def text(
+        self, obj: Mapping[str, Any], key: str, where: str, *, node: str | None = None
+    ) -> str | None:
+        raw = obj.get(key)
         if isinstance(raw, str) and raw.strip():
             return raw
-        self.add("bad-field", f"{where} must be a non-empty string, got {raw!r}", node=node)
+        self.add(
+            "bad-field",
+            f"{where} must be a non-empty string, got {raw!r}{_typo_hint(obj, key)}",
+            node=node,
+        )
         return None
 
     def node(self, raw: Any, position: int) -> NodeSpec | None:
         if not isinstance(raw, Mapping):
             self.add("bad-field", f"nodes[{position}] must be an object, got {raw!r}")
             return None
-        node_id = self.text(raw.get("id"), f"nodes[{position}].id")
+        node_id = self.text(raw, "id", f"nodes[{position}].id")
         label = f"node {node_id!r}" if node_id else f"nodes[{position}]"
-        uses = self.text(raw.get("uses"), f"{label}: 'uses'", node=node_id)
+        uses = self.text(raw, "uses", f"{label}: 'uses'", node=node_id)
         params = raw.get("params")
         if params is None:
             params = {}
@@ -322,10 +338,12 @@ class _Parser:
             return NodeConfig(), set()
         for key in raw:
             if key not in _CONFIG_KEYS:
-                known = ", ".join(sorted(_CONFIG_KEYS))
+                close = difflib.get_close_matches(key, _CONFIG_KEYS, n=1)
+                known = f"did you mean {close[0]!r}?" if close else "known: "
+                known += "" if close else ", ".join(sorted(_CONFIG_KEYS))
                 self.add(
                     "unknown-config",
-                    f"{label}: unknown config key {key!r} (known: {known})",
+                    f"{label}: unknown config key {key!r} ({known})",
                     node=node_id,
                 )
         values: dict[str, Any] = {}
@@ -369,8 +387,8 @@ class _Parser:
         if not isinstance(raw, Mapping):
             self.add("bad-field", f"edges[{position}] must be an object, got {raw!r}")
             return None
-        source = self.text(raw.get("source"), f"edges[{position}].source")
-        target = self.text(raw.get("target"), f"edges[{position}].target")
+        source = self.text(raw, "source", f"edges[{position}].source")
+        target = self.text(raw, "target", f"edges[{position}].target")
         label = f"edge {source!r} -> {target!r}" if source and target else f"edges[{position}]"
         pair = (source, target) if source and target else None
         action = raw.get("action")

@@ -142,3 +142,23 @@ def test_sigterm_stops_everything_it_started(tmp_path: Path) -> None:
     _, alive = psutil.wait_procs(tree, timeout=10)
     assert alive == [], f"left running: {[' '.join(p.cmdline()) for p in alive]}"
     assert "SIGKILL" not in (tmp_path / "dev" / "procs.log").read_text()
+
+
+def test_an_invalid_blueprint_stops_the_stack_with_the_file_and_the_problem(tmp_path: Path) -> None:
+    project = own_project(tmp_path)
+    (project / "bp2" / "greeting.json").write_text(
+        json.dumps({"id": "greeting", "nodes": [{"id": "greet", "usse": "greet"}]})
+    )
+    out = subprocess.run(
+        [*DEV, "--dir", str(project / "dev")],
+        env=dev_env(FLOWBRIDGE_APP="mynodes", FLOWBRIDGE_BLUEPRINTS="bp1:bp2", PYTHONPATH="code"),
+        cwd=project,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "the stack stopped during start-up" in out.stderr
+    assert f"{project / 'bp2' / 'greeting.json'}: blueprint 'greeting' is invalid:" in out.stderr
+    assert "(is 'usse' a typo of 'uses'?)" in out.stderr

@@ -68,7 +68,10 @@ def test_a_worker_with_an_invalid_blueprint_names_the_file_and_exits(
     assert out.returncode == 2, out.stdout + out.stderr
     logs = out.stdout + out.stderr
     assert f"{bad}: blueprint 'typo' is invalid" in logs
-    assert "node 'a': 'uses' must be a non-empty string" in logs
+    assert (
+        "node 'a': 'uses' must be a non-empty string, got None (is 'usse' a typo of 'uses'?)"
+        in logs
+    )
 
 
 def test_blueprints_from_several_directories(
