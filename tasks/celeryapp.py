@@ -173,6 +173,14 @@ def _load_user_code_in_beat(**_: Any) -> None:
     _start_or_exit("beat")
 
 
+def _delivery(task: Task) -> dict[str, Any]:
+    """What the engine needs to know of this delivery: redelivered, and by which worker."""
+    return {
+        "redelivered": bool((task.request.delivery_info or {}).get("redelivered")),
+        "worker": task.request.hostname,
+    }
+
+
 @app.task(name=RUN_NODE_TASK, bind=True, ignore_result=True)
 def run_node(
     self: Task, run_id: str, node_id: str, iteration: int = 0, attempt: int = 1, wake: bool = False
@@ -180,17 +188,8 @@ def run_node(
     """Run one attempt of one node (at least once; its state effects apply once)."""
     from tasks.engine import execute_node
 
-    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-    rt = get_runtime()
     step = execute_node(
-        rt,
-        run_id,
-        node_id,
-        iteration,
-        attempt,
-        redelivered=redelivered,
-        wake=wake,
-        worker=self.request.hostname,
+        get_runtime(), run_id, node_id, iteration, attempt, wake=wake, **_delivery(self)
     )
     return step.kind
 
@@ -202,18 +201,8 @@ def run_branch(
     """A chord header: run a branch node by node; never raises, returns only ids and outcomes."""
     from tasks.engine import execute_node
 
-    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     rt = get_runtime()
-    step = execute_node(
-        rt,
-        run_id,
-        node_id,
-        iteration,
-        attempt,
-        redelivered=redelivered,
-        chord=True,
-        worker=self.request.hostname,
-    )
+    step = execute_node(rt, run_id, node_id, iteration, attempt, chord=True, **_delivery(self))
     if step.next_node is not None or step.retry_attempt is not None:
         loaded = rt.load_run(run_id)
         if loaded is not None and loaded[1] is not None:

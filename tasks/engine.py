@@ -310,21 +310,35 @@ def _missing_node(
     lacked, waited = note_missing(rt, run.run_id, spec.id, iteration, me)
     left = rt.settings.missing_node_s - waited
     if left > 0:
-        if not rt.store.retry_node(run.run_id, spec.id, iteration, attempt=attempt, error=str(exc)):
-            return Step("ignored")
         wait = min(MISSING_NODE_RETRY_S, left)
-        if chord:
-            return Step("retry", retry_attempt=attempt + 1, countdown=wait)
-        rt.dispatch(
-            bp, run.run_id, spec.id, iteration=iteration, attempt=attempt + 1, countdown=wait
-        )
-        return Step("retry")
+        return _requeue(rt, run, bp, spec, iteration, attempt, str(exc), wait, chord=chord)
     error = (
         f"no node registered for uses {exc.uses!r} on worker(s) {', '.join(lacked)} "
         f"(requeued for {waited:.0f}s, FLOWBRIDGE_MISSING_NODE_S); register it with "
         f"@node({exc.uses!r}) in a module listed in FLOWBRIDGE_APP on every worker"
     )
     return _fail(rt, run, bp, spec, iteration, attempt, error, False, None, chord=chord)
+
+
+def _requeue(
+    rt: Runtime,
+    run: Run,
+    bp: Blueprint,
+    spec: NodeSpec,
+    iteration: int,
+    attempt: int,
+    error: str,
+    wait: float,
+    *,
+    chord: bool,
+) -> Step:
+    """Put the node back to pending and send its next attempt after ``wait`` seconds."""
+    if not rt.store.retry_node(run.run_id, spec.id, iteration, attempt=attempt, error=error):
+        return Step("ignored")
+    if chord:
+        return Step("retry", retry_attempt=attempt + 1, countdown=wait)
+    rt.dispatch(bp, run.run_id, spec.id, iteration=iteration, attempt=attempt + 1, countdown=wait)
+    return Step("retry")
 
 
 def _duration(spec: NodeSpec, name: str, *, required: bool) -> float | None:
@@ -622,14 +636,7 @@ def _fail(
     if retryable and attempt <= cfg.max_retries:
         backoff = cfg.retry_delay_s * (2 ** (attempt - 1))
         wait = min(delay if delay is not None else backoff, rt.settings.max_delay_s)
-        if not rt.store.retry_node(run.run_id, spec.id, iteration, attempt=attempt, error=error):
-            return Step("ignored")
-        if chord:
-            return Step("retry", retry_attempt=attempt + 1, countdown=wait)
-        rt.dispatch(
-            bp, run.run_id, spec.id, iteration=iteration, attempt=attempt + 1, countdown=wait
-        )
-        return Step("retry")
+        return _requeue(rt, run, bp, spec, iteration, attempt, error, wait, chord=chord)
     reason = f"node {spec.id!r} failed after {attempt} attempt(s): {error}"
     if cfg.fallback:
         if rt.store.fail_node(run.run_id, spec.id, iteration, error=reason, fallback=cfg.fallback):
