@@ -12,9 +12,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed
 
-## Start Kafka (tansu) and Redis locally, then bridge, worker and beat, and run the example.
+## Start Kafka (tansu) and Redis locally, then bridge, worker and beat, and run the example
+## (or your own: FLOWBRIDGE_APP, FLOWBRIDGE_BLUEPRINTS). KEEP=1 keeps it up without a terminal.
 dev: venv
-	$(PY) scripts/dev.py
+	$(PY) scripts/dev.py $(if $(KEEP),--keep) $(DEV_ARGS)
 
 ## Lint, type-check and run every test (what .ci/run calls).
 test: venv lint typecheck pytest

@@ -1,31 +1,73 @@
 """The ``flowbridge`` command line: parses arguments and delegates.
 
-Exit codes of ``run --wait``: 0 completed, 1 failed, 3 cancelled, 124 timed out;
-2 for bad usage or configuration everywhere.
+Kafka, Celery and the state store are imported by the commands that use them,
+not at start, so ``flowbridge --help`` (and a typo) answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bridge.client import Client, RunTimeout
-from bridge.runview import run_json
+from state.constants import (
+    RUN_CANCELLED,
+    RUN_COMPLETED,
+    RUN_FAILED,
+    RUN_PENDING,
+    RUN_RUNNING,
+    RUN_TERMINAL,
+    RUN_WAITING,
+)
 from state.errors import FlowbridgeError
-from tasks.blueprint import load_file, validate
-from tasks.registry import nodes
-from tasks.runtime import Runtime, load_user_code
-from tasks.settings import Settings
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from bridge.client import Client
+    from state.models import Run
+    from tasks.runtime import Runtime
+
+__all__ = ["build_parser", "main"]
 
 EXIT = {"completed": 0, "failed": 1, "cancelled": 3}
-EXIT_TIMEOUT = 124
+EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_TIMEOUT = 124
+#: 128 + SIGPIPE, what a program killed by a closed pipe exits with.
+EXIT_BROKEN_PIPE = 141
+RUN_STATUSES = (RUN_PENDING, RUN_RUNNING, RUN_WAITING, RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED)
+DEFAULT_TIMEOUT_S = 60.0
+
+EPILOG = f"""\
+exit codes:
+  0    success; with `run --wait`: the run completed
+  1    the run failed (`run --wait`), or the command could not do what was asked:
+       no such run, the run has already finished, the run id is taken by another
+       input, a blueprint file is invalid
+  2    bad usage or configuration (a FLOWBRIDGE_APP module that fails to import,
+       Kafka or the state store unreachable)
+  3    the run was cancelled (`run --wait`)
+  124  `run --wait` timed out (the run goes on)
+  {EXIT_BROKEN_PIPE}  standard output was closed early (piped into `head`)
+
+Run statuses: {", ".join(RUN_STATUSES)}.
+Settings come from the environment (KAFKA_BOOTSTRAP_SERVERS or KAFKA_URL, REDIS_URL,
+FLOWBRIDGE_STATE_URL, FLOWBRIDGE_APP, FLOWBRIDGE_BLUEPRINTS, FLOWBRIDGE_TOPIC_PREFIX):
+see docs/configuration.md. After `make dev`: `source .dev/env`.
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the epilog's layout; say each option's default where it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
 
 
 def _json_arg(text: str) -> Any:
@@ -39,38 +81,119 @@ def _print(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=False, default=str))
 
 
+def _err(command: str, message: str) -> None:
+    print(f"flowbridge {command}: {message}", file=sys.stderr)
+
+
+def _runtime() -> Runtime:
+    from tasks.runtime import Runtime
+    from tasks.settings import Settings
+
+    return Runtime(Settings.from_env())
+
+
+def _client() -> Client:
+    from bridge.client import Client
+
+    return Client.from_env()
+
+
+def _unusable(run: Run | None, run_id: str) -> str | None:
+    """Why a cancel or signal cannot reach the run, or None if it can."""
+    if run is None:
+        return f"no run {run_id!r}"
+    if run.status in RUN_TERMINAL:
+        return f"run {run_id!r} is {run.status}"
+    return None
+
+
+class _Progress:
+    """One status line on a terminal's stderr: nodes done of all, and what runs now."""
+
+    def __init__(self, client: Client, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.total: int | None = None
+
+    def __call__(self, run: dict[str, Any]) -> None:
+        if self.total is None:
+            stored = self.client.store.get_run(self.run_id)
+            nodes = stored.snapshot.get("nodes", []) if stored is not None else []
+            self.total = len(nodes) or None
+        recs = run["nodes"]
+        done = sum(1 for n in recs.values() if n["status"] not in ("pending", "running", "waiting"))
+        now = [
+            f"{node_id} ({n['status']}, attempt {max(n['attempts'], 1)})"
+            for node_id, n in recs.items()
+            if n["status"] in ("running", "waiting")
+        ]
+        line = f"run {self.run_id}: {run['status']}, {done}/{self.total or '?'} nodes done"
+        if now:
+            line += "; now: " + ", ".join(now)
+        sys.stderr.write("\r\x1b[K" + line)
+        sys.stderr.flush()
+
+    def end(self) -> None:
+        sys.stderr.write("\n")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Publish a start message; with ``--wait`` print the finished run."""
+    from bridge.client import RunTimeout
+
     if args.input is not None and not isinstance(args.input, dict):
-        print("flowbridge run: --input must be a JSON object", file=sys.stderr)
+        _err("run", "--input must be a JSON object")
         return EXIT_USAGE
-    client = Client.from_env()
+    client = _client()
     try:
-        handle = client.start(args.blueprint, args.input, run_id=args.run_id, version=args.version)
+        run_input = {} if args.input is None else args.input
+        existing = client.store.get_run(args.run_id) if args.run_id else None
+        if existing is not None:
+            differs = existing.input != run_input or existing.blueprint_id != args.blueprint
+            _err(
+                "run",
+                f"run {args.run_id!r} already exists ({existing.blueprint_id}@{existing.version}, "
+                f"{existing.status}); it is not started again"
+                + (", and its blueprint or input differs from this one" if differs else ""),
+            )
+            if differs:
+                return EXIT_ERROR
+            handle = client.handle(args.run_id)
+        else:
+            handle = client.start(
+                args.blueprint, args.input, run_id=args.run_id, version=args.version
+            )
         if not args.wait:
             _print({"run_id": handle.run_id})
             return 0
+        progress = _Progress(client, handle.run_id) if sys.stderr.isatty() else None
         try:
-            run = handle.result(timeout=args.timeout)
+            run = handle.result(timeout=args.timeout, on_change=progress)
         except RunTimeout as exc:
-            print(f"flowbridge run: {exc}", file=sys.stderr)
+            if progress:
+                progress.end()
+            _err("run", str(exc))
             current = handle.run()
             if current is not None:
                 _print(current)
             return EXIT_TIMEOUT
+        if progress:
+            progress.end()
         _print(run)
-        return EXIT.get(str(run["status"]), 1)
+        return EXIT.get(str(run["status"]), EXIT_ERROR)
     finally:
         client.close()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print one run."""
-    rt = Runtime(Settings.from_env())
+    from bridge.runview import run_json
+
+    rt = _runtime()
     run = rt.store.get_run(args.run_id)
     if run is None:
-        print(f"flowbridge status: no run {args.run_id!r}", file=sys.stderr)
-        return 1
+        _err("status", f"no run {args.run_id!r}")
+        return EXIT_ERROR
     view = run_json(rt.store, run)
     if args.json:
         _print(view)
@@ -88,27 +211,48 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """List recent runs."""
-    rt = Runtime(Settings.from_env())
-    for run in rt.store.list_runs(status=args.status, limit=args.limit):
-        print(f"{run.run_id}  {run.blueprint_id}@{run.version}  {run.status}")
+    runs = _runtime().store.list_runs(status=args.status, limit=args.limit)
+    if not runs:
+        what = f"runs with status {args.status!r}" if args.status else "runs"
+        print(f"no {what} in {_state_url()}", file=sys.stderr)
+    for run in runs:
+        # A start rejected before it was created has no version: say so, not "order@".
+        print(f"{run.run_id}  {run.blueprint_id}@{run.version or '-'}  {run.status}")
     return 0
 
 
+def _state_url() -> str:
+    from tasks.settings import Settings
+
+    return Settings.from_env().state_url.split("@")[-1]
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
-    """Publish a cancel message."""
-    client = Client.from_env()
+    """Publish a cancel message for a run that exists and has not finished."""
+    client = _client()
     try:
+        run = client.store.get_run(args.run_id)
+        problem = _unusable(run, args.run_id)
+        if problem is not None and not (run is None and args.force):
+            if run is None:
+                problem += " (if its start is still on its way, --force leaves a cancel marker)"
+            _err("cancel", problem)
+            return EXIT_ERROR
         client.cancel(args.run_id, args.reason)
     finally:
         client.close()
-    _print({"run_id": args.run_id, "cancel": "requested"})
+    _print({"run_id": args.run_id, "cancel": "requested" if run else "marker requested"})
     return 0
 
 
 def cmd_signal(args: argparse.Namespace) -> int:
-    """Publish an event for a run."""
-    client = Client.from_env()
+    """Publish an event for a run that exists and has not finished."""
+    client = _client()
     try:
+        problem = _unusable(client.store.get_run(args.run_id), args.run_id)
+        if problem is not None:
+            _err("signal", problem)
+            return EXIT_ERROR
         event_id = client.signal(args.run_id, args.name, args.payload, event_id=args.event_id)
     finally:
         client.close()
@@ -117,98 +261,146 @@ def cmd_signal(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Validate blueprint files; node names are checked when FLOWBRIDGE_APP is set."""
+    """Validate the given blueprint files; node names are checked when FLOWBRIDGE_APP is set."""
+    from tasks.blueprint.loader import file_problems
+    from tasks.registry import nodes
+    from tasks.runtime import import_app
+    from tasks.settings import Settings
+
     settings = Settings.from_env()
     known = None
     if settings.app_modules:
-        load_user_code(settings)
+        # Only the modules: the files named here are checked, not FLOWBRIDGE_BLUEPRINTS.
+        import_app(settings)
         known = nodes.names()
     else:
         print("note: FLOWBRIDGE_APP is not set; node names (uses) are not checked", file=sys.stderr)
     bad = 0
-    for name in args.files:
-        try:
-            bp = load_file(Path(name))
-        except FlowbridgeError as exc:
-            print(f"{name}: {exc}")
+    for name in dict.fromkeys(args.files):
+        bp, problems = file_problems(Path(name), known_uses=known, max_delay_s=settings.max_delay_s)
+        if problems:
             bad += 1
-            continue
-        issues = validate(bp, known_uses=known, max_delay_s=settings.max_delay_s)
-        if issues:
-            bad += 1
-            print(f"{name}: blueprint {bp.id!r} is invalid:")
-            for issue in issues:
-                print(f"  - {issue}")
-        else:
+            what = f"blueprint {bp.id!r} " if bp is not None and bp.id != "?" else ""
+            print(f"{name}: {what}is invalid:")
+            for problem in problems:
+                print(f"  - {problem}")
+        elif bp is not None:
             print(f"{name}: ok ({bp.id}@{bp.version}, {len(bp.nodes)} nodes)")
-    return 1 if bad else 0
+    return EXIT_ERROR if bad else 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Create or upgrade the state store's schema."""
+    from tasks.settings import Settings
+
     settings = Settings.from_env()
-    Runtime(settings).store.migrate()
-    print(f"state store schema is up to date ({settings.state_url.split('@')[-1]})")
+    change = _runtime().store.migrate()
+    print(f"state store schema {change.describe()} ({settings.state_url.split('@')[-1]})")
     return 0
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     """Run the reconciler once and print its report."""
     from tasks.reconciler import reconcile_once
+    from tasks.runtime import load_user_code
 
-    settings = Settings.from_env()
-    load_user_code(settings)
-    _print(reconcile_once(Runtime(settings)))
+    rt = _runtime()
+    load_user_code(rt.settings)
+    _print(reconcile_once(rt))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     p = argparse.ArgumentParser(
-        prog="flowbridge", description="Durable workflows for Celery, fed by Kafka."
+        prog="flowbridge",
+        description="Durable workflows for Celery, fed by Kafka.",
+        epilog=EPILOG,
+        formatter_class=_Formatter,
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    r = sub.add_parser("run", help="start a run of BLUEPRINT")
-    r.add_argument("blueprint")
-    r.add_argument("--input", type=_json_arg, default=None, help="run input, a JSON object")
-    r.add_argument("--run-id", default=None)
-    r.add_argument("--version", default=None, help="blueprint version (default: newest)")
-    r.add_argument("--wait", action="store_true", help="wait and print the finished run")
-    r.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (with --wait)")
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=text, description=text, epilog=EPILOG, formatter_class=_Formatter
+        )
+
+    r = command("run", "start a run of BLUEPRINT (publishes a start message to Kafka)")
+    r.add_argument("blueprint", help="blueprint id, as the bridge has it registered")
+    r.add_argument(
+        "--input", type=_json_arg, default=None, metavar="JSON", help="run input, a JSON object"
+    )
+    r.add_argument(
+        "--run-id",
+        default=None,
+        metavar="ID",
+        help="the run's id (default: a new UUID); an existing run is not started again",
+    )
+    r.add_argument("--version", default=None, help="blueprint version (default: the newest)")
+    r.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the run to finish and print it as JSON (progress on stderr in a terminal)",
+    )
+    r.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="how long --wait waits",
+    )
     r.set_defaults(fn=cmd_run)
 
-    s = sub.add_parser("status", help="show one run")
-    s.add_argument("run_id")
-    s.add_argument("--json", action="store_true")
+    s = command("status", "show one run and its nodes")
+    s.add_argument("run_id", help="the run's id")
+    s.add_argument("--json", action="store_true", help="print the run as JSON (as clients get it)")
     s.set_defaults(fn=cmd_status)
 
-    ls = sub.add_parser("runs", help="list recent runs")
-    ls.add_argument("--status", default=None)
-    ls.add_argument("--limit", type=int, default=20)
+    ls = command("runs", "list recent runs, newest first")
+    ls.add_argument("--status", default=None, choices=RUN_STATUSES, help="only runs in this status")
+    ls.add_argument("--limit", type=int, default=20, metavar="N", help="at most N runs")
     ls.set_defaults(fn=cmd_runs)
 
-    c = sub.add_parser("cancel", help="cancel a run")
-    c.add_argument("run_id")
-    c.add_argument("--reason", default=None)
+    c = command("cancel", "cancel a run that has not finished")
+    c.add_argument("run_id", help="the run's id")
+    c.add_argument("--reason", default=None, metavar="TEXT", help="recorded as the run's error")
+    c.add_argument(
+        "--force",
+        action="store_true",
+        help="cancel a run that does not exist yet (its start is on its way): leaves a marker "
+        "that the start obeys",
+    )
     c.set_defaults(fn=cmd_cancel)
 
-    sg = sub.add_parser("signal", help="send an event to a run")
-    sg.add_argument("run_id")
-    sg.add_argument("name")
-    sg.add_argument("--payload", type=_json_arg, default=None, help="event payload, JSON")
-    sg.add_argument("--event-id", default=None, help="dedupe id (default: a new one)")
+    sg = command("signal", "send an event to a run that has not finished")
+    sg.add_argument("run_id", help="the run's id")
+    sg.add_argument("name", help="the event's name, as a wait node's params.event names it")
+    sg.add_argument(
+        "--payload", type=_json_arg, default=None, metavar="JSON", help="event payload, JSON"
+    )
+    sg.add_argument(
+        "--event-id",
+        default=None,
+        metavar="ID",
+        help="dedupe id: sending the same id twice delivers once (default: a new one)",
+    )
     sg.set_defaults(fn=cmd_signal)
 
-    v = sub.add_parser("validate", help="validate blueprint files")
-    v.add_argument("files", nargs="+")
+    v = command(
+        "validate",
+        "check blueprint files (node names too when FLOWBRIDGE_APP is set); "
+        "FLOWBRIDGE_BLUEPRINTS is not read",
+    )
+    v.add_argument("files", nargs="+", metavar="FILE", help="blueprint files (.json, .yaml, .yml)")
     v.set_defaults(fn=cmd_validate)
 
-    m = sub.add_parser("migrate", help="create or upgrade the state store schema")
+    m = command("migrate", "create or upgrade the state store schema (FLOWBRIDGE_STATE_URL)")
     m.set_defaults(fn=cmd_migrate)
 
-    rc = sub.add_parser("reconcile", help="re-dispatch stalled runs")
-    rc.add_argument("--once", action="store_true", required=True)
+    rc = command("reconcile", "one reconciler pass: fire due timers, re-dispatch stalled runs")
+    rc.add_argument(
+        "--once", action="store_true", help="accepted for compatibility: one pass is the default"
+    )
     rc.set_defaults(fn=cmd_reconcile)
     return p
 
@@ -218,7 +410,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.fn(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader (e.g. `head`) has gone: stop quietly, and keep the interpreter's
+        # final flush from raising again on the closed pipe.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except FlowbridgeError as exc:
-        print(f"flowbridge {args.command}: {exc}", file=sys.stderr)
+        _err(args.command, str(exc))
         return EXIT_USAGE
     return code

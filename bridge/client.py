@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 
+from bridge.errors import KafkaUnavailableError
 from bridge.runview import run_json
 from bridge.settings import KafkaSettings
 from state.constants import RUN_TERMINAL
@@ -45,12 +48,25 @@ class RunHandle:
         run = self.run()
         return None if run is None else str(run["status"])
 
-    def result(self, timeout: float | None = None, *, poll_s: float = 0.05) -> dict[str, Any]:
-        """Wait until the run finishes and return it as JSON; ``RunTimeout`` after ``timeout``."""
+    def result(
+        self,
+        timeout: float | None = None,
+        *,
+        poll_s: float = 0.05,
+        on_change: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Wait until the run finishes and return it as JSON; ``RunTimeout`` after ``timeout``.
+
+        ``on_change`` is called with the run each time it is seen to have changed.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = poll_s / 5
+        seen: dict[str, Any] | None = None
         while True:
             run = self.run()
+            if on_change is not None and run is not None and run != seen:
+                seen = run
+                on_change(run)
             if run is not None and run["status"] in RUN_TERMINAL:
                 return run
             if deadline is not None and time.monotonic() >= deadline:
@@ -89,11 +105,19 @@ class Client:
         return cls(settings=Settings.from_env(), kafka=KafkaSettings.from_env())
 
     def _send(self, topic: str, key: str, value: dict[str, Any]) -> None:
-        if self._producer is None:
-            self._producer = KafkaProducer(acks="all", linger_ms=0, **self.kafka.client_config())
-        self._producer.send(
-            self.settings.topic(topic), key=key.encode(), value=json.dumps(value).encode()
-        ).get(timeout=30)
+        try:
+            if self._producer is None:
+                self._producer = KafkaProducer(
+                    acks="all", linger_ms=0, **self.kafka.client_config()
+                )
+            self._producer.send(
+                self.settings.topic(topic), key=key.encode(), value=json.dumps(value).encode()
+            ).get(timeout=30)
+        except KafkaError as exc:
+            raise KafkaUnavailableError(
+                f"cannot publish to Kafka at {self.kafka.bootstrap_servers} "
+                f"(KAFKA_BOOTSTRAP_SERVERS or KAFKA_URL): {type(exc).__name__}: {exc}"
+            ) from exc
 
     def start(
         self,

@@ -39,6 +39,7 @@ from redis.exceptions import RedisError
 
 from bridge.errors import MessageError
 from bridge.messages import CancelJob, NodeJob, StartJob, parse_event, parse_job
+from bridge.reload import BlueprintWatcher
 from bridge.settings import BridgeSettings, KafkaSettings
 from bridge.topics import ensure_topics
 from state.constants import RUN_FAILED
@@ -73,9 +74,17 @@ class BridgeStats:
 class Bridge:
     """Consumes ``<prefix>flowbridge.jobs`` and dispatches Celery tasks (see the module doc)."""
 
-    def __init__(self, *, runtime: Runtime, kafka: KafkaSettings, settings: BridgeSettings) -> None:
+    def __init__(
+        self,
+        *,
+        runtime: Runtime,
+        kafka: KafkaSettings,
+        settings: BridgeSettings,
+        watcher: BlueprintWatcher | None = None,
+    ) -> None:
         """Prepare the bridge; nothing connects until ``run``."""
         self.rt = runtime
+        self.watcher = watcher
         self.kafka = kafka
         self.settings = settings
         self.stats = BridgeStats()
@@ -144,6 +153,9 @@ class Bridge:
         log.info("bridge consuming %s as group %s", self.jobs_topic, self.group_id)
         try:
             while not self._stop.is_set():
+                if self.watcher is not None:
+                    # In this thread, the one that reads the registry: no lock needed.
+                    self.watcher.poll()
                 self._resume_due()
                 batch = consumer.poll(timeout_ms=200)
                 for tp, records in batch.items():
@@ -207,7 +219,7 @@ class Bridge:
         except MessageError as exc:
             self._dead_letter(rec, exc.reason)
             if exc.is_start and exc.run_id:
-                self._fail_start(exc.run_id, exc.reason)
+                self._fail_start(exc)
         except (RedisError, KombuOperationalError, StateError, OSError) as exc:
             raise _Backpressure(f"{type(exc).__name__}: {exc}") from exc
         except Exception as exc:
@@ -225,7 +237,9 @@ class Bridge:
         try:
             bp = self.rt.blueprints.get(job.blueprint, job.version)
         except UnknownBlueprintError as exc:
-            raise MessageError(str(exc), run_id=job.run_id, is_start=True) from None
+            raise MessageError(
+                str(exc), run_id=job.run_id, is_start=True, blueprint=job.blueprint, input=job.input
+            ) from None
         start_run(self.rt, bp, job.input, run_id=run_id)
 
     def _node(self, job: NodeJob) -> None:
@@ -267,16 +281,22 @@ class Bridge:
         if delivery.outcome == "stored":
             log.info("run %s: event %s kept until a node waits for it", ev.run_id, ev.name)
 
-    def _fail_start(self, run_id: str, reason: str) -> None:
-        """Record a rejected start that named its run as failed, so a waiting client is answered."""
+    def _fail_start(self, rejected: MessageError) -> None:
+        """Record a rejected start that named its run as failed, so a waiting client is answered.
+
+        The record keeps the blueprint name and input the start asked for (there is no
+        snapshot: the run never started).
+        """
+        assert rejected.run_id is not None
+        run_id = rejected.run_id
         run = Run(
             run_id=run_id,
-            blueprint_id="",
+            blueprint_id=rejected.blueprint,
             version="",
             status=RUN_FAILED,
-            input=None,
+            input=rejected.input,
             snapshot={},
-            error=f"rejected: {reason}",
+            error=f"rejected: {rejected.reason}",
         )
         event = lifecycle_event(self.rt.settings, run_id, "failed", error=run.error)
         try:

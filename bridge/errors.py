@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from state.errors import FlowbridgeError
 
-__all__ = ["MessageError"]
+__all__ = ["KafkaUnavailableError", "MessageError"]
 
 
 class MessageError(FlowbridgeError):
     """A Kafka message the bridge cannot accept; it goes to the DLQ with ``reason``."""
 
-    def __init__(self, reason: str, *, run_id: str | None = None, is_start: bool = False) -> None:
-        """Describe what is wrong; ``run_id`` of a rejected start gets the run marked failed."""
+    def __init__(
+        self,
+        reason: str,
+        *,
+        run_id: str | None = None,
+        is_start: bool = False,
+        blueprint: str = "",
+        input: Any = None,
+    ) -> None:
+        """Describe what is wrong; a rejected start that names its run is recorded as failed.
+
+        ``blueprint`` and ``input`` are what the rejected start asked for, kept on that record.
+        """
         super().__init__(reason)
         self.reason = reason
         self.run_id = run_id
         self.is_start = is_start
+        self.blueprint = blueprint
+        self.input = input
+
+
+class KafkaUnavailableError(FlowbridgeError):
+    """Kafka could not be reached, or did not confirm a write in time."""

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 from bridge.consumer import Bridge
 from bridge.outbox import OutboxRelay
+from bridge.reload import BlueprintWatcher
 from bridge.settings import BridgeSettings, KafkaSettings
 from state.errors import FlowbridgeError
+from tasks.presence import Presence
 from tasks.runtime import Runtime, load_user_code, reset_runtime
 from tasks.settings import Settings
 
@@ -39,7 +42,25 @@ def main() -> int:
         log.error("cannot start the bridge: %s", exc)
         return 2
     log.info("blueprints: %s", ", ".join(sorted(f"{b.id}@{b.version}" for b in loaded)) or "none")
-    bridge = Bridge(runtime=runtime, kafka=kafka, settings=bridge_settings)
+    watcher = None
+    if settings.blueprint_dirs and bridge_settings.blueprints_reload_s > 0:
+        watcher = BlueprintWatcher(
+            registry=runtime.blueprints,
+            directories=settings.blueprint_dirs,
+            known_uses=runtime.nodes.names,
+            max_delay_s=settings.max_delay_s,
+            interval_s=bridge_settings.blueprints_reload_s,
+        )
+    presence = Presence(
+        runtime,
+        role="bridge",
+        name=f"bridge@{socket.gethostname()}:{os.getpid()}",
+        nodes=runtime.nodes.names(),
+        blueprints=[f"{b.id}@{b.version}" for b in loaded],
+    )
+    presence.announce()
+    presence.start_refresh()
+    bridge = Bridge(runtime=runtime, kafka=kafka, settings=bridge_settings, watcher=watcher)
     bridge.install_signal_handlers()
     relay = OutboxRelay(runtime=runtime, kafka=kafka, settings=bridge_settings)
     relay.start()
@@ -47,3 +68,4 @@ def main() -> int:
         return bridge.run()
     finally:
         relay.stop(timeout=bridge_settings.shutdown_s)
+        presence.withdraw()

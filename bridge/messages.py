@@ -127,7 +127,14 @@ def parse_job(value: bytes | None, *, max_bytes: int) -> Job:
                     f"field 'input' must be a JSON object, got {type(run_input).__name__}"
                 )
         except MessageError as exc:
-            raise MessageError(exc.reason, run_id=run_id, is_start=True) from None
+            asked = obj.get("blueprint")
+            raise MessageError(
+                exc.reason,
+                run_id=run_id,
+                is_start=True,
+                blueprint=asked if isinstance(asked, str) else "",
+                input=obj.get("input"),
+            ) from None
         return StartJob(
             run_id=run_id,
             blueprint=blueprint,

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from state.models import Run
 from state.protocol import StateStore
+from tasks.timefmt import iso_utc
 
 __all__ = ["run_json"]
-
-
-def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, tz=dt.UTC).isoformat(timespec="milliseconds")
 
 
 def run_json(store: StateStore, run: Run) -> dict[str, Any]:
@@ -37,6 +33,6 @@ def run_json(store: StateStore, run: Run) -> dict[str, Any]:
             for n in node_ids
             if (r := recs.get(n)) is not None
         },
-        "created_at": _iso(run.created_at),
-        "updated_at": _iso(run.updated_at),
+        "created_at": iso_utc(run.created_at),
+        "updated_at": iso_utc(run.updated_at),
     }

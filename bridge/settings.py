@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from bridge.kafka_logging import quiet_slow_task_warnings
 from state.errors import ConfigError
 from tasks.settings import env_float, env_int
 
@@ -72,7 +73,8 @@ class KafkaSettings:
     ssl_certfile: str | None = None
     #: KAFKA_SSL_KEYFILE, or the file written from KAFKA_CLIENT_CERT_KEY.
     ssl_keyfile: str | None = field(default=None, repr=False)
-    #: KAFKA_SSL_CHECK_HOSTNAME: Heroku's certificates do not name the brokers, so it may be off.
+    #: KAFKA_SSL_CHECK_HOSTNAME: on, except by default for Heroku Kafka (KAFKA_TRUSTED_CERT with a
+    #: kafka+ssl:// KAFKA_URL), whose certificates do not name the brokers.
     ssl_check_hostname: bool = True
 
     @classmethod
@@ -96,11 +98,11 @@ class KafkaSettings:
             )
         if proto.startswith("SASL") and not sasl:
             raise ConfigError(f"KAFKA_SECURITY_PROTOCOL={proto} needs KAFKA_SASL_MECHANISM")
-        check = env.get("KAFKA_SSL_CHECK_HOSTNAME", "true").strip().lower() not in (
-            "0",
-            "false",
-            "no",
-        )
+        # Heroku Kafka (its PEMs and a kafka+ssl:// URL) serves certificates that do not name
+        # the brokers, and Heroku says to turn hostname checks off: the default there.
+        heroku = url_ssl and bool(env.get("KAFKA_TRUSTED_CERT", "").strip())
+        raw_check = env.get("KAFKA_SSL_CHECK_HOSTNAME", "").strip().lower()
+        check = raw_check not in ("0", "false", "no") if raw_check else not heroku
         return cls(
             bootstrap_servers=servers,
             security_protocol=proto,
@@ -115,6 +117,8 @@ class KafkaSettings:
 
     def client_config(self) -> dict[str, Any]:
         """kafka-python keyword arguments common to producers, consumers and admins."""
+        # Every Kafka client is configured here, so this is where its log noise is quieted.
+        quiet_slow_task_warnings()
         cfg: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap_servers.split(","),
             "security_protocol": self.security_protocol,
@@ -161,6 +165,9 @@ class BridgeSettings:
     topic_partitions: int = 6
     #: FLOWBRIDGE_TOPIC_REPLICATION: replication factor of topics the bridge creates.
     topic_replication: int = 1
+    #: FLOWBRIDGE_BLUEPRINTS_RELOAD_S: how often FLOWBRIDGE_BLUEPRINTS is checked for changed
+    #: files (0: never; a restart loads them).
+    blueprints_reload_s: float = 2.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BridgeSettings:
@@ -189,4 +196,5 @@ class BridgeSettings:
             shutdown_s=env_float(env, "FLOWBRIDGE_SHUTDOWN_S", 20.0, minimum=1.0),
             topic_partitions=env_int(env, "FLOWBRIDGE_TOPIC_PARTITIONS", 6, minimum=1),
             topic_replication=env_int(env, "FLOWBRIDGE_TOPIC_REPLICATION", 1, minimum=1),
+            blueprints_reload_s=env_float(env, "FLOWBRIDGE_BLUEPRINTS_RELOAD_S", 2.0, minimum=0.0),
         )

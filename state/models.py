@@ -17,10 +17,27 @@ __all__ = [
     "NodeState",
     "OutboxMessage",
     "Run",
+    "SchemaChange",
     "Wakeup",
 ]
 
 JSON = Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchemaChange:
+    """What ``StateStore.migrate`` did: ``before`` is None when it created the schema."""
+
+    before: int | None
+    after: int
+
+    def describe(self) -> str:
+        """``created (version 2)``, ``upgraded from version 1 to 2`` or ``already at version 2``."""
+        if self.before is None:
+            return f"created (version {self.after})"
+        if self.before == self.after:
+            return f"already at version {self.after}"
+        return f"upgraded from version {self.before} to {self.after}"
 
 
 @dataclass(frozen=True, kw_only=True)

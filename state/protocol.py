@@ -21,6 +21,7 @@ from state.models import (
     NodeState,
     OutboxMessage,
     Run,
+    SchemaChange,
     Wakeup,
 )
 
@@ -32,8 +33,8 @@ class StateStore(Protocol):
     """Run, node, context, history and outbox records, with conditional writes."""
 
     # --- lifecycle -------------------------------------------------------
-    def migrate(self) -> None:
-        """Create or upgrade the schema idempotently."""
+    def migrate(self) -> SchemaChange:
+        """Create or upgrade the schema idempotently, and say which of the two it did."""
 
     def close(self) -> None:
         """Release connections held by this process."""

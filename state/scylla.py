@@ -42,6 +42,7 @@ from collections.abc import Mapping
 
 from state.constants import SCHEMA_VERSION
 from state.errors import SchemaError
+from state.models import SchemaChange
 from state.scylla_config import ScyllaConfig, parse_replication, parse_scylla_url
 from state.scylla_core import MAX_CAS_ROUNDS
 from state.scylla_fences import FencesMixin
@@ -78,7 +79,7 @@ class ScyllaStore(RunsMixin, NodesMixin, InboxMixin, FencesMixin, IndexMixin, Ou
     def __repr__(self) -> str:
         return f"ScyllaStore({self.config.redacted_url()})"
 
-    def migrate(self) -> None:
+    def migrate(self) -> SchemaChange:
         """Create keyspace and tables if missing, wait for schema agreement, record the version."""
         c = self._c()
         ks = self.config.keyspace
@@ -87,6 +88,7 @@ class ScyllaStore(RunsMixin, NodesMixin, InboxMixin, FencesMixin, IndexMixin, Ou
             c.ddl(cql)
         c.wait_for_schema_agreement()
         rows = c.execute("version_get", (), serial=True)
+        created = not rows
         for _ in range(MAX_CAS_ROUNDS):
             if rows:
                 break
@@ -113,6 +115,7 @@ class ScyllaStore(RunsMixin, NodesMixin, InboxMixin, FencesMixin, IndexMixin, Ou
                         raise
             c.wait_for_schema_agreement()
             c.lwt("version_set", (version, version - 1), None, lambda: None)
+        return SchemaChange(before=None if created else stored, after=SCHEMA_VERSION)
 
     def purge_expired(self, *, limit: int = 1000) -> int:
         """Nothing to do: finished runs expire by TTL (see docs/state.md for the tombstones)."""

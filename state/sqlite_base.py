@@ -28,7 +28,7 @@ from state.constants import (
     STATUS_BUCKET_S,
 )
 from state.errors import SchemaError, StaleFenceError, StateError
-from state.models import Arrival, NodeState, OutboxMessage, Run
+from state.models import Arrival, NodeState, OutboxMessage, Run, SchemaChange
 
 __all__ = ["SQLiteBase"]
 
@@ -226,7 +226,7 @@ class SQLiteBase:
             conn.close()
         self._local.conn = None
 
-    def migrate(self) -> None:
+    def migrate(self) -> SchemaChange:
         """Create the tables if missing and record the schema version."""
         conn = self._conn()
         conn.executescript(_SCHEMA)
@@ -236,14 +236,16 @@ class SQLiteBase:
                 c.execute(
                     "INSERT INTO schema_version (id, version) VALUES (1, ?)", (SCHEMA_VERSION,)
                 )
-            elif row["version"] > SCHEMA_VERSION:
+                return SchemaChange(before=None, after=SCHEMA_VERSION)
+            if row["version"] > SCHEMA_VERSION:
                 raise SchemaError(
                     f"SQLite store {self.path} has schema {row['version']}, newer than this "
                     f"flowbridge ({SCHEMA_VERSION}): upgrade flowbridge"
                 )
-            elif row["version"] < SCHEMA_VERSION:
+            if row["version"] < SCHEMA_VERSION:
                 # Version 2 only added tables (created above): recording it is the upgrade.
                 c.execute("UPDATE schema_version SET version = ? WHERE id = 1", (SCHEMA_VERSION,))
+            return SchemaChange(before=int(row["version"]), after=SCHEMA_VERSION)
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:

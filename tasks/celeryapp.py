@@ -8,12 +8,14 @@ at import.
 from __future__ import annotations
 
 import logging
+import ssl
 import zlib
 from typing import Any
 
 from celery import Celery, Task, signals
 from kombu.entity import Exchange, Queue
 
+from state.errors import FlowbridgeError
 from tasks.constants import (
     BRANCH_TASK,
     JOIN_TASK,
@@ -21,12 +23,18 @@ from tasks.constants import (
     RUN_NODE_TASK,
     SHARD_QUEUE_PREFIX,
 )
-from tasks.runtime import get_runtime, load_user_code
+from tasks.presence import Presence
+from tasks.runtime import Runtime, get_runtime, load_user_code
 from tasks.settings import Settings
 
 __all__ = ["ShardRouter", "app", "celery_config", "shard_of", "shard_queue"]
 
 log = logging.getLogger("flowbridge.worker")
+
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+#: Exit code of a worker or beat that cannot start (bad configuration, user code or blueprint).
+EXIT_CONFIG = 2
 
 
 def shard_of(run_id: str, shards: int) -> int:
@@ -66,7 +74,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         transport["unacked_restore_throttle"] = 1
     if settings.redis_prefix:
         transport["global_keyprefix"] = settings.redis_prefix
+    tls: dict[str, Any] = {}
+    if settings.redis_ssl_cert_reqs is not None:
+        # A rediss:// URL without ssl_cert_reqs makes Celery's Redis result backend raise.
+        use_ssl = {"ssl_cert_reqs": _CERT_REQS[settings.redis_ssl_cert_reqs]}
+        tls = {"broker_use_ssl": use_ssl, "redis_backend_use_ssl": dict(use_ssl)}
     return {
+        **tls,
         "broker_url": settings.redis_url,
         "result_backend": settings.redis_url,
         "broker_transport_options": transport,
@@ -108,18 +122,63 @@ app = Celery("flowbridge", set_as_current=False)
 app.add_defaults(lambda: celery_config(Settings.from_env()))
 
 
+def _start_or_exit(role: str) -> Runtime:
+    """Load user code for a worker or beat; on a bad app or blueprint, exit with the reason."""
+    try:
+        runtime = get_runtime()
+        load_user_code(runtime.settings)
+    except FlowbridgeError as exc:
+        log.critical("cannot start the %s: %s", role, exc)
+        # Celery's signal dispatch logs and swallows an Exception from a receiver (the worker
+        # would then report "ready." and fail every run); SystemExit is not swallowed.
+        raise SystemExit(EXIT_CONFIG) from exc
+    return runtime
+
+
 @signals.worker_init.connect
 def _load_user_code_in_worker(**_: Any) -> None:
     # In the parent, before the pool forks: children inherit the registries.
-    runtime = get_runtime()
-    load_user_code(runtime.settings)
+    runtime = _start_or_exit("worker")
     runtime.ensure_schema()
     runtime.store.close()
 
 
+_presence: list[Presence] = []
+
+
+@signals.worker_ready.connect
+def _announce_worker(sender: Any = None, **_: Any) -> None:
+    # After the pool started: the refresh thread must not exist when the pool forks.
+    runtime = get_runtime()
+    presence = Presence(
+        runtime,
+        role="worker",
+        name=str(getattr(sender, "hostname", None) or "worker"),
+        nodes=runtime.nodes.names(),
+        blueprints=[f"{b.id}@{b.version}" for b in runtime.blueprints.all()],
+    )
+    presence.announce()
+    presence.start_refresh()
+    _presence.append(presence)
+
+
+@signals.worker_shutdown.connect
+def _withdraw_worker(**_: Any) -> None:
+    while _presence:
+        _presence.pop().withdraw()
+
+
 @signals.beat_init.connect
 def _load_user_code_in_beat(**_: Any) -> None:
-    load_user_code(get_runtime().settings)
+    _start_or_exit("beat")
+
+
+def _delivery(task: Task) -> dict[str, Any]:
+    """What the engine needs to know of this delivery: redelivered, and by which worker."""
+    return {
+        "redelivered": bool((task.request.delivery_info or {}).get("redelivered")),
+        "worker": task.request.hostname,
+    }
 
 
 @app.task(name=RUN_NODE_TASK, bind=True, ignore_result=True)
@@ -129,9 +188,9 @@ def run_node(
     """Run one attempt of one node (at least once; its state effects apply once)."""
     from tasks.engine import execute_node
 
-    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-    rt = get_runtime()
-    step = execute_node(rt, run_id, node_id, iteration, attempt, redelivered=redelivered, wake=wake)
+    step = execute_node(
+        get_runtime(), run_id, node_id, iteration, attempt, wake=wake, **_delivery(self)
+    )
     return step.kind
 
 
@@ -142,11 +201,8 @@ def run_branch(
     """A chord header: run a branch node by node; never raises, returns only ids and outcomes."""
     from tasks.engine import execute_node
 
-    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     rt = get_runtime()
-    step = execute_node(
-        rt, run_id, node_id, iteration, attempt, redelivered=redelivered, chord=True
-    )
+    step = execute_node(rt, run_id, node_id, iteration, attempt, chord=True, **_delivery(self))
     if step.next_node is not None or step.retry_attempt is not None:
         loaded = rt.load_run(run_id)
         if loaded is not None and loaded[1] is not None:

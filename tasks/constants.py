@@ -18,3 +18,15 @@ SHARD_QUEUE_PREFIX = "flowbridge.shard."
 SNAPSHOT_CACHE_SIZE = 2048
 #: Grace added to a node's timeout before Celery's hard time limit kills the process.
 HARD_LIMIT_GRACE_S = 10
+#: Redis hash of the workers that lacked a node's ``uses`` (suffix ``<run>:<node>:<iteration>``).
+MISSING_NODE_KEY = "flowbridge:missing:"
+#: The missing-node record outlives the wait by this much (then expires).
+MISSING_NODE_TTL_EXTRA_S = 3600
+#: A node whose ``uses`` this worker lacks is requeued after at most this long.
+MISSING_NODE_RETRY_S = 2.0
+#: Each worker's and bridge's registered names: ``<prefix>flowbridge:registry:<process>``.
+REGISTRY_KEY = "flowbridge:registry:"
+#: A process's registry record expires this long after its last refresh.
+REGISTRY_TTL_S = 90
+#: How often a running process refreshes its registry record.
+REGISTRY_REFRESH_S = 30.0

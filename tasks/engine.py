@@ -15,6 +15,8 @@ import asyncio
 import inspect
 import json
 import logging
+import os
+import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,12 +41,15 @@ from state.constants import (
 )
 from state.models import Delivery, NodeCompletion, NodeState, Run
 from tasks.blueprint import BUILTIN_USES, Blueprint, NodeSpec, parse_duration
+from tasks.constants import MISSING_NODE_RETRY_S
 from tasks.context import NodeContext, Result
 from tasks.errors import NodeError, UnknownNodeError
 from tasks.events import lifecycle_event
 from tasks.flow import Plan, plan_completion, plan_from_taken, plan_skip, routing_source
 from tasks.joins import chord_region, decide, failure_is_tolerated, losers
+from tasks.presence import note_missing
 from tasks.runtime import Runtime, task_id
+from tasks.timefmt import iso_utc
 
 __all__ = [
     "Step",
@@ -166,6 +171,7 @@ def execute_node(
     redelivered: bool = False,
     chord: bool = False,
     wake: bool = False,
+    worker: str | None = None,
 ) -> Step:
     """Run one attempt of one node if the store says it should run.
 
@@ -176,6 +182,7 @@ def execute_node(
     successor or retry itself but says so in the returned ``Step``, and it
     leaves firing the join to the chord body. With ``wake`` it is a short
     timer's wake-up call for a waiting node: it fires the timer if it is due.
+    ``worker`` names this worker in the error of a node none of the workers had.
     """
     store = rt.store
     loaded = rt.load_run(run_id)
@@ -278,12 +285,60 @@ def execute_node(
             rt, run, bp, spec, iteration, attempt, str(exc), exc.retryable, exc.delay_s, chord=chord
         )
     except UnknownNodeError as exc:
-        return _fail(rt, run, bp, spec, iteration, attempt, str(exc), False, None, chord=chord)
+        return _missing_node(rt, run, bp, spec, iteration, attempt, exc, worker, chord=chord)
     except Exception as exc:
         log.info("run %s node %s attempt %d raised", run_id, node_id, attempt, exc_info=True)
         error = f"{type(exc).__name__}: {exc}"
         return _fail(rt, run, bp, spec, iteration, attempt, error, True, None, chord=chord)
     return _complete(rt, run, bp, spec, iteration, attempt, output, action, ctx, chord=chord)
+
+
+def _missing_node(
+    rt: Runtime,
+    run: Run,
+    bp: Blueprint,
+    spec: NodeSpec,
+    iteration: int,
+    attempt: int,
+    exc: UnknownNodeError,
+    worker: str | None,
+    *,
+    chord: bool,
+) -> Step:
+    """Requeue a node this worker lacks for a while (another may have it), then fail it."""
+    me = worker or f"{socket.gethostname()}:{os.getpid()}"
+    lacked, waited = note_missing(rt, run.run_id, spec.id, iteration, me)
+    left = rt.settings.missing_node_s - waited
+    if left > 0:
+        wait = min(MISSING_NODE_RETRY_S, left)
+        return _requeue(rt, run, bp, spec, iteration, attempt, str(exc), wait, chord=chord)
+    error = (
+        f"no node registered for uses {exc.uses!r} on worker(s) {', '.join(lacked)} "
+        f"(requeued for {waited:.0f}s, FLOWBRIDGE_MISSING_NODE_S); register it with "
+        f"@node({exc.uses!r}) in a module listed in FLOWBRIDGE_APP on every worker"
+    )
+    return _fail(rt, run, bp, spec, iteration, attempt, error, False, None, chord=chord)
+
+
+def _requeue(
+    rt: Runtime,
+    run: Run,
+    bp: Blueprint,
+    spec: NodeSpec,
+    iteration: int,
+    attempt: int,
+    error: str,
+    wait: float,
+    *,
+    chord: bool,
+) -> Step:
+    """Put the node back to pending and send its next attempt after ``wait`` seconds."""
+    if not rt.store.retry_node(run.run_id, spec.id, iteration, attempt=attempt, error=error):
+        return Step("ignored")
+    if chord:
+        return Step("retry", retry_attempt=attempt + 1, countdown=wait)
+    rt.dispatch(bp, run.run_id, spec.id, iteration=iteration, attempt=attempt + 1, countdown=wait)
+    return Step("retry")
 
 
 def _duration(spec: NodeSpec, name: str, *, required: bool) -> float | None:
@@ -317,7 +372,9 @@ def _run_builtin(
             store.suspend_node(run.run_id, spec.id, iteration, due_at=rt.clock() + duration)
             _schedule_wake(rt, bp, run.run_id, spec.id, iteration, duration)
             return None
-        return {"slept_s": duration, "due_at": wake.due_at}, None
+        # ISO like every other time in the run JSON (an epoch float next to them misleads).
+        due_iso = None if wake.due_at is None else iso_utc(wake.due_at)
+        return {"slept_s": duration, "due_at": due_iso}, None
     event = spec.params.get("event")
     if not isinstance(event, str) or not event:
         raise NodeError(f"node {spec.id!r} (wait) needs params.event, a name", retryable=False)
@@ -579,14 +636,7 @@ def _fail(
     if retryable and attempt <= cfg.max_retries:
         backoff = cfg.retry_delay_s * (2 ** (attempt - 1))
         wait = min(delay if delay is not None else backoff, rt.settings.max_delay_s)
-        if not rt.store.retry_node(run.run_id, spec.id, iteration, attempt=attempt, error=error):
-            return Step("ignored")
-        if chord:
-            return Step("retry", retry_attempt=attempt + 1, countdown=wait)
-        rt.dispatch(
-            bp, run.run_id, spec.id, iteration=iteration, attempt=attempt + 1, countdown=wait
-        )
-        return Step("retry")
+        return _requeue(rt, run, bp, spec, iteration, attempt, error, wait, chord=chord)
     reason = f"node {spec.id!r} failed after {attempt} attempt(s): {error}"
     if cfg.fallback:
         if rt.store.fail_node(run.run_id, spec.id, iteration, error=reason, fallback=cfg.fallback):

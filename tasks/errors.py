@@ -3,6 +3,8 @@
 They extend the root in ``state.errors``::
 
     FlowbridgeError (state.errors)
+    ├── ConfigError (state.errors)
+    │   └── AppImportError      a FLOWBRIDGE_APP module failed to import; says which and why
     ├── BlueprintError          a blueprint is invalid; ``issues`` lists every problem
     │   └── ConditionError      an edge condition does not parse or uses something forbidden
     ├── UnknownBlueprintError   no blueprint registered with that id/version
@@ -15,16 +17,18 @@ survive pickling and copying; keyword options live in attributes.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from state.errors import FlowbridgeError
+from state.errors import ConfigError, FlowbridgeError
 
 if TYPE_CHECKING:
     from tasks.blueprint.validate import ValidationIssue
 
 __all__ = [
+    "AppImportError",
     "BlueprintError",
     "ConditionError",
     "NodeError",
@@ -36,6 +40,27 @@ __all__ = [
 def _listing(names: Iterable[str]) -> str:
     ordered = sorted(set(names))
     return ", ".join(ordered) if ordered else "none"
+
+
+class AppImportError(ConfigError):
+    """A module listed in ``FLOWBRIDGE_APP`` raised while being imported."""
+
+    def __init__(self, module: str, cause: BaseException) -> None:
+        """Name the ``module`` and the exception its import raised."""
+        super().__init__(module, f"{type(cause).__name__}: {cause}")
+        self.module = module
+        self.cause = f"{type(cause).__name__}: {cause}"
+        frames = traceback.extract_tb(cause.__traceback__)
+        # The innermost frame outside the import machinery is where the user's code failed.
+        user = [f for f in frames if "importlib" not in f.filename and "<frozen" not in f.filename]
+        self.where = f"{user[-1].filename}, line {user[-1].lineno}" if user else None
+        self.missing = isinstance(cause, ModuleNotFoundError) and cause.name == module
+
+    def __str__(self) -> str:
+        text = f"cannot import FLOWBRIDGE_APP module {self.module!r}: {self.cause}"
+        if self.missing:
+            return text + " (is the directory that holds it on PYTHONPATH?)"
+        return f"{text} ({self.where})" if self.where else text
 
 
 class BlueprintError(FlowbridgeError):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tasks.blueprint import Blueprint, load_file
+from tasks.blueprint import Blueprint
+from tasks.blueprint.loader import load_dirs
 from tasks.errors import BlueprintError, UnknownBlueprintError, UnknownNodeError
 
 __all__ = [
@@ -101,16 +102,28 @@ class BlueprintRegistry:
         """Every registered blueprint version."""
         return [bp for versions in self._bps.values() for bp in versions.values()]
 
-    def load_dir(self, directory: str | Path) -> list[Blueprint]:
-        """Load and register every ``*.json``/``*.yaml``/``*.yml`` file in ``directory``."""
-        path = Path(directory)
-        if not path.is_dir():
-            raise BlueprintError(f"FLOWBRIDGE_BLUEPRINTS={directory!s} is not a directory")
-        loaded = []
-        for f in sorted(path.iterdir()):
-            if f.suffix.lower() in (".json", ".yaml", ".yml"):
-                loaded.append(self.register(load_file(f)))
-        return loaded
+    def load_dirs(self, directories: Iterable[str | Path]) -> list[Blueprint]:
+        """Load and register every blueprint file of ``directories`` (all problems at once)."""
+        return [self.register(bp) for bp in load_dirs(directories)]
+
+    def replace(self, bp: Blueprint) -> Blueprint | None:
+        """Register ``bp`` over any blueprint of the same id and version; returns the old one."""
+        versions = self._bps.setdefault(bp.id, {})
+        old = versions.get(bp.version)
+        versions[bp.version] = bp
+        return old
+
+    def remove(self, blueprint_id: str, version: str) -> Blueprint | None:
+        """Forget one blueprint version (runs keep their snapshots); returns it if it was there."""
+        versions = self._bps.get(blueprint_id, {})
+        old = versions.pop(version, None)
+        if not versions:
+            self._bps.pop(blueprint_id, None)
+        return old
+
+    def find(self, blueprint_id: str, version: str) -> Blueprint | None:
+        """The blueprint of exactly this id and version, or None."""
+        return self._bps.get(blueprint_id, {}).get(version)
 
 
 #: The process-wide registries that ``@node`` and ``register_blueprint`` fill.

@@ -25,6 +25,7 @@ from tasks.constants import (
     RUN_NODE_TASK,
     SNAPSHOT_CACHE_SIZE,
 )
+from tasks.errors import AppImportError
 from tasks.registry import BlueprintRegistry, NodeRegistry, blueprints, nodes
 from tasks.settings import Settings
 
@@ -33,20 +34,38 @@ if TYPE_CHECKING:
 
     from state.models import Run
 
-__all__ = ["Runtime", "get_runtime", "load_user_code", "reset_runtime", "task_id"]
+__all__ = ["Runtime", "get_runtime", "import_app", "load_user_code", "reset_runtime", "task_id"]
 
 log = logging.getLogger("flowbridge.runtime")
 
 _loaded: set[tuple[str, ...]] = set()
 
 
-def load_user_code(settings: Settings) -> list[Blueprint]:
-    """Import ``FLOWBRIDGE_APP`` modules and load ``FLOWBRIDGE_BLUEPRINTS``; validate them all."""
-    key = (*settings.app_modules, settings.blueprints_dir or "")
+def import_app(settings: Settings) -> None:
+    """Import the ``FLOWBRIDGE_APP`` modules (they register nodes and maybe blueprints).
+
+    Raises:
+        AppImportError: a module failed to import; it names the module and the cause.
+    """
     for module in settings.app_modules:
-        importlib.import_module(module)
-    if settings.blueprints_dir and key not in _loaded:
-        blueprints.load_dir(settings.blueprints_dir)
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            # Whatever user code raises at import, start-up must stop and say where.
+            raise AppImportError(module, exc) from exc
+
+
+def load_user_code(settings: Settings) -> list[Blueprint]:
+    """Import ``FLOWBRIDGE_APP`` modules and load ``FLOWBRIDGE_BLUEPRINTS``; validate them all.
+
+    Raises:
+        AppImportError: a module failed to import.
+        BlueprintError: a blueprint file is invalid, or a blueprint uses an unregistered node.
+    """
+    import_app(settings)
+    key = (*settings.app_modules, *settings.blueprint_dirs)
+    if settings.blueprint_dirs and key not in _loaded:
+        blueprints.load_dirs(settings.blueprint_dirs)
     _loaded.add(key)
     known = nodes.names()
     for bp in blueprints.all():
@@ -103,7 +122,12 @@ class Runtime:
     def redis(self) -> redis.Redis[bytes]:
         """A Redis client for hints and locks."""
         if self._redis is None:
-            self._redis = redis.Redis.from_url(self.settings.redis_url)
+            url, cert_reqs = self.settings.redis_url, self.settings.redis_ssl_cert_reqs
+            self._redis = (
+                redis.Redis.from_url(url)
+                if cert_reqs is None
+                else redis.Redis.from_url(url, ssl_cert_reqs=cert_reqs)
+            )
         return self._redis
 
     def load_run(self, run_id: str) -> tuple[Run, Blueprint | None] | None:

@@ -40,6 +40,22 @@ def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: flo
     return value
 
 
+#: FLOWBRIDGE_REDIS_SSL_CERT_REQS values, as redis-py and Celery name them.
+SSL_CERT_REQS = ("none", "optional", "required")
+
+
+def _ssl_cert_reqs(env: Mapping[str, str], redis_url: str) -> str | None:
+    if not redis_url.startswith("rediss://") or "ssl_cert_reqs=" in redis_url:
+        return None
+    raw = env.get("FLOWBRIDGE_REDIS_SSL_CERT_REQS", "").strip().lower() or "none"
+    value = raw.removeprefix("cert_")
+    if value not in SSL_CERT_REQS:
+        raise ConfigError(
+            f"FLOWBRIDGE_REDIS_SSL_CERT_REQS={raw!r}: use one of {', '.join(SSL_CERT_REQS)}"
+        )
+    return value
+
+
 def topic_name(prefix: str, name: str) -> str:
     """Full name of one of flowbridge's topics (``jobs``, ``events``, ``runs``, ``dlq``)."""
     return f"{prefix}flowbridge.{name}"
@@ -53,18 +69,26 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: FLOWBRIDGE_REDIS_PREFIX: prepended to every Redis key (Celery's and ours).
     redis_prefix: str = ""
+    #: FLOWBRIDGE_REDIS_SSL_CERT_REQS: ``none``, ``optional`` or ``required``, for a ``rediss://``
+    #: REDIS_URL without ``ssl_cert_reqs`` in it; ``none`` by default, since Heroku Redis
+    #: serves self-signed certificates (None: not TLS, or the URL says).
+    redis_ssl_cert_reqs: str | None = None
     #: FLOWBRIDGE_STATE_URL (or SCYLLA_HOSTS/SCYLLA_KEYSPACE): where run state lives.
     state_url: str = "sqlite:///flowbridge.db"
     #: FLOWBRIDGE_SHARDS: number of ``flowbridge.shard.<n>`` queues; change only after a drain.
     shards: int = 8
     #: FLOWBRIDGE_APP: modules imported at start; they register nodes and blueprints.
     app_modules: tuple[str, ...] = ()
-    #: FLOWBRIDGE_BLUEPRINTS: a directory of blueprint ``*.json``/``*.yaml`` files.
-    blueprints_dir: str | None = None
+    #: FLOWBRIDGE_BLUEPRINTS: directories of blueprint ``*.json``/``*.yaml`` files, separated
+    #: by ``os.pathsep`` (``:`` on Linux and macOS) like PYTHONPATH.
+    blueprint_dirs: tuple[str, ...] = ()
     #: FLOWBRIDGE_TOPIC_PREFIX (or Heroku's KAFKA_PREFIX): prefix of topic and group names.
     topic_prefix: str = ""
     #: FLOWBRIDGE_MAX_DELIVERIES: deliveries of one attempt before the node fails.
     max_deliveries: int = 3
+    #: FLOWBRIDGE_MISSING_NODE_S: a node whose ``uses`` the worker that got it has not
+    #: registered is requeued this long (another worker may have it), then fails.
+    missing_node_s: float = 60.0
     #: FLOWBRIDGE_VISIBILITY_TIMEOUT_S: Redis redelivers unacked tasks after this long.
     visibility_timeout_s: float = 600.0
     #: FLOWBRIDGE_UNACKED_RESTORE_S: how often workers sweep for tasks a dead worker left
@@ -91,16 +115,20 @@ class Settings:
         env = dict(os.environ if env is None else env)
         shards = env_int(env, "FLOWBRIDGE_SHARDS", 8, minimum=1)
         modules = tuple(m.strip() for m in env.get("FLOWBRIDGE_APP", "").split(",") if m.strip())
+        dirs = env.get("FLOWBRIDGE_BLUEPRINTS", "").split(os.pathsep)
         prefix = env.get("FLOWBRIDGE_TOPIC_PREFIX", env.get("KAFKA_PREFIX", ""))
+        redis_url = env.get("REDIS_URL", "").strip() or cls.redis_url
         return cls(
-            redis_url=env.get("REDIS_URL", "").strip() or cls.redis_url,
+            redis_url=redis_url,
+            redis_ssl_cert_reqs=_ssl_cert_reqs(env, redis_url),
             redis_prefix=env.get("FLOWBRIDGE_REDIS_PREFIX", ""),
             state_url=state_url_from_env(env),
             shards=shards,
             app_modules=modules,
-            blueprints_dir=env.get("FLOWBRIDGE_BLUEPRINTS", "").strip() or None,
+            blueprint_dirs=tuple(d.strip() for d in dirs if d.strip()),
             topic_prefix=prefix,
             max_deliveries=env_int(env, "FLOWBRIDGE_MAX_DELIVERIES", 3, minimum=1),
+            missing_node_s=env_float(env, "FLOWBRIDGE_MISSING_NODE_S", 60.0),
             visibility_timeout_s=env_float(
                 env, "FLOWBRIDGE_VISIBILITY_TIMEOUT_S", 600.0, minimum=1.0
             ),

@@ -379,13 +379,18 @@ class Stack:
                 out.append(f"--- {name}.log (last {lines} lines) ---\n" + "\n".join(tail))
         return "\n".join(out)
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def start(self, name: str, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
         log = open(self.iso.tmp_path / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            argv, env={**self.env, **env}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
         self.procs[name] = proc
         return proc
 
-    def start_worker(self, name: str = "worker", concurrency: int = 2) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, name: str = "worker", concurrency: int = 2, **env: str
+    ) -> subprocess.Popen[bytes]:
+        """Start a worker (``env`` overrides the stack's environment for it alone)."""
         proc = self.start(
             name,
             [
@@ -401,6 +406,7 @@ class Stack:
                 "-n",
                 f"{name}-{self.iso.prefix}@%h",
             ],
+            **env,
         )
         log = self.iso.tmp_path / f"{name}.log"
         self.wait_for(

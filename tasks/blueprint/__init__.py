@@ -11,7 +11,7 @@ from tasks.blueprint.conditions import (
     condition_scope,
 )
 from tasks.blueprint.durations import format_duration, parse_duration
-from tasks.blueprint.loader import load_dir, load_file, loads
+from tasks.blueprint.loader import load_dir, load_dirs, load_file, loads
 from tasks.blueprint.model import Blueprint, EdgeSpec, NodeConfig, NodeSpec
 from tasks.blueprint.validate import (
     BUILTIN_USES,
@@ -38,6 +38,7 @@ __all__ = [
     "condition_scope",
     "format_duration",
     "load_dir",
+    "load_dirs",
     "load_file",
     "loads",
     "parse_duration",

@@ -10,6 +10,7 @@ on parse, so JSON-serialisable); treat them as read-only.
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -130,11 +131,29 @@ class Blueprint:
         Raises:
             BlueprintError: listing every structural problem found.
         """
+        bp, issues = cls.parse(data)
+        if bp is None:
+            raise BlueprintError(issues[0].message)
+        if issues:
+            raise BlueprintError(f"blueprint {bp.id!r} is invalid", issues)
+        return bp
+
+    @classmethod
+    def parse(cls, data: Any) -> tuple[Blueprint | None, list[ValidationIssue]]:
+        """Parse leniently: the structural problems, and the blueprint made of what parsed.
+
+        With problems, the blueprint (None when ``data`` is not an object) holds only the
+        nodes and edges that parsed, a node without a valid ``uses`` having ``uses=""``;
+        it is for reporting graph problems too (``flowbridge validate``), never for running.
+        """
         if not isinstance(data, Mapping):
-            raise BlueprintError(
-                f"a blueprint must be a JSON object with id, nodes and edges, "
-                f"not {type(data).__name__}"
-            )
+            return None, [
+                ValidationIssue(
+                    "bad-field",
+                    "a blueprint must be a JSON object with id, nodes and edges, "
+                    f"not {type(data).__name__}",
+                )
+            ]
         parser = _Parser()
         bp_id = data.get("id")
         if not isinstance(bp_id, str) or not bp_id.strip():
@@ -149,15 +168,14 @@ class Blueprint:
         version = parser.version(meta.get("version", data.get("version")), bp_id)
         nodes = [parser.node(raw, n) for n, raw in enumerate(parser.items(data, "nodes", bp_id))]
         edges = [parser.edge(raw, n) for n, raw in enumerate(parser.items(data, "edges", bp_id))]
-        if parser.issues:
-            raise BlueprintError(f"blueprint {bp_id!r} is invalid", parser.issues)
-        return cls(
+        bp = cls(
             id=bp_id,
             version=version,
             nodes=tuple(n for n in nodes if n is not None),
             edges=tuple(e for e in edges if e is not None),
             metadata=copy.deepcopy(dict(meta)),
         )
+        return bp, parser.issues
 
     @classmethod
     def build(
@@ -228,6 +246,14 @@ def _to_ms(seconds: float) -> int | float | str:
     return int(ms) if ms == int(ms) else ms
 
 
+def _typo_hint(obj: Mapping[str, Any], key: str) -> str:
+    """`` (is 'usse' a typo of 'uses'?)`` when ``key`` is missing and a key like it is there."""
+    if key in obj:
+        return ""
+    close = difflib.get_close_matches(key, [str(k) for k in obj], n=1, cutoff=0.7)
+    return f" (is {close[0]!r} a typo of {key!r}?)" if close else ""
+
+
 class _Parser:
     """Collects every structural issue instead of stopping at the first."""
 
@@ -265,19 +291,26 @@ class _Parser:
             return []
         return list(raw)
 
-    def text(self, raw: Any, where: str, *, node: str | None = None) -> str | None:
+    def text(
+        self, obj: Mapping[str, Any], key: str, where: str, *, node: str | None = None
+    ) -> str | None:
+        raw = obj.get(key)
         if isinstance(raw, str) and raw.strip():
             return raw
-        self.add("bad-field", f"{where} must be a non-empty string, got {raw!r}", node=node)
+        self.add(
+            "bad-field",
+            f"{where} must be a non-empty string, got {raw!r}{_typo_hint(obj, key)}",
+            node=node,
+        )
         return None
 
     def node(self, raw: Any, position: int) -> NodeSpec | None:
         if not isinstance(raw, Mapping):
             self.add("bad-field", f"nodes[{position}] must be an object, got {raw!r}")
             return None
-        node_id = self.text(raw.get("id"), f"nodes[{position}].id")
+        node_id = self.text(raw, "id", f"nodes[{position}].id")
         label = f"node {node_id!r}" if node_id else f"nodes[{position}]"
-        uses = self.text(raw.get("uses"), f"{label}: 'uses'", node=node_id)
+        uses = self.text(raw, "uses", f"{label}: 'uses'", node=node_id)
         params = raw.get("params")
         if params is None:
             params = {}
@@ -285,9 +318,12 @@ class _Parser:
             self.add("bad-field", f"{label}: 'params' must be an object", node=node_id)
             params = {}
         config, bad_keys = self.config(raw.get("config"), label, node_id)
-        if node_id is None or uses is None:
+        if node_id is None:
             return None
-        spec = NodeSpec(id=node_id, uses=uses, params=copy.deepcopy(dict(params)), config=config)
+        # Kept with an empty uses (the problem is recorded) so graph checks still see the node.
+        spec = NodeSpec(
+            id=node_id, uses=uses or "", params=copy.deepcopy(dict(params)), config=config
+        )
         for issue in node_config_issues(spec):
             # A mistyped n or joinStrategy was dropped; its quorum follow-ups would only confuse.
             if issue.code != "bad-quorum" or not bad_keys & {"n", "joinStrategy"}:
@@ -302,10 +338,12 @@ class _Parser:
             return NodeConfig(), set()
         for key in raw:
             if key not in _CONFIG_KEYS:
-                known = ", ".join(sorted(_CONFIG_KEYS))
+                close = difflib.get_close_matches(key, _CONFIG_KEYS, n=1)
+                known = f"did you mean {close[0]!r}?" if close else "known: "
+                known += "" if close else ", ".join(sorted(_CONFIG_KEYS))
                 self.add(
                     "unknown-config",
-                    f"{label}: unknown config key {key!r} (known: {known})",
+                    f"{label}: unknown config key {key!r} ({known})",
                     node=node_id,
                 )
         values: dict[str, Any] = {}
@@ -349,8 +387,8 @@ class _Parser:
         if not isinstance(raw, Mapping):
             self.add("bad-field", f"edges[{position}] must be an object, got {raw!r}")
             return None
-        source = self.text(raw.get("source"), f"edges[{position}].source")
-        target = self.text(raw.get("target"), f"edges[{position}].target")
+        source = self.text(raw, "source", f"edges[{position}].source")
+        target = self.text(raw, "target", f"edges[{position}].target")
         label = f"edge {source!r} -> {target!r}" if source and target else f"edges[{position}]"
         pair = (source, target) if source and target else None
         action = raw.get("action")

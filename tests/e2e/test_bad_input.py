@@ -65,7 +65,7 @@ def test_each_bad_message_goes_to_the_dlq_with_its_reason_and_the_bridge_goes_on
 @on_both_brokers
 def test_rejected_start_with_a_run_id_marks_that_run_failed(stack: Stack) -> None:
     stack.produce(
-        {"v": 1, "type": "start", "run_id": "r-unknown", "blueprint": "ghost", "input": {}},
+        {"v": 1, "type": "start", "run_id": "r-unknown", "blueprint": "ghost", "input": {"n": 1}},
         key="r-unknown",
     )
     stack.produce(
@@ -77,6 +77,8 @@ def test_rejected_start_with_a_run_id_marks_that_run_failed(stack: Stack) -> Non
 
     assert unknown["status"] == "failed"
     assert "unknown blueprint 'ghost'" in unknown["error"]
+    assert (unknown["blueprint"], unknown["input"]) == ("ghost", {"n": 1}), "what was asked"
     assert bad_input["status"] == "failed"
+    assert (bad_input["blueprint"], bad_input["input"]) == ("linear", "text")
     assert "field 'input' must be a JSON object" in bad_input["error"]
     assert len(stack.read_topic("dlq", 2)) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import time
@@ -61,6 +62,11 @@ def test_a_one_day_sleep_fires_once_when_the_clock_moves_forward(stack: Stack) -
 
     assert run["status"] == "completed", run
     assert run["nodes"]["nap"]["output"]["slept_s"] == 86400
+    due = dt.datetime.fromisoformat(run["nodes"]["nap"]["output"]["due_at"])
+    created = dt.datetime.fromisoformat(run["created_at"])
+    assert dt.timedelta(days=1) <= due - created < dt.timedelta(days=1, minutes=1), (
+        "ISO, as the rest"
+    )
     assert stack.effects("after") == 1
     assert [k for k, n in history(stack, handle.run_id)].count("timer.fired") == 1
 

@@ -578,12 +578,14 @@ def test_public_surface_is_pinned() -> None:
         "condition_scope",
         "format_duration",
         "load_dir",
+        "load_dirs",
         "load_file",
         "loads",
         "parse_duration",
         "validate",
     ]
     assert sorted(errors_mod.__all__) == [
+        "AppImportError",
         "BlueprintError",
         "ConditionError",
         "NodeError",
@@ -592,3 +594,20 @@ def test_public_surface_is_pinned() -> None:
     ]
     for name in blueprint_pkg.__all__:
         assert hasattr(blueprint_pkg, name)
+
+
+def test_a_misspelt_key_is_named_with_the_key_it_may_mean() -> None:
+    bp, issues = Blueprint.parse(
+        {
+            "id": "typos",
+            "nodes": [{"id": "a", "usse": "echo", "config": {"maxRetry": 1}}],
+            "edges": [{"sorce": "a", "target": "a"}],
+        }
+    )
+    messages = [i.message for i in issues]
+    assert messages == [
+        "node 'a': 'uses' must be a non-empty string, got None (is 'usse' a typo of 'uses'?)",
+        "node 'a': unknown config key 'maxRetry' (did you mean 'maxRetries'?)",
+        "edges[0].source must be a non-empty string, got None (is 'sorce' a typo of 'source'?)",
+    ]
+    assert bp is not None and bp.node_ids == ("a",), "the node is kept for the graph checks"
