@@ -20,15 +20,13 @@ from state.constants import (
     RUN_FAILED,
     RUN_PENDING,
     RUN_RUNNING,
-    RUN_TERMINAL,
     RUN_WAITING,
 )
 from state.errors import FlowbridgeError
 
 if TYPE_CHECKING:
+    from bridge.api import Queries
     from bridge.client import Client
-    from state.models import Run
-    from tasks.runtime import Runtime
 
 __all__ = ["build_parser", "main"]
 
@@ -85,26 +83,18 @@ def _err(command: str, message: str) -> None:
     print(f"flowbridge {command}: {message}", file=sys.stderr)
 
 
-def _runtime() -> Runtime:
-    from tasks.runtime import Runtime
+def _queries() -> Queries:
+    from bridge.api import Queries
+    from tasks.runtime import open_state
     from tasks.settings import Settings
 
-    return Runtime(Settings.from_env())
+    return Queries(open_state(Settings.from_env()))
 
 
 def _client() -> Client:
     from bridge.client import Client
 
     return Client.from_env()
-
-
-def _unusable(run: Run | None, run_id: str) -> str | None:
-    """Why a cancel or signal cannot reach the run, or None if it can."""
-    if run is None:
-        return f"no run {run_id!r}"
-    if run.status in RUN_TERMINAL:
-        return f"run {run_id!r} is {run.status}"
-    return None
 
 
 class _Progress:
@@ -117,7 +107,7 @@ class _Progress:
 
     def __call__(self, run: dict[str, Any]) -> None:
         if self.total is None:
-            stored = self.client.store.get_run(self.run_id)
+            stored = self.client.queries.record(self.run_id)
             nodes = stored.snapshot.get("nodes", []) if stored is not None else []
             self.total = len(nodes) or None
         recs = run["nodes"]
@@ -147,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     client = _client()
     try:
         run_input = {} if args.input is None else args.input
-        existing = client.store.get_run(args.run_id) if args.run_id else None
+        existing = client.queries.record(args.run_id) if args.run_id else None
         if existing is not None:
             differs = existing.input != run_input or existing.blueprint_id != args.blueprint
             _err(
@@ -187,14 +177,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print one run."""
-    from bridge.runview import run_json
-
-    rt = _runtime()
-    run = rt.store.get_run(args.run_id)
-    if run is None:
+    view = _queries().run(args.run_id)
+    if view is None:
         _err("status", f"no run {args.run_id!r}")
         return EXIT_ERROR
-    view = run_json(rt.store, run)
     if args.json:
         _print(view)
         return 0
@@ -211,13 +197,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """List recent runs."""
-    runs = _runtime().store.list_runs(status=args.status, limit=args.limit)
+    runs = _queries().runs(status=args.status, limit=args.limit)
     if not runs:
         what = f"runs with status {args.status!r}" if args.status else "runs"
         print(f"no {what} in {_state_url()}", file=sys.stderr)
     for run in runs:
         # A start rejected before it was created has no version: say so, not "order@".
-        print(f"{run.run_id}  {run.blueprint_id}@{run.version or '-'}  {run.status}")
+        print(f"{run['run_id']}  {run['blueprint']}@{run['version'] or '-'}  {run['status']}")
     return 0
 
 
@@ -229,16 +215,19 @@ def _state_url() -> str:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     """Publish a cancel message for a run that exists and has not finished."""
+    from bridge.errors import RunStateError
+
     client = _client()
     try:
-        run = client.store.get_run(args.run_id)
-        problem = _unusable(run, args.run_id)
-        if problem is not None and not (run is None and args.force):
-            if run is None:
+        run = client.queries.record(args.run_id)
+        try:
+            client.commands.cancel(args.run_id, args.reason, check=not (run is None and args.force))
+        except RunStateError as exc:
+            problem = str(exc)
+            if exc.status is None:
                 problem += " (if its start is still on its way, --force leaves a cancel marker)"
             _err("cancel", problem)
             return EXIT_ERROR
-        client.cancel(args.run_id, args.reason)
     finally:
         client.close()
     _print({"run_id": args.run_id, "cancel": "requested" if run else "marker requested"})
@@ -247,13 +236,17 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_signal(args: argparse.Namespace) -> int:
     """Publish an event for a run that exists and has not finished."""
+    from bridge.errors import RunStateError
+
     client = _client()
     try:
-        problem = _unusable(client.store.get_run(args.run_id), args.run_id)
-        if problem is not None:
-            _err("signal", problem)
+        try:
+            event_id = client.commands.signal(
+                args.run_id, args.name, args.payload, event_id=args.event_id, check=True
+            )
+        except RunStateError as exc:
+            _err("signal", str(exc))
             return EXIT_ERROR
-        event_id = client.signal(args.run_id, args.name, args.payload, event_id=args.event_id)
     finally:
         client.close()
     _print({"run_id": args.run_id, "event": args.name, "event_id": event_id})
@@ -263,8 +256,8 @@ def cmd_signal(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate the given blueprint files; node names are checked when FLOWBRIDGE_APP is set."""
     from tasks.blueprint.loader import file_problems
+    from tasks.loading import import_app
     from tasks.registry import nodes
-    from tasks.runtime import import_app
     from tasks.settings import Settings
 
     settings = Settings.from_env()
@@ -294,17 +287,19 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from tasks.settings import Settings
 
     settings = Settings.from_env()
-    change = _runtime().store.migrate()
+    change = _queries().store.migrate()
     print(f"state store schema {change.describe()} ({settings.state_url.split('@')[-1]})")
     return 0
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     """Run the reconciler once and print its report."""
+    from tasks.loading import load_user_code
     from tasks.reconciler import reconcile_once
-    from tasks.runtime import load_user_code
+    from tasks.settings import Settings
+    from tasks.worker import runtime_from_settings
 
-    rt = _runtime()
+    rt = runtime_from_settings(Settings.from_env())
     load_user_code(rt.settings)
     _print(reconcile_once(rt))
     return 0

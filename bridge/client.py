@@ -7,21 +7,16 @@ run = handle.result(timeout=30)   # the run as JSON once it finished
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
-
-from bridge.errors import KafkaUnavailableError
-from bridge.runview import run_json
+from bridge.api.commands import Commands
+from bridge.api.queries import Queries
 from bridge.settings import KafkaSettings
 from state.constants import RUN_TERMINAL
 from state.protocol import StateStore
-from state.url import open_store
+from tasks.runtime import open_state
 from tasks.settings import Settings
 
 __all__ = ["Client", "RunHandle", "RunTimeout"]
@@ -92,32 +87,20 @@ class Client:
         """Use ``settings`` for topics and the store, ``kafka`` to connect."""
         self.settings = settings
         self.kafka = kafka
-        self.store = store or open_store(settings.state_url, env=settings.env)
-        if store is None and settings.state_url.startswith("sqlite"):
+        self.store = store or open_state(settings)
+        if store is None and getattr(
+            self.store, "auto_migrate", settings.state_url.startswith("sqlite")
+        ):
             # The embedded store: every process may create its schema (idempotent), so a
             # client that waits before the bridge has started does not fail on a missing table.
             self.store.migrate()
-        self._producer: KafkaProducer | None = None
+        self.queries = Queries(self.store)
+        self.commands = Commands(settings=settings, kafka=kafka, queries=self.queries)
 
     @classmethod
     def from_env(cls) -> Client:
         """A client configured from the environment, like the other processes."""
         return cls(settings=Settings.from_env(), kafka=KafkaSettings.from_env())
-
-    def _send(self, topic: str, key: str, value: dict[str, Any]) -> None:
-        try:
-            if self._producer is None:
-                self._producer = KafkaProducer(
-                    acks="all", linger_ms=0, **self.kafka.client_config()
-                )
-            self._producer.send(
-                self.settings.topic(topic), key=key.encode(), value=json.dumps(value).encode()
-            ).get(timeout=30)
-        except KafkaError as exc:
-            raise KafkaUnavailableError(
-                f"cannot publish to Kafka at {self.kafka.bootstrap_servers} "
-                f"(KAFKA_BOOTSTRAP_SERVERS or KAFKA_URL): {type(exc).__name__}: {exc}"
-            ) from exc
 
     def start(
         self,
@@ -128,17 +111,7 @@ class Client:
         version: str | None = None,
     ) -> RunHandle:
         """Publish a start message; the run is created by the bridge (idempotent on ``run_id``)."""
-        run_id = run_id or str(uuid.uuid4())
-        msg: dict[str, Any] = {
-            "v": 1,
-            "type": "start",
-            "run_id": run_id,
-            "blueprint": blueprint,
-            "input": {} if input is None else input,
-        }
-        if version is not None:
-            msg["version"] = version
-        self._send("jobs", run_id, msg)
+        run_id = self.commands.start(blueprint, input, run_id=run_id, version=version)
         return RunHandle(self, run_id)
 
     def handle(self, run_id: str) -> RunHandle:
@@ -146,36 +119,19 @@ class Client:
         return RunHandle(self, run_id)
 
     def cancel(self, run_id: str, reason: str | None = None) -> None:
-        """Publish a cancel message for ``run_id``."""
-        msg: dict[str, Any] = {"v": 1, "type": "cancel", "run_id": run_id}
-        if reason:
-            msg["reason"] = reason
-        self._send("jobs", run_id, msg)
+        """Publish a cancel message for ``run_id`` (a cancel before its start leaves a marker)."""
+        self.commands.cancel(run_id, reason)
 
     def signal(
         self, run_id: str, name: str, payload: Any = None, *, event_id: str | None = None
     ) -> str:
         """Publish event ``name`` for ``run_id``; duplicates of one ``event_id`` are ignored."""
-        event_id = event_id or str(uuid.uuid4())
-        msg: dict[str, Any] = {
-            "v": 1,
-            "type": "event",
-            "run_id": run_id,
-            "name": name,
-            "event_id": event_id,
-        }
-        if payload is not None:
-            msg["payload"] = payload
-        self._send("events", run_id, msg)
-        return event_id
+        return self.commands.signal(run_id, name, payload, event_id=event_id)
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """The run as JSON, or None."""
-        run = self.store.get_run(run_id)
-        return None if run is None else run_json(self.store, run)
+        return self.queries.run(run_id)
 
     def close(self) -> None:
         """Flush and close the producer."""
-        if self._producer is not None:
-            self._producer.close(timeout=5)
-            self._producer = None
+        self.commands.close()

@@ -56,6 +56,8 @@ log = logging.getLogger("flowbridge.bridge")
 
 #: How long a paused partition waits before the failed record is tried again.
 RETRY_PAUSE_S = 1.0
+#: How long start-up waits for the topics' partitions to show in the client's metadata.
+TOPIC_METADATA_WAIT_S = 30.0
 
 
 class _Backpressure(Exception):
@@ -150,6 +152,7 @@ class Bridge:
         ensure_topics(self.kafka, self.rt.settings, self.settings)
         self._dlq = self._make_dlq_producer()
         self._consumer = consumer = self._make_consumer()
+        self._await_partitions(consumer)
         log.info("bridge consuming %s as group %s", self.jobs_topic, self.group_id)
         try:
             while not self._stop.is_set():
@@ -171,6 +174,22 @@ class Bridge:
             consumer.close(autocommit=False)
             self._dlq.close(timeout=5)
         return 0
+
+    def _await_partitions(self, consumer: KafkaConsumer) -> None:
+        """Know the partitions of both topics before the first poll joins the group.
+
+        kafka-python's group leader assigns from its metadata cache: a join before
+        the cache holds the topics (just created, or a fresh client) assigns
+        nothing ("No partition metadata"), and the bridge sits idle until the next
+        metadata refresh, minutes later. Seen on Apache Kafka, not on tansu.
+        """
+        deadline = time.monotonic() + TOPIC_METADATA_WAIT_S
+        for topic in (self.jobs_topic, self.events_topic):
+            while not consumer.partitions_for_topic(topic) and not self._stop.is_set():
+                if time.monotonic() > deadline:
+                    log.warning("no partitions known for %s yet; consuming anyway", topic)
+                    break
+                time.sleep(0.1)
 
     def _handle_partition(
         self, consumer: KafkaConsumer, tp: TopicPartition, records: list[Any]
@@ -305,7 +324,7 @@ class Bridge:
             log.warning("could not record rejected run %s as failed: %s", run_id, exc)
             return
         if created:
-            self.rt.hint_outbox()
+            self.rt.notify_outbox()
 
     def _dead_letter(self, rec: Any, reason: str) -> None:
         assert self._dlq is not None

@@ -6,7 +6,7 @@ from typing import Any
 
 from state.errors import FlowbridgeError
 
-__all__ = ["KafkaUnavailableError", "MessageError"]
+__all__ = ["KafkaUnavailableError", "MessageError", "RunStateError"]
 
 
 class MessageError(FlowbridgeError):
@@ -35,3 +35,13 @@ class MessageError(FlowbridgeError):
 
 class KafkaUnavailableError(FlowbridgeError):
     """Kafka could not be reached, or did not confirm a write in time."""
+
+
+class RunStateError(FlowbridgeError):
+    """A command cannot reach the run: there is no such run, or it has finished."""
+
+    def __init__(self, message: str, *, run_id: str, status: str | None) -> None:
+        """Say why; ``status`` is the run's (None when there is no such run)."""
+        super().__init__(message)
+        self.run_id = run_id
+        self.status = status

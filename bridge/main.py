@@ -7,13 +7,14 @@ import os
 import socket
 
 from bridge.consumer import Bridge
-from bridge.outbox import OutboxRelay
+from bridge.relay import OutboxRelay
 from bridge.reload import BlueprintWatcher
 from bridge.settings import BridgeSettings, KafkaSettings
 from state.errors import FlowbridgeError
-from tasks.presence import Presence
-from tasks.runtime import Runtime, load_user_code, reset_runtime
+from tasks.loading import load_user_code
 from tasks.settings import Settings
+from tasks.worker import CeleryPort, reset_runtime, runtime_from_settings
+from tasks.worker.presence import Presence
 
 __all__ = ["main"]
 
@@ -34,7 +35,7 @@ def main() -> int:
         settings = Settings.from_env()
         kafka = KafkaSettings.from_env()
         bridge_settings = BridgeSettings.from_env()
-        runtime = Runtime(settings)
+        runtime = runtime_from_settings(settings)
         reset_runtime(runtime)
         loaded = load_user_code(settings)
         runtime.ensure_schema()
@@ -51,8 +52,11 @@ def main() -> int:
             max_delay_s=settings.max_delay_s,
             interval_s=bridge_settings.blueprints_reload_s,
         )
+    port = runtime.port
+    assert isinstance(port, CeleryPort)
     presence = Presence(
-        runtime,
+        port.redis,
+        settings,
         role="bridge",
         name=f"bridge@{socket.gethostname()}:{os.getpid()}",
         nodes=runtime.nodes.names(),
@@ -62,7 +66,12 @@ def main() -> int:
     presence.start_refresh()
     bridge = Bridge(runtime=runtime, kafka=kafka, settings=bridge_settings, watcher=watcher)
     bridge.install_signal_handlers()
-    relay = OutboxRelay(runtime=runtime, kafka=kafka, settings=bridge_settings)
+    relay = OutboxRelay(
+        store=runtime.store,
+        wait_hint=port.wait_for_outbox_hint,
+        kafka=kafka,
+        settings=bridge_settings,
+    )
     relay.start()
     try:
         return bridge.run()

@@ -32,7 +32,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     """Load the Celery app on first access (``celery -A tasks`` asks for ``tasks.app``)."""
     if name == "app":
-        from tasks.celeryapp import app
+        from tasks.worker.app import app
 
         return app
     raise AttributeError(f"module 'tasks' has no attribute {name!r}")

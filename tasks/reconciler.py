@@ -23,6 +23,7 @@ import uuid
 from state.constants import NODE_PENDING, NODE_RUNNING, RUN_PENDING, RUN_RUNNING
 from state.errors import StaleFenceError
 from state.models import OutboxMessage, Run
+from tasks.engine import RunScope, settle_stalled
 from tasks.runtime import Runtime
 
 __all__ = ["reconcile_once"]
@@ -49,7 +50,7 @@ def reconcile_once(rt: Runtime, *, now: float | None = None) -> dict[str, int]:
     report = {"scanned": 0, "stalled": 0, "reconciled": 0, "failed": 0, "timers": 0}
     emitted = _fire_due_timers(rt, now, report)
     older = now - rt.settings.stalled_after_s
-    lock = rt.run_lock()
+    lock = rt.port.run_locks()
     for status in (RUN_PENDING, RUN_RUNNING):
         for run_id in rt.store.find_stalled(status=status, older_than=older, limit=BATCH):
             report["scanned"] += 1
@@ -77,7 +78,7 @@ def reconcile_once(rt: Runtime, *, now: float | None = None) -> dict[str, int]:
                 emitted = True
                 log.info("run %s reconciled: %s", run_id, ", ".join(actions))
     if emitted:
-        rt.hint_outbox()
+        rt.notify_outbox()
     return report
 
 
@@ -99,8 +100,6 @@ def _fire_due_timers(rt: Runtime, now: float, report: dict[str, int]) -> bool:
 
 def _reconcile_run(rt: Runtime, run: Run, older: float, fence: int) -> list[str]:
     """Re-emit one stalled run's lost jobs (once per stall), fire its joins, finish it."""
-    from tasks.engine import settle_stalled
-
     bp = rt.blueprint_of(run)
     recs = rt.store.get_nodes(run.run_id, bp.node_ids)
     jobs: list[OutboxMessage] = []
@@ -119,5 +118,5 @@ def _reconcile_run(rt: Runtime, run: Run, older: float, fence: int) -> list[str]
         run.run_id, stalled_since=run.updated_at, fence=fence, outbox=jobs
     ):
         actions.extend(f"re-emitted {j.value['node']}" for j in jobs)
-    actions.extend(settle_stalled(rt, run, bp, recs))
+    actions.extend(settle_stalled(RunScope(rt, run, bp), recs))
     return actions

@@ -278,7 +278,7 @@ class Stack:
         """A Celery client app configured like the stack's processes (to send tasks directly)."""
         from celery import Celery
 
-        from tasks.celeryapp import celery_config
+        from tasks.worker.config import celery_config
 
         app = Celery("flowbridge-test-client", set_as_current=False)
         app.conf.update(celery_config(self.settings))
@@ -286,7 +286,7 @@ class Stack:
 
     def send_task(self, name: str, run_id: str, *args: object, **kwargs: object) -> None:
         """Send a flowbridge task for ``run_id`` to its shard queue, as a worker would."""
-        from tasks.celeryapp import shard_queue
+        from tasks.worker.config import shard_queue
 
         self.celery.send_task(
             name,

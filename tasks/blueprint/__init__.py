@@ -10,7 +10,6 @@ from tasks.blueprint.conditions import (
     compile_condition,
     condition_scope,
 )
-from tasks.blueprint.durations import format_duration, parse_duration
 from tasks.blueprint.loader import load_dir, load_dirs, load_file, loads
 from tasks.blueprint.model import Blueprint, EdgeSpec, NodeConfig, NodeSpec
 from tasks.blueprint.validate import (
@@ -20,6 +19,7 @@ from tasks.blueprint.validate import (
     check,
     validate,
 )
+from tasks.durations import format_duration, parse_duration
 
 __all__ = [
     "BUILTIN_USES",

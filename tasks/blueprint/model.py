@@ -17,13 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tasks.blueprint.analysis import Analysis, analyze
-from tasks.blueprint.durations import parse_duration
 from tasks.blueprint.validate import ValidationIssue, node_config_issues
+from tasks.durations import parse_duration
 from tasks.errors import BlueprintError
+from tasks.joins import DEFAULT_JOIN, issue_codes, option_keys
 
 __all__ = ["Blueprint", "EdgeSpec", "NodeConfig", "NodeSpec"]
 
-_CONFIG_KEYS = ("maxRetries", "retryDelay", "timeout", "fallback", "joinStrategy", "n")
+#: The ``config`` keys of every node; join strategies add their own (``option_keys``).
+_BASE_CONFIG_KEYS = ("maxRetries", "retryDelay", "timeout", "fallback", "joinStrategy")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,8 +36,13 @@ class NodeConfig:
     retry_delay_s: float = 1.0
     timeout_s: float | None = None
     fallback: str | None = None
-    join_strategy: str = "all"
-    quorum: int | None = None
+    join_strategy: str = DEFAULT_JOIN
+    #: The join strategy's own options (e.g. quorum's ``n``), as given in ``config``; read-only.
+    join_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        # A copy of its own: the caller's dict may change later (it is compared, not hashed).
+        object.__setattr__(self, "join_options", dict(sorted(dict(self.join_options).items())))
 
     def to_dict(self) -> dict[str, Any]:
         """The ``config`` object of flowcraft's JSON, durations in ms, every setting explicit."""
@@ -48,8 +55,7 @@ class NodeConfig:
             out["timeout"] = _to_ms(self.timeout_s)
         if self.fallback is not None:
             out["fallback"] = self.fallback
-        if self.quorum is not None:
-            out["n"] = self.quorum
+        out.update(self.join_options)
         return out
 
 
@@ -325,8 +331,8 @@ class _Parser:
             id=node_id, uses=uses or "", params=copy.deepcopy(dict(params)), config=config
         )
         for issue in node_config_issues(spec):
-            # A mistyped n or joinStrategy was dropped; its quorum follow-ups would only confuse.
-            if issue.code != "bad-quorum" or not bad_keys & {"n", "joinStrategy"}:
+            # A mistyped option or joinStrategy was dropped; its follow-ups would only confuse.
+            if issue.code not in issue_codes() or not bad_keys & {*option_keys(), "joinStrategy"}:
                 self.issues.append(issue)
         return spec
 
@@ -336,11 +342,13 @@ class _Parser:
         if not isinstance(raw, Mapping):
             self.add("bad-field", f"{label}: 'config' must be an object", node=node_id)
             return NodeConfig(), set()
+        join_keys = option_keys()
+        config_keys = (*_BASE_CONFIG_KEYS, *join_keys)
         for key in raw:
-            if key not in _CONFIG_KEYS:
-                close = difflib.get_close_matches(key, _CONFIG_KEYS, n=1)
+            if key not in config_keys:
+                close = difflib.get_close_matches(key, config_keys, n=1)
                 known = f"did you mean {close[0]!r}?" if close else "known: "
-                known += "" if close else ", ".join(sorted(_CONFIG_KEYS))
+                known += "" if close else ", ".join(sorted(config_keys))
                 self.add(
                     "unknown-config",
                     f"{label}: unknown config key {key!r} ({known})",
@@ -357,14 +365,25 @@ class _Parser:
                 node=node_id,
             )
 
-        for key, attr in (("maxRetries", "max_retries"), ("n", "quorum")):
+        value = raw.get("maxRetries")
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int):
+                bad("maxRetries", "a non-negative integer")
+            else:
+                values["max_retries"] = value
+        options: dict[str, Any] = {}
+        for key, option in join_keys.items():
             value = raw.get(key)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int):
-                bad(key, "a non-negative integer" if key == "maxRetries" else "an integer")
+            if option.kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+                bad(key, "an integer")
+            elif option.kind is str and not isinstance(value, str):
+                bad(key, "a string")
             else:
-                values[attr] = value
+                options[key] = value
+        if options:
+            values["join_options"] = options
         for key, attr in (("retryDelay", "retry_delay_s"), ("timeout", "timeout_s")):
             value = raw.get(key)
             if value is None:

@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING
 
 from tasks.blueprint.analysis import find_cycles
 from tasks.blueprint.conditions import CONDITION_NAMES, compile_condition
-from tasks.blueprint.durations import format_duration
+from tasks.builtins import builtin_names
+from tasks.durations import format_duration
 from tasks.errors import BlueprintError, ConditionError
+from tasks.joins import join_strategies, join_strategy, option_keys
 
 if TYPE_CHECKING:
     from tasks.blueprint.model import Blueprint, EdgeSpec, NodeSpec
@@ -36,9 +38,9 @@ __all__ = [
 ]
 
 #: ``uses`` names flowbridge implements itself; they are always known.
-BUILTIN_USES = frozenset({"sleep", "wait"})
-#: The accepted ``joinStrategy`` values, ``all`` being the default.
-JOIN_STRATEGIES = ("all", "all-settled", "any", "race", "quorum")
+BUILTIN_USES = builtin_names()
+#: The accepted ``joinStrategy`` values (``tasks.joins``), ``all`` being the default.
+JOIN_STRATEGIES = join_strategies()
 
 
 @dataclass(frozen=True)
@@ -117,24 +119,29 @@ def node_config_issues(node: NodeSpec, *, predecessors: int | None = None) -> li
         add("bad-config", f"retryDelay must be a non-negative duration, got {cfg.retry_delay_s}s")
     if cfg.timeout_s is not None and not (cfg.timeout_s > 0 and math.isfinite(cfg.timeout_s)):
         add("bad-config", f"timeout must be positive, got {cfg.timeout_s}s")
-    if cfg.join_strategy not in JOIN_STRATEGIES:
-        add(
-            "bad-join",
-            f"unknown joinStrategy {cfg.join_strategy!r} (use one of {', '.join(JOIN_STRATEGIES)})",
-        )
-    if cfg.join_strategy == "quorum":
-        if cfg.quorum is None:
-            add("bad-quorum", "joinStrategy 'quorum' needs 'n', the number of arrivals to wait for")
-        elif cfg.quorum < 1:
-            add("bad-quorum", f"quorum n must be at least 1, got {cfg.quorum}")
-        elif predecessors is not None and cfg.quorum > predecessors:
+    try:
+        strategy = join_strategy(cfg.join_strategy)
+    except KeyError as exc:
+        add("bad-join", str(exc.args[0]))
+        strategy = None
+    if strategy is not None:
+        for code, message in strategy.check(cfg.join_options, predecessors):
+            add(code, message)
+        declared = {o.key for o in strategy.options}
+        for key in cfg.join_options:
+            if key in declared:
+                continue
+            option = option_keys()[key]
+            owners = " or ".join(repr(n) for n in join_strategies() if key in _keys_of(n))
             add(
-                "bad-quorum",
-                f"quorum n={cfg.quorum} is more than its {predecessors} predecessor(s)",
+                option.issue,
+                f"{key!r} is only used with joinStrategy {owners}, not {cfg.join_strategy!r}",
             )
-    elif cfg.quorum is not None:
-        add("bad-quorum", f"'n' is only used with joinStrategy 'quorum', not {cfg.join_strategy!r}")
     return issues
+
+
+def _keys_of(strategy: str) -> set[str]:
+    return {o.key for o in join_strategy(strategy).options}
 
 
 def _uses_issues(bp: Blueprint, known_uses: Collection[str]) -> list[ValidationIssue]:

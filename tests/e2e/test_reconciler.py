@@ -15,6 +15,7 @@ from state.sqlite import SQLiteStore
 from tasks.reconciler import reconcile_once
 from tasks.runtime import Runtime
 from tasks.settings import Settings
+from tasks.worker import CeleryPort, app
 from tests.conftest import Isolation, on_both_stores
 
 ONE_NODE = {
@@ -77,10 +78,8 @@ def _runtime(iso: Isolation, store: SQLiteStore, now: list[float]) -> Runtime:
             "FLOWBRIDGE_STALLED_AFTER_S": "300",
         }
     )
-    rt = Runtime(settings)
-    rt.store = store
-    rt.clock = lambda: now[0]
-    return rt
+    port = CeleryPort(settings, store, app=app)
+    return Runtime(settings, store=store, port=port, clock=lambda: now[0])
 
 
 def _stalled_store(path: Path, finished: int, now: list[float]) -> SQLiteStore:

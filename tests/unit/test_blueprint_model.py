@@ -130,7 +130,9 @@ def test_round_trip_through_to_dict_and_json() -> None:
 
 
 def test_round_trip_keeps_durations_that_are_not_whole_milliseconds_exact() -> None:
-    cfg = NodeConfig(retry_delay_s=0.0001234567, timeout_s=1 / 3, join_strategy="quorum", quorum=1)
+    cfg = NodeConfig(
+        retry_delay_s=0.0001234567, timeout_s=1 / 3, join_strategy="quorum", join_options={"n": 1}
+    )
     bp = Blueprint(id="t", nodes=(NodeSpec(id="a", uses="x", config=cfg),))
     assert Blueprint.from_dict(json.loads(json.dumps(bp.to_dict()))) == bp
 

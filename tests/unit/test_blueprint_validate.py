@@ -186,11 +186,15 @@ def test_fallback_target_is_reachable_only_through_a_reachable_primary() -> None
         ({"join_strategy": "most"}, "bad-join", "node 'a': unknown joinStrategy 'most'"),
         ({"join_strategy": "quorum"}, "bad-quorum", "node 'a': joinStrategy 'quorum' needs 'n'"),
         (
-            {"join_strategy": "quorum", "quorum": 0},
+            {"join_strategy": "quorum", "join_options": {"n": 0}},
             "bad-quorum",
             "node 'a': quorum n must be at least 1",
         ),
-        ({"quorum": 1}, "bad-quorum", "node 'a': 'n' is only used with joinStrategy 'quorum'"),
+        (
+            {"join_options": {"n": 1}},
+            "bad-quorum",
+            "node 'a': 'n' is only used with joinStrategy 'quorum'",
+        ),
     ],
 )
 def test_bad_config(config: dict[str, Any], code: str, text: str) -> None:
@@ -202,12 +206,17 @@ def test_bad_config(config: dict[str, Any], code: str, text: str) -> None:
 
 
 def test_quorum_bounded_by_predecessors() -> None:
-    nodes = [node("s"), node("l"), node("r"), node("j", join_strategy="quorum", quorum=3)]
+    nodes = [
+        node("s"),
+        node("l"),
+        node("r"),
+        node("j", join_strategy="quorum", join_options={"n": 3}),
+    ]
     bp = bp_of(nodes, [("s", "l"), ("s", "r"), ("l", "j"), ("r", "j")])
     issues = validate(bp)
     assert [(i.code, i.node) for i in issues] == [("bad-quorum", "j")]
     assert "quorum n=3 is more than its 2 predecessor(s)" in issues[0].message
-    nodes[-1] = node("j", join_strategy="quorum", quorum=2)
+    nodes[-1] = node("j", join_strategy="quorum", join_options={"n": 2})
     assert validate(bp_of(nodes, [("s", "l"), ("s", "r"), ("l", "j"), ("r", "j")])) == []
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tasks.blueprint import Blueprint
-from tasks.joins import chord_region, decide, failure_is_tolerated, losers
+from tasks.engine.shapes import chord_region, decide, failure_is_tolerated, losers
 
 
 def fan(strategy: str = "all", n: int | None = None, chains: int = 3, length: int = 1) -> Blueprint:

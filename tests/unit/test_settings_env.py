@@ -12,8 +12,8 @@ import pytest
 
 from bridge.settings import KafkaSettings
 from state.errors import ConfigError
-from tasks.celeryapp import celery_config
 from tasks.settings import Settings
+from tasks.worker.config import celery_config
 
 HEROKU_URL = (
     "kafka+ssl://ec2-1.compute.amazonaws.com:9096,kafka+ssl://ec2-2.compute.amazonaws.com:9096"

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 
 from kafka import KafkaProducer
 from redis.exceptions import RedisError
 
 from bridge.settings import BridgeSettings, KafkaSettings
-from tasks.constants import OUTBOX_HINT_KEY
-from tasks.runtime import Runtime
+from state.protocol import StateStore
 
 __all__ = ["OutboxRelay"]
 
@@ -29,9 +29,17 @@ BATCH = 500
 class OutboxRelay:
     """Publishes outbox rows to Kafka from a background thread."""
 
-    def __init__(self, *, runtime: Runtime, kafka: KafkaSettings, settings: BridgeSettings) -> None:
-        """Prepare the relay; ``start`` launches its thread."""
-        self.rt = runtime
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        wait_hint: Callable[[float], bool],
+        kafka: KafkaSettings,
+        settings: BridgeSettings,
+    ) -> None:
+        """Relay ``store``'s outbox; ``wait_hint(timeout_s)`` blocks until a worker's hint."""
+        self.store = store
+        self.wait_hint = wait_hint
         self.kafka = kafka
         self.settings = settings
         self.published = 0
@@ -55,7 +63,7 @@ class OutboxRelay:
 
     def relay_once(self) -> int:
         """Publish one batch of pending rows; returns how many."""
-        rows = self.rt.store.pending_outbox(limit=BATCH)
+        rows = self.store.pending_outbox(limit=BATCH)
         if not rows:
             return 0
         producer = self._producer_()
@@ -71,14 +79,13 @@ class OutboxRelay:
         producer.flush(timeout=30)
         for f in futures:
             f.get(timeout=30)
-        self.rt.store.delete_outbox([r.id for r in rows])
+        self.store.delete_outbox([r.id for r in rows])
         self.published += len(rows)
         return len(rows)
 
     def _wait_for_hint(self) -> None:
-        key = self.rt.settings.redis_prefix + OUTBOX_HINT_KEY
         try:
-            self.rt.redis.blpop([key], timeout=self.settings.outbox_sweep_s)
+            self.wait_hint(self.settings.outbox_sweep_s)
         except RedisError:
             self._stop.wait(self.settings.outbox_sweep_s)
 

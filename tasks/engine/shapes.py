@@ -1,87 +1,57 @@
-"""Join policies and the shapes that can run as a Celery chord.
+"""The graph shapes joins care about: a join's decision, chord regions, losers, tolerance.
 
-The state store is the truth for joins: arrivals are a set keyed by
-predecessor, and a join fires through one conditional write. This module holds
-the pure decisions: whether an arrival set satisfies a join's policy, which
-fan-outs can use a chord as their fast path, and which nodes lose a race.
+Pure functions of a blueprint (and an arrival set). The strategy of each join
+(``tasks.joins``) says what it tolerates, cancels and allows; this module
+applies that to the blueprint's graph.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import Literal
 
-from state.constants import ARRIVAL_COMPLETED, ARRIVAL_FAILED, ARRIVAL_SKIPPED
-from tasks.blueprint import BUILTIN_USES, Blueprint
+from tasks.blueprint import Blueprint
+from tasks.builtins import builtin
+from tasks.joins import Arrivals, Decision, JoinStrategy, join_strategy
 
 __all__ = [
-    "TOLERANT",
     "ChordRegion",
-    "Decision",
     "chord_region",
     "decide",
     "failure_is_tolerated",
     "losers",
+    "strategy_of",
 ]
 
-#: Strategies under which a failed branch is an arrival, not the run's failure.
-TOLERANT = frozenset({"all-settled", "any", "race", "quorum"})
-#: Strategies that cancel the branches still running once the join fires.
-CANCELS_LOSERS = frozenset({"any", "race", "quorum"})
 
-
-@dataclass(frozen=True)
-class Decision:
-    """What a join does with the arrivals it has."""
-
-    action: Literal["wait", "fire", "skip", "fail"]
-    reason: str = ""
+def strategy_of(bp: Blueprint, join_id: str) -> JoinStrategy:
+    """The strategy of join ``join_id`` (validation guarantees it exists)."""
+    return join_strategy(bp.node(join_id).config.join_strategy)
 
 
 def decide(bp: Blueprint, join_id: str, arrivals: dict[str, str]) -> Decision:
-    """Apply ``join_id``'s ``joinStrategy`` to its arrival set."""
-    cfg = bp.node(join_id).config
-    preds = bp.analysis.predecessors[join_id]
+    """Apply ``join_id``'s strategy to its arrival set (predecessor id to outcome)."""
+    preds = tuple(bp.analysis.predecessors[join_id])
     arrived = {p: o for p, o in arrivals.items() if p in preds}
-    done = [o for o in arrived.values() if o == ARRIVAL_COMPLETED]
-    failed = [p for p, o in arrived.items() if o == ARRIVAL_FAILED]
-    complete = len(arrived) == len(preds)
-    all_skipped = complete and all(o == ARRIVAL_SKIPPED for o in arrived.values())
-    strategy = cfg.join_strategy
-    if strategy == "all":
-        if failed:
-            return Decision("fail", f"join {join_id!r}: branch {failed[0]!r} failed")
-        if not complete:
-            return Decision("wait")
-        return Decision("skip") if all_skipped else Decision("fire")
-    if strategy == "all-settled":
-        if not complete:
-            return Decision("wait")
-        return Decision("skip") if all_skipped else Decision("fire")
-    need = 1 if strategy in ("any", "race") else int(cfg.quorum or 1)
-    if len(done) >= need:
-        return Decision("fire")
-    still_possible = len(done) + (len(preds) - len(arrived))
-    if still_possible >= need:
-        return Decision("wait")
-    if all_skipped:
-        return Decision("skip")
-    return Decision(
-        "fail",
-        f"join {join_id!r} ({strategy}) needs {need} completed branch(es); "
-        f"only {len(done)} completed and {len(preds) - len(arrived)} can still arrive",
-    )
+    options = bp.node(join_id).config.join_options
+    return strategy_of(bp, join_id).decide(options, Arrivals(join_id, preds, arrived))
 
 
 @dataclass(frozen=True)
 class ChordRegion:
-    """A fan-out whose branches are chains of plain nodes meeting at one ``all`` join."""
+    """A fan-out whose branches are chains of plain nodes meeting at one chord-eligible join."""
 
     fork: str
     join: str
     #: Branch head -> the chain of nodes of that branch, head first.
     chains: dict[str, tuple[str, ...]]
+
+
+def _plain(bp: Blueprint, node: str) -> bool:
+    spec = bp.node(node)
+    # Waits, sleeps and fallbacks leave the chord's shape: they go on outside it.
+    special = builtin(spec.uses)
+    return (special is None or special.chord_safe) and not spec.config.fallback
 
 
 def _chain(bp: Blueprint, head: str) -> tuple[tuple[str, ...], str | None]:
@@ -90,9 +60,7 @@ def _chain(bp: Blueprint, head: str) -> tuple[tuple[str, ...], str | None]:
     chain: list[str] = []
     node = head
     while True:
-        spec = bp.node(node)
-        # Waits, sleeps and fallbacks leave the chord's shape: they go on outside it.
-        if spec.uses in BUILTIN_USES or spec.config.fallback or len(a.predecessors[node]) != 1:
+        if not _plain(bp, node) or len(a.predecessors[node]) != 1:
             return tuple(chain), None
         chain.append(node)
         targets = list(dict.fromkeys(e.target for e in a.successors.get(node, ())))
@@ -123,7 +91,7 @@ def _regions(bp: Blueprint) -> dict[str, ChordRegion]:
         join = joins.pop()
         assert join is not None
         ends = {c[-1] for c in chains.values() if c}
-        if bp.node(join).config.join_strategy == "all" and ends == set(a.predecessors[join]):
+        if strategy_of(bp, join).chord_eligible and ends == set(a.predecessors[join]):
             regions[fork] = ChordRegion(fork=fork, join=join, chains=chains)
     return regions
 
@@ -145,8 +113,8 @@ def _ancestors(bp: Blueprint, node: str) -> set[str]:
 
 
 def losers(bp: Blueprint, join_id: str) -> frozenset[str]:
-    """Nodes that only lead into ``join_id``: cancelled when a race or quorum join fires."""
-    if bp.node(join_id).config.join_strategy not in CANCELS_LOSERS:
+    """Nodes that only lead into ``join_id``: cancelled when a join that cancels losers fires."""
+    if not strategy_of(bp, join_id).cancels_losers:
         return frozenset()
     ups = _ancestors(bp, join_id)
     inside = ups | {join_id}
@@ -173,7 +141,7 @@ def failure_is_tolerated(bp: Blueprint, node_id: str) -> bool:
             continue
         seen.add(n)
         if n in a.join_nodes:
-            if bp.node(n).config.join_strategy not in TOLERANT:
+            if not strategy_of(bp, n).tolerates_failure:
                 return False
             continue
         nxt = [e.target for e in a.successors.get(n, ())]

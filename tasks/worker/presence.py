@@ -34,7 +34,7 @@ from tasks.constants import (
     REGISTRY_REFRESH_S,
     REGISTRY_TTL_S,
 )
-from tasks.runtime import Runtime
+from tasks.settings import Settings
 
 __all__ = ["Presence", "note_missing"]
 
@@ -44,16 +44,21 @@ _FIRST = "~first"
 
 
 def note_missing(
-    rt: Runtime, run_id: str, node_id: str, iteration: int, worker: str
+    client: redis.Redis[bytes],
+    settings: Settings,
+    run_id: str,
+    node_id: str,
+    iteration: int,
+    worker: str,
 ) -> tuple[list[str], float]:
     """Record that ``worker`` lacked the node; returns every such worker, and for how long."""
-    key = f"{rt.settings.redis_prefix}{MISSING_NODE_KEY}{run_id}:{node_id}:{iteration}"
+    key = f"{settings.redis_prefix}{MISSING_NODE_KEY}{run_id}:{node_id}:{iteration}"
     now = time.time()
     try:
-        pipe = rt.redis.pipeline(transaction=True)
+        pipe = client.pipeline(transaction=True)
         pipe.hsetnx(key, _FIRST, now)
         pipe.hset(key, worker, now)
-        pipe.expire(key, int(rt.settings.missing_node_s + MISSING_NODE_TTL_EXTRA_S))
+        pipe.expire(key, int(settings.missing_node_s + MISSING_NODE_TTL_EXTRA_S))
         pipe.hgetall(key)
         seen: dict[bytes, bytes] = pipe.execute()[-1]
     except redis.RedisError as exc:
@@ -98,7 +103,8 @@ class Presence:
 
     def __init__(
         self,
-        rt: Runtime,
+        client: redis.Redis[bytes],
+        settings: Settings,
         *,
         role: str,
         name: str,
@@ -106,9 +112,10 @@ class Presence:
         blueprints: Collection[str],
     ) -> None:
         """Describe this process; nothing is written until ``announce``."""
-        self.rt = rt
+        self.client = client
+        self.settings = settings
         self.me = Registered(role, name, tuple(sorted(nodes)), tuple(sorted(blueprints)))
-        self._prefix = f"{rt.settings.redis_prefix}{REGISTRY_KEY}"
+        self._prefix = f"{settings.redis_prefix}{REGISTRY_KEY}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -120,7 +127,7 @@ class Presence:
                 if peer.name != self.me.name and peer.digest != self.me.digest:
                     warnings.append(
                         f"{peer.role} {peer.name} shares the shard queues "
-                        f"(FLOWBRIDGE_REDIS_PREFIX={self.rt.settings.redis_prefix!r}) with "
+                        f"(FLOWBRIDGE_REDIS_PREFIX={self.settings.redis_prefix!r}) with "
                         f"other nodes or blueprints than this {self.me.role} {self.me.name}: "
                         + "; ".join(self.me.differences(peer))
                         + ". Runs may fail on the process that lacks a node; deploy the same "
@@ -143,7 +150,7 @@ class Presence:
         """Stop refreshing and delete the record (a clean stop leaves no stale entry)."""
         self._stop.set()
         with contextlib.suppress(redis.RedisError):  # else it expires by itself
-            self.rt.redis.delete(self._prefix + self.me.name)
+            self.client.delete(self._prefix + self.me.name)
 
     def _refresh(self) -> None:
         while not self._stop.wait(REGISTRY_REFRESH_S):
@@ -154,12 +161,12 @@ class Presence:
 
     def _write(self) -> None:
         value = json.dumps(self.me.__dict__)
-        self.rt.redis.set(self._prefix + self.me.name, value, ex=REGISTRY_TTL_S)
+        self.client.set(self._prefix + self.me.name, value, ex=REGISTRY_TTL_S)
 
     def _peers(self) -> list[Registered]:
-        keys = list(self.rt.redis.scan_iter(match=self._prefix + "*", count=500))
+        keys = list(self.client.scan_iter(match=self._prefix + "*", count=500))
         peers = []
-        for raw in self.rt.redis.mget(keys) if keys else []:
+        for raw in self.client.mget(keys) if keys else []:
             if raw is None:
                 continue
             data = json.loads(raw)

@@ -1,0 +1,105 @@
+"""A run's life outside node attempts: starting it, cancelling it, events, the chord body."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from state.constants import NODE_PENDING, RUN_ACTIVE, RUN_PENDING
+from state.models import Delivery, Run
+from tasks.blueprint import Blueprint
+from tasks.engine.graph import try_fire
+from tasks.engine.scope import RunScope
+from tasks.events import lifecycle_event
+from tasks.port import task_id
+from tasks.runtime import Runtime
+
+__all__ = ["cancel_run", "deliver_event", "fire_from_chord", "start_run"]
+
+#: How long a cancel waits for a reconciler holding the run's lock (then goes on unfenced).
+CANCEL_LOCK_WAIT_S = 5.0
+
+
+def start_run(
+    rt: Runtime,
+    bp: Blueprint,
+    run_input: Any,
+    *,
+    run_id: str | None = None,
+) -> tuple[bool, Run]:
+    """Create a run of ``bp`` (idempotent on ``run_id``) and dispatch its pending start nodes."""
+    run_id = run_id or str(uuid.uuid4())
+    starts = bp.analysis.start_nodes
+    run = Run(
+        run_id=run_id,
+        blueprint_id=bp.id,
+        version=bp.version,
+        status=RUN_PENDING,
+        input=run_input,
+        snapshot=bp.to_dict(),
+    )
+    started = lifecycle_event(
+        rt.settings, run_id, "started", blueprint=bp.id, version=bp.version, input=run_input
+    )
+    created, stored = rt.store.create_run(run, start_nodes=starts, outbox=[started])
+    if created:
+        rt.notify_outbox()
+        # Just created: its start nodes are pending and its blueprint is the one in hand.
+        for node_id in starts:
+            rt.dispatch(bp, run_id, node_id)
+        return created, stored
+    if stored.status not in RUN_ACTIVE:
+        return created, stored
+    # A redelivered start repairs a crash between creating the run and dispatching.
+    stored_bp = rt.blueprint_of(stored)
+    recs = rt.store.get_nodes(run_id, stored_bp.analysis.start_nodes)
+    for node_id, rec in recs.items():
+        if rec.status == NODE_PENDING:
+            rt.dispatch(stored_bp, run_id, node_id, attempt=max(rec.attempts + 1, 1))
+    return created, stored
+
+
+def cancel_run(rt: Runtime, run_id: str, reason: str = "cancelled") -> bool:
+    """Cancel a run: nothing new is dispatched; in-flight tasks are revoked (best effort)."""
+    before = rt.store.get_run(run_id)
+    in_flight: list[str] = []
+    if before is not None and before.snapshot:
+        bp = rt.blueprint_of(before)
+        for rec in rt.store.get_nodes(run_id, bp.node_ids).values():
+            if rec.active:
+                in_flight.append(task_id(run_id, rec.node_id, rec.iteration, max(rec.attempts, 1)))
+    outbox = [lifecycle_event(rt.settings, run_id, "cancelled", reason=reason)]
+    # Under the run lock, with a fresh fence: a reconciler that lost its lock cannot undo it.
+    with rt.port.run_locks().hold(run_id, wait_s=CANCEL_LOCK_WAIT_S) as fence:
+        applied, _ = rt.store.cancel_run(run_id, reason=reason, outbox=outbox, fence=fence)
+    if applied:
+        rt.notify_outbox()
+        if in_flight:
+            # Revokes live only in workers' memory: the status check before user code is the guard.
+            rt.port.revoke(in_flight)
+    return applied
+
+
+def deliver_event(
+    rt: Runtime, run_id: str, name: str, *, event_id: str, payload: Any = None
+) -> Delivery:
+    """Deliver an event to a run; a node it wakes is dispatched."""
+    delivery = rt.store.deliver_event(run_id, name, event_id=event_id, payload=payload)
+    if delivery.outcome == "matched" and delivery.node_id is not None:
+        run = rt.store.get_run(run_id)
+        if run is not None:
+            rt.dispatch(
+                rt.blueprint_of(run), run_id, delivery.node_id, iteration=delivery.iteration
+            )
+    return delivery
+
+
+def fire_from_chord(rt: Runtime, run_id: str, join_id: str, iteration: int = 0) -> str:
+    """The chord body: try to fire the join its branches meet at (the store decides)."""
+    run = rt.store.get_run(run_id)
+    if run is None or run.status not in RUN_ACTIVE:
+        return "ignored"
+    if try_fire(RunScope(rt, run, rt.blueprint_of(run)), join_id, iteration, repair=False):
+        return "fired"
+    # A detached branch (retrying outside the chord, or on a fallback) will fire it on arrival.
+    return "waiting"
