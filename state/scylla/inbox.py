@@ -16,7 +16,9 @@ A suspend and a delivery racing each other both write first and look second
 (the delivery inserts, then looks for waiters; the suspend parks, then looks
 for unconsumed events), so at least one sees the other: an event never sits
 in the inbox beside a node parked waiting for it. A suspend that finds one
-after parking un-parks itself (only if nothing touched it since) and takes it.
+after parking un-parks itself (only if nothing touched it since), pauses a
+jittered moment (the delivery may be claiming the event for it: without the
+pause the two can repeat each other's steps in lockstep), and takes it.
 
 A delivery cut short (a crash between its claim and its wake) is finished by
 the redelivery of the same event: ``deliver_event`` on a known event id first
@@ -34,7 +36,7 @@ from state.errors import StateError
 from state.records import NODE_ACTIVE, Delivery, DeliveryOutcome, NodeStatus, Wakeup
 from state.rules import Event, runs, waits
 from state.rules.waits import InboxEvent
-from state.scylla.apply import Applier
+from state.scylla.apply import Applier, backoff
 from state.scylla.driver import Row, _ok
 from state.scylla.rows import node_of, pending_effects, wait_of
 from state.scylla.session import MAX_CAS_ROUNDS, Key, Session
@@ -289,7 +291,7 @@ class Inbox:
         run, row = self.s.run_and_node(*key)
         first_due: float | None = None
         decided = False
-        for _ in range(MAX_CAS_ROUNDS):
+        for round_ in range(MAX_CAS_ROUNDS):
             if row is None or not waits.suspendable(node_of(row)):
                 return None
             if event is not None and run is not None:
@@ -310,6 +312,10 @@ class Inbox:
                 # take it ourselves, unless someone woke us meanwhile (then they dispatch).
                 if not self.waits.unpark(run, key, parked):
                     return None
+                # The delivery that brought it may be claiming it for us right now: let it
+                # finish (its wake fails, it gives the event back) before taking it, or the
+                # two of us could park, claim, un-park and give back in lockstep.
+                backoff(round_)
                 row = self.s.node_row(*key, serial=True)
                 continue
             self.waits.settle_waiting(run_id)
