@@ -65,11 +65,15 @@ class HistoryKind(StrEnum):
     EVENT_UNMATCHED = "event.unmatched"
 
 
+#: Kinds by value (a dict lookup: ``HistoryKind(value)`` costs an enum call on every commit).
+_BY_VALUE: dict[str, HistoryKind] = {k.value: k for k in HistoryKind}
+
+
 def run_kind(status: str) -> HistoryKind:
     """The event a run's move to ``status`` records (``run.<status>``)."""
-    return HistoryKind(f"run.{status}")
+    return _BY_VALUE[f"run.{status}"]
 
 
 def node_kind(status: str) -> HistoryKind:
     """The event a node's completion with ``status`` records (``node.completed``/``skipped``)."""
-    return HistoryKind(f"node.{status}")
+    return _BY_VALUE[f"node.{status}"]

@@ -213,7 +213,7 @@ class MemoryTxn:
         waits = self.db.waits.get(run_id, {})
         for key, wait in list(waits.items()):
             if wait.woken is None:
-                self._put(waits, key, replace(wait, woken=_CANCELLED if cancelled else _CLOSED))
+                self._put(waits, key, wait._replace(woken=_CANCELLED if cancelled else _CLOSED))
 
     # --- nodes ----------------------------------------------------------------------------
     def insert_nodes(
@@ -317,7 +317,7 @@ class MemoryTxn:
         """Close the node's wait if it is open."""
         wait = self.wait(key)
         if wait is not None and wait.woken is None:
-            self.put_wait(key, replace(wait, woken=_CLOSED))
+            self.put_wait(key, wait._replace(woken=_CLOSED))
 
     def add_event(self, run_id: str, event_id: str, name: str, payload: Any, *, now: float) -> None:
         """Put a delivered event into the run's inbox."""

@@ -6,14 +6,18 @@ of that row needs, and the follow-up writes. SQLite and the memory store write
 a change in the transaction that read the rows; Scylla writes the primary row
 as one LWT (the condition becomes its ``IF``) and stores the follow-ups with it
 as its ``effects``.
+
+Change sets are ``NamedTuple``: immutable (a rule's decision cannot be edited
+on its way to the store, and the shared constants below cannot change) and
+cheap to build, which matters because a rule runs on every operation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Final
+from types import MappingProxyType
+from typing import Any, Final, NamedTuple
 
 from state.history import HistoryKind
 from state.records import RUN_TERMINAL, Arrival, NodeState, OutboxMessage, Run
@@ -58,8 +62,7 @@ class _Keep:
 KEEP: Final = _Keep()
 
 
-@dataclass(frozen=True, kw_only=True)
-class Condition:
+class Condition(NamedTuple):
     """What the primary row must still be when the write lands.
 
     SQLite and the memory store hold their lock from the read to the write, so
@@ -95,8 +98,7 @@ ABSENT: Final = Condition(absent=True)
 AS_READ: Final = Condition(as_read=True)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Event:
+class Event(NamedTuple):
     """A history event a change appends."""
 
     kind: HistoryKind
@@ -104,16 +106,14 @@ class Event:
     data: Any = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class FailRun:
+class FailRun(NamedTuple):
     """Fail the run (if it is still active) with the node that failed for good."""
 
     error: str
     outbox: tuple[OutboxMessage, ...] = ()
 
 
-@dataclass(frozen=True, kw_only=True)
-class FollowUps:
+class FollowUps(NamedTuple):
     """The writes that follow a node change; each is idempotent, so a replay is harmless.
 
     The rule includes the live-run parts (successors, skips, arrivals, context,
@@ -131,7 +131,7 @@ class FollowUps:
     #: Join arrivals (a set keyed by predecessor).
     arrivals: tuple[Arrival, ...] = ()
     #: Context keys to write (last write wins).
-    context: Mapping[str, Any] = field(default_factory=dict)
+    context: Mapping[str, Any] = MappingProxyType({})
     #: Record progress on the run (its status index moves to the current bucket).
     touch: bool = False
     #: A node is pending again: a ``waiting`` run becomes ``running`` (``rules.wake_run``).
@@ -146,8 +146,7 @@ class FollowUps:
 NO_FOLLOW_UPS: Final = FollowUps()
 
 
-@dataclass(frozen=True, kw_only=True)
-class Wait:
+class Wait(NamedTuple):
     """A parked (or once parked) node's wait: what it waits for, and what woke it."""
 
     event: str | None = None
@@ -158,8 +157,7 @@ class Wait:
     woke_event: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class NodeChange:
+class NodeChange(NamedTuple):
     """A node operation's change: the node record after it, its condition and follow-ups.
 
     ``node`` is the record as the change leaves it when it applies, and the
@@ -185,8 +183,7 @@ class NodeChange:
         return self.verdict is Verdict.APPLIED
 
 
-@dataclass(frozen=True, kw_only=True)
-class RunView:
+class RunView(NamedTuple):
     """What the run rules read of a run row."""
 
     run_id: str
@@ -199,8 +196,7 @@ class RunView:
     reconciled_at: float | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class RunChange:
+class RunChange(NamedTuple):
     """A run operation's change: the run row's new values, its condition and follow-ups."""
 
     verdict: Verdict

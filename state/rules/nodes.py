@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 from state.history import HistoryKind, node_kind
 from state.records import (
@@ -128,10 +127,10 @@ def complete(
         updated_at=now,
     )
     event = Event(kind=node_kind(cp.status), node_id=cp.node_id, data={"action": cp.action})
-    follow = FollowUps(history=(event,), end_wait=True)
     if live(run_status):
-        follow = replace(
-            follow,
+        follow = FollowUps(
+            history=(event,),
+            end_wait=True,
             pending=tuple(cp.pending),
             skipped=tuple(cp.skipped),
             arrivals=tuple(cp.arrivals),
@@ -139,6 +138,8 @@ def complete(
             outbox=tuple(cp.outbox),
             touch=True,
         )
+    else:
+        follow = FollowUps(history=(event,), end_wait=True)
     return NodeChange(
         verdict=Verdict.MISSING if node is None else Verdict.APPLIED,
         node=done,
@@ -195,11 +196,11 @@ def fail(
     )
     follow = FollowUps(history=(event,), end_wait=True)
     if live(run_status) and fallback is not None:
-        follow = replace(follow, pending=(fallback,), touch=True)
+        follow = follow._replace(pending=(fallback,), touch=True)
     elif live(run_status) and fail_run:
-        follow = replace(follow, fail_run=FailRun(error=error, outbox=tuple(outbox)))
+        follow = follow._replace(fail_run=FailRun(error=error, outbox=tuple(outbox)))
     elif live(run_status):
-        follow = replace(follow, skipped=tuple(skipped), arrivals=tuple(arrivals), touch=True)
+        follow = follow._replace(skipped=tuple(skipped), arrivals=tuple(arrivals), touch=True)
     return NodeChange(
         verdict=Verdict.MISSING if node is None else Verdict.APPLIED,
         node=_moved(base, NodeStatus.FAILED, now, error=error),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import replace
 from typing import Any
 
 from state.errors import StaleFenceError
@@ -63,7 +62,19 @@ def create(
         verdict=Verdict.APPLIED,
         run_id=run.run_id,
         status=run.status,
-        record=replace(run, created_at=now, updated_at=now),
+        record=Run(
+            run_id=run.run_id,
+            blueprint_id=run.blueprint_id,
+            version=run.version,
+            status=run.status,
+            input=run.input,
+            snapshot=run.snapshot,
+            output=run.output,
+            error=run.error,
+            fence=run.fence,
+            created_at=now,
+            updated_at=now,
+        ),
         progress=True,
         condition=ABSENT,
         history=tuple(history),

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 from state.history import HistoryKind
 from state.records import (
@@ -38,8 +38,7 @@ _RUNNING_AS_READ = Condition(status_in=frozenset({NodeStatus.RUNNING}), as_read=
 _WAITING_AS_READ = Condition(status_in=frozenset({NodeStatus.WAITING}), as_read=True)
 
 
-@dataclass(frozen=True, kw_only=True)
-class InboxEvent:
+class InboxEvent(NamedTuple):
     """An event in a run's inbox, as a rule needs it."""
 
     event_id: str
@@ -47,8 +46,7 @@ class InboxEvent:
     payload: Any = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Admission:
+class Admission(NamedTuple):
     """Whether a delivered event enters the run's inbox; if not, the outcome and its record."""
 
     #: None: admit it (insert it, then look for a waiter).
@@ -154,7 +152,7 @@ def fire_timer(
             touch=True,
             wake_run=True,
         ),
-        wait=replace(wait, woken=WakeKind.TIMER, woke_event=None),
+        wait=wait._replace(woken=WakeKind.TIMER, woke_event=None),
     )
 
 
@@ -175,7 +173,7 @@ def match(node: NodeState, wait: Wait, *, event_id: str, now: float) -> NodeChan
             touch=True,
             wake_run=True,
         ),
-        wait=replace(wait, woken=WakeKind.EVENT, woke_event=event_id),
+        wait=wait._replace(woken=WakeKind.EVENT, woke_event=event_id),
         consumed=event_id,
     )
 

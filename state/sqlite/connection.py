@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Self, TypeVar
 
 from state.constants import SQLITE_BUSY_TIMEOUT_MS
 from state.errors import SchemaError, StateError
@@ -91,7 +91,7 @@ class Database:
 
 
 class Transaction:
-    """A ``BEGIN IMMEDIATE`` ... ``COMMIT`` block (``ROLLBACK`` on an error).
+    """A ``BEGIN IMMEDIATE`` ... ``COMMIT`` block (``ROLLBACK`` on an error); ``conn`` inside.
 
     A class, not a generator: it wraps every write, and costs less this way.
     """
@@ -101,12 +101,12 @@ class Transaction:
         self.db = db
         self.conn = db.conn()
 
-    def __enter__(self) -> sqlite3.Connection:
+    def __enter__(self) -> Self:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise StateError(f"SQLite store {self.db.path}: cannot begin a write: {exc}") from exc
-        return self.conn
+        return self
 
     def __exit__(
         self,

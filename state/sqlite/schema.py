@@ -7,13 +7,9 @@ read, so no operation scans ``runs`` or ``nodes``.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-from pathlib import Path
-
 from state.constants import SCHEMA_VERSION
 from state.errors import SchemaError
+from state.sqlite.connection import Database
 
 __all__ = ["SCHEMA", "migrate"]
 
@@ -124,14 +120,12 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 
-def migrate(
-    conn: sqlite3.Connection,
-    write: Callable[[], AbstractContextManager[sqlite3.Connection]],
-    path: Path,
-) -> None:
+def migrate(db: Database) -> None:
     """Create the tables if missing and record the schema version (refuse a newer one)."""
-    conn.executescript(SCHEMA)
-    with write() as c:
+    path = db.path
+    db.conn().executescript(SCHEMA)
+    with db.write() as tx:
+        c = tx.conn
         row = c.execute("SELECT version FROM schema_version WHERE id = 1").fetchone()
         if row is None:
             c.execute("INSERT INTO schema_version (id, version) VALUES (1, ?)", (SCHEMA_VERSION,))

@@ -73,7 +73,7 @@ class SQLiteStore(TransactionalStore):
     # --- lifecycle ------------------------------------------------------------------------
     def migrate(self) -> None:
         """Create the tables if missing and record the schema version."""
-        migrate(self._db.conn(), self._db.write, self.path)
+        migrate(self._db)
 
     def close(self) -> None:
         """Close this thread's connection."""
@@ -124,7 +124,8 @@ class SQLiteStore(TransactionalStore):
     def purge_expired(self, *, limit: int = 1000) -> int:
         """Delete finished runs past their retention, with all their rows; returns how many."""
         now = self._clock()
-        with self._db.write() as c:
+        with self._db.write() as tx:
+            c = tx.conn
             ids = [
                 r["run_id"]
                 for r in c.execute(
@@ -267,8 +268,8 @@ class SQLiteStore(TransactionalStore):
         """Forget published outbox rows."""
         if not ids:
             return
-        with self._db.write() as c:
-            c.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+        with self._db.write() as tx:
+            tx.conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
 
 
 def path_of(url: str) -> Path:

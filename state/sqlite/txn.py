@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from types import TracebackType
 from typing import Any
 
 from state.codec import dumps
@@ -36,6 +35,12 @@ def _update_sql(fields: tuple[NodeField, ...], if_active: bool) -> str:
     return f"UPDATE nodes SET {sets} WHERE {_KEY}{cond}"  # noqa: S608 - column names are ours
 
 
+@functools.cache
+def _update_run_sql(columns: tuple[str, ...]) -> str:
+    sets = "".join(f", {k} = ?" for k in columns)
+    return f"UPDATE runs SET status = ?, updated_at = ?, bucket = ?{sets} WHERE run_id = ?"  # noqa: S608 - column names are ours
+
+
 def _column(node: NodeState, field: NodeField) -> Any:
     if field == "output":
         return dumps(node.output)
@@ -46,25 +51,13 @@ def _column(node: NodeState, field: NodeField) -> Any:
     return getattr(node, field)
 
 
-class SQLiteTxn:
+class SQLiteTxn(Transaction):
     """One ``BEGIN IMMEDIATE`` transaction and its reads and writes (a context manager)."""
 
     def __init__(self, db: Database) -> None:
         """Begin on ``db`` when entered; commit when the block ends."""
-        self._tx = Transaction(db)
-        self.c = self._tx.conn
-
-    def __enter__(self) -> SQLiteTxn:
-        self._tx.__enter__()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._tx.__exit__(exc_type, exc, tb)
+        super().__init__(db)
+        self.c = self.conn
 
     # --- reads ----------------------------------------------------------------------------
     def run(self, run_id: str) -> Run | None:
@@ -207,11 +200,7 @@ class SQLiteTxn:
         c = self.c
         old = c.execute("SELECT status, bucket FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         bucket = bucket_of(now)
-        sets = "".join(f", {k} = ?" for k in cols)
-        c.execute(
-            f"UPDATE runs SET status = ?, updated_at = ?, bucket = ?{sets} WHERE run_id = ?",  # noqa: S608 - column names are ours
-            (str(status), now, bucket, *cols.values(), run_id),
-        )
+        c.execute(_update_run_sql(tuple(cols)), (str(status), now, bucket, *cols.values(), run_id))
         if old is not None and (old["status"], old["bucket"]) != (status, bucket):
             c.execute(
                 "DELETE FROM run_index WHERE status = ? AND bucket = ? AND run_id = ?",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from state.records import NodeStatus, RunStatus
 from state.rules import FollowUps, RunChange, RunView, runs
 from state.transactional.txn import Key, Txn
@@ -11,13 +9,16 @@ from state.transactional.txn import Key, Txn
 __all__ = ["Writer"]
 
 
-@dataclass(frozen=True)
 class Writer:
     """Writes change sets through one transaction's primitives."""
 
-    txn: Txn
-    now: float
-    retention_s: float
+    __slots__ = ("now", "retention_s", "txn")
+
+    def __init__(self, txn: Txn, now: float, retention_s: float) -> None:
+        """Write through ``txn``, stamped ``now``; finished runs expire after ``retention_s``."""
+        self.txn = txn
+        self.now = now
+        self.retention_s = retention_s
 
     def follow(self, key: Key, follow: FollowUps, run: RunView | None = None) -> None:
         """Write a node change's follow-ups; ``run``: the run as this transaction read it."""

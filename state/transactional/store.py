@@ -168,7 +168,8 @@ class TransactionalStore:
                 return None
             t.update_node(change.node, ("status", "attempts", "deliveries", "updated_at"))
             self._writer(t, now).follow(key, change.follow)
-            return t.node(key)
+            # The record as written: the one read, with the claim's columns (no second read).
+            return change.node
 
     def commit_node(self, completion: NodeCompletion) -> CommitResult:
         """Apply a node completion once, with everything it causes."""
