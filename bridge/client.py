@@ -88,9 +88,7 @@ class Client:
         self.settings = settings
         self.kafka = kafka
         self.store = store or open_state(settings)
-        if store is None and getattr(
-            self.store, "auto_migrate", settings.state_url.startswith("sqlite")
-        ):
+        if store is None and self.store.auto_migrate:
             # The embedded store: every process may create its schema (idempotent), so a
             # client that waits before the bridge has started does not fail on a missing table.
             self.store.migrate()

@@ -44,7 +44,7 @@ from bridge.settings import BridgeSettings, KafkaSettings
 from bridge.topics import ensure_topics
 from state.constants import RUN_FAILED
 from state.errors import StateError
-from state.models import Run
+from state.records import Run
 from tasks.engine import cancel_run, deliver_event, start_run
 from tasks.errors import UnknownBlueprintError
 from tasks.events import lifecycle_event

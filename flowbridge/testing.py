@@ -73,7 +73,7 @@ class Runner:
                 **(env or {}),
             }
         )
-        store = store or _memory_store(settings, self.clock)
+        store = store or open_store(settings.state_url, clock=self.clock)
         store.migrate()
         self.port = InProcessPort(store, self.clock, on_record=self._on_record)
         self.rt = Runtime(
@@ -211,15 +211,3 @@ class Runner:
                 str(value["node"]),
                 attempt=int(value.get("attempt", 1)),
             )
-
-
-def _memory_store(settings: Settings, clock: VirtualClock) -> StateStore:
-    try:
-        return open_store(settings.state_url, clock=clock)
-    except FlowbridgeError:
-        # Before the in-memory backend: a SQLite file of its own.
-        import tempfile
-        from pathlib import Path
-
-        path = Path(tempfile.mkdtemp(prefix="flowbridge-runner-")) / "state.db"
-        return open_store(f"sqlite:///{path}", clock=clock)

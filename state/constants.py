@@ -1,42 +1,78 @@
-"""Names, limits and time constants of the state layer, units in the names."""
+"""Names, limits and time constants of the state layer, units in the names.
+
+The status names (``RUN_ACTIVE``, ``NODE_PENDING``, ...) are the members of the
+enums in ``state.records``, kept here under their old names for callers.
+"""
 
 from __future__ import annotations
 
+from typing import Final
+
+from state.records import (
+    NODE_ACTIVE,
+    NODE_SETTLED,
+    RUN_ACTIVE,
+    RUN_TERMINAL,
+    ArrivalOutcome,
+    NodeStatus,
+    RunStatus,
+)
+
+__all__ = [
+    "ARRIVAL_COMPLETED",
+    "ARRIVAL_FAILED",
+    "ARRIVAL_SKIPPED",
+    "DEFAULT_RETENTION_S",
+    "NODE_ACTIVE",
+    "NODE_CANCELLED",
+    "NODE_COMPLETED",
+    "NODE_FAILED",
+    "NODE_PENDING",
+    "NODE_RUNNING",
+    "NODE_SETTLED",
+    "NODE_SKIPPED",
+    "NODE_WAITING",
+    "RUN_ACTIVE",
+    "RUN_CANCELLED",
+    "RUN_COMPLETED",
+    "RUN_FAILED",
+    "RUN_PENDING",
+    "RUN_RUNNING",
+    "RUN_TERMINAL",
+    "RUN_WAITING",
+    "SCHEMA_VERSION",
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "STATUS_BUCKET_S",
+]
+
 #: Schema version this code writes; ``flowbridge migrate`` brings a store up to it.
 #: 2: waits, timers and the event inbox (Scylla: new tables and node columns).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION: Final = 2
 
 #: Width of the (status, time bucket) index buckets; the reconciler reads whole buckets.
-STATUS_BUCKET_S = 60
+STATUS_BUCKET_S: Final = 60
 
 #: Finished runs are kept this long, then expire (a live run never expires).
-DEFAULT_RETENTION_S = 30 * 24 * 3600
+DEFAULT_RETENTION_S: Final = 30 * 24 * 3600
 
 #: How long SQLite waits for another process's write lock before failing.
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 
-#: Run statuses, in lifecycle order.
-RUN_PENDING = "pending"
-RUN_RUNNING = "running"
-RUN_WAITING = "waiting"
-RUN_COMPLETED = "completed"
-RUN_FAILED = "failed"
-RUN_CANCELLED = "cancelled"
-RUN_ACTIVE = frozenset({RUN_PENDING, RUN_RUNNING, RUN_WAITING})
-RUN_TERMINAL = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED})
+RUN_PENDING: Final = RunStatus.PENDING
+RUN_RUNNING: Final = RunStatus.RUNNING
+RUN_WAITING: Final = RunStatus.WAITING
+RUN_COMPLETED: Final = RunStatus.COMPLETED
+RUN_FAILED: Final = RunStatus.FAILED
+RUN_CANCELLED: Final = RunStatus.CANCELLED
 
-#: Node statuses; ``skipped`` marks a successor on an edge that was not taken.
-NODE_PENDING = "pending"
-NODE_RUNNING = "running"
-NODE_WAITING = "waiting"
-NODE_COMPLETED = "completed"
-NODE_FAILED = "failed"
-NODE_SKIPPED = "skipped"
-NODE_CANCELLED = "cancelled"
-NODE_ACTIVE = frozenset({NODE_PENDING, NODE_RUNNING, NODE_WAITING})
-NODE_SETTLED = frozenset({NODE_COMPLETED, NODE_FAILED, NODE_SKIPPED, NODE_CANCELLED})
+NODE_PENDING: Final = NodeStatus.PENDING
+NODE_RUNNING: Final = NodeStatus.RUNNING
+NODE_WAITING: Final = NodeStatus.WAITING
+NODE_COMPLETED: Final = NodeStatus.COMPLETED
+NODE_FAILED: Final = NodeStatus.FAILED
+NODE_SKIPPED: Final = NodeStatus.SKIPPED
+NODE_CANCELLED: Final = NodeStatus.CANCELLED
 
-#: Join arrival outcomes recorded per predecessor.
-ARRIVAL_COMPLETED = "completed"
-ARRIVAL_FAILED = "failed"
-ARRIVAL_SKIPPED = "skipped"
+ARRIVAL_COMPLETED: Final = ArrivalOutcome.COMPLETED
+ARRIVAL_FAILED: Final = ArrivalOutcome.FAILED
+ARRIVAL_SKIPPED: Final = ArrivalOutcome.SKIPPED

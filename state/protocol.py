@@ -2,8 +2,10 @@
 
 Each write that decides something (run creation, node completion, a join
 firing, a run status change) is conditional, so that a redelivered Celery task
-or a second reconciler cannot apply it twice. Backends: ``state.sqlite`` (the
-embedded default, one host) and ``state.scylla`` (Scylla/Cassandra).
+or a second reconciler cannot apply it twice; what each one decides is
+``state.rules``. Backends (``state.backends`` picks one by URL scheme):
+``state.sqlite`` (the embedded default, one host), ``state.scylla``
+(Scylla/Cassandra) and ``state.memory`` (one process: tests).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from state.models import (
+from state.records import (
     Arrival,
     CommitResult,
     Delivery,
@@ -31,6 +33,10 @@ __all__ = ["StateStore"]
 @runtime_checkable
 class StateStore(Protocol):
     """Run, node, context, history and outbox records, with conditional writes."""
+
+    #: Whether each process creates the schema itself (``migrate`` when it opens the store):
+    #: True for SQLite and memory; False for Scylla, where ``flowbridge migrate`` is a release step.
+    auto_migrate: bool
 
     # --- lifecycle -------------------------------------------------------
     def migrate(self) -> SchemaChange:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from state.models import OutboxMessage
+from state.records import OutboxMessage
 
 __all__ = ["NodeContext", "Result", "RunContext"]
 

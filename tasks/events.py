@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Any
 
-from state.models import OutboxMessage
+from state.records import OutboxMessage
 from tasks.settings import Settings
 
 __all__ = ["lifecycle_event"]

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from state.models import OutboxMessage
+from state.records import OutboxMessage
 from state.protocol import StateStore
 from tasks.engine import execute_node, fire_from_chord
 from tasks.port import NodeTask

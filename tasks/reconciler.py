@@ -22,7 +22,7 @@ import uuid
 
 from state.constants import NODE_PENDING, NODE_RUNNING, RUN_PENDING, RUN_RUNNING
 from state.errors import StaleFenceError
-from state.models import OutboxMessage, Run
+from state.records import OutboxMessage, Run
 from tasks.engine import RunScope, settle_stalled
 from tasks.runtime import Runtime
 

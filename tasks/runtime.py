@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from state import open_store
-from state.models import Run
+from state.records import Run
 from state.protocol import StateStore
 from tasks.blueprint import Blueprint
 from tasks.constants import SNAPSHOT_CACHE_SIZE
@@ -67,7 +67,7 @@ class Runtime:
 
     def ensure_schema(self) -> None:
         """Create an embedded store's schema on start; Scylla's is the ``release:`` step's job."""
-        if getattr(self.store, "auto_migrate", self.settings.state_url.startswith("sqlite")):
+        if self.store.auto_migrate:
             self.store.migrate()
 
     def load_run(self, run_id: str) -> tuple[Run, Blueprint | None] | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.api.views import history_json, run_json, run_summary
-from state.models import Run
+from state.records import Run
 from state.protocol import StateStore
 
 __all__ = ["Queries"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from state.models import HistoryEvent, Run
+from state.records import HistoryEvent, Run
 from state.protocol import StateStore
 from tasks.timefmt import iso_utc
 

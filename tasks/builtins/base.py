@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol
 
-from state.models import Wakeup
+from state.records import Wakeup
 from tasks.durations import parse_duration
 from tasks.errors import NodeError
 

@@ -27,7 +27,7 @@ from state.constants import (
     RUN_RUNNING,
     RUN_WAITING,
 )
-from state.models import Wakeup
+from state.records import Wakeup
 from tasks.builtins import Builtin, builtin
 from tasks.context import NodeContext
 from tasks.engine.failure import fail, missing_node

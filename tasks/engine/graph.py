@@ -19,7 +19,7 @@ from state.constants import (
     RUN_COMPLETED,
     RUN_FAILED,
 )
-from state.models import NodeCompletion, NodeState
+from state.records import NodeCompletion, NodeState
 from tasks.context import NodeContext
 from tasks.engine.routing import Plan, plan_completion, plan_from_taken, plan_skip, routing_source
 from tasks.engine.scope import Attempt, RunScope, Step

@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from state.constants import NODE_PENDING, RUN_ACTIVE, RUN_PENDING
-from state.models import Delivery, Run
+from state.records import Delivery, Run
 from tasks.blueprint import Blueprint
 from tasks.engine.graph import try_fire
 from tasks.engine.scope import RunScope

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from state.constants import ARRIVAL_COMPLETED, ARRIVAL_SKIPPED
-from state.models import Arrival
+from state.records import Arrival
 from tasks.blueprint import Blueprint, EdgeSpec, compile_condition
 
 __all__ = ["Plan", "plan_completion", "plan_from_taken", "plan_skip", "routing_source"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from state.models import OutboxMessage, Run
+from state.records import OutboxMessage, Run
 from state.protocol import StateStore
 from tasks.blueprint import Blueprint, NodeSpec
 from tasks.events import lifecycle_event

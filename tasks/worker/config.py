@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import ssl
-import zlib
 from typing import Any
 
 from kombu.entity import Exchange, Queue
 
+from state.keys import shard_of
 from tasks.constants import RECONCILE_TASK, SHARD_QUEUE_PREFIX
 from tasks.settings import Settings
 
 __all__ = ["ShardRouter", "celery_config", "shard_of", "shard_queue"]
 
 _CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
-
-
-def shard_of(run_id: str, shards: int) -> int:
-    """The shard of a run: ``crc32(run_id) % shards``."""
-    return zlib.crc32(run_id.encode()) % shards
 
 
 def shard_queue(run_id: str, shards: int) -> str:

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 from state.constants import RUN_RUNNING
-from state.models import OutboxMessage, Run
+from state.records import OutboxMessage, Run
 from state.protocol import StateStore
 
-#: The ``spec`` fixture's type (conftest.StoreSpec): backend, SQLite path or Scylla config.
+#: The ``spec`` fixture's type (conftest.StoreSpec): backend, URL and capabilities.
 StoreSpec = Any
 
 THREADS = 8
@@ -71,12 +71,10 @@ def in_parallel(n: int, fn: Callable[[int], Any]) -> list[Any]:
     return results
 
 
-def open_in_process(backend: str, path: str | None, config: Any) -> StateStore:
-    """A store in a spawned process, from what ``StoreSpec`` carries (it pickles)."""
-    if backend == "sqlite":
-        from state.sqlite import SQLiteStore
+def open_in_process(url: str) -> StateStore:
+    """A store in a spawned process, opened by its URL as a worker opens it."""
+    import os
 
-        return SQLiteStore(str(path))
-    from state.scylla import ScyllaStore
+    from state import open_store
 
-    return ScyllaStore(config)
+    return open_store(url, env=os.environ)

@@ -1,7 +1,7 @@
 """The ``StateStore`` contract: every behaviour of the protocol, held against every backend.
 
-Each test runs on SQLite (always) and on Scylla/Cassandra (when ``SCYLLA_HOSTS``
-is set; see conftest.py). On Scylla the keyspace is shared by the session, so
+Each test runs on SQLite, in memory and on Scylla/Cassandra (a real server; see
+conftest.py). On Scylla the keyspace is shared by the session, so
 tests use fresh run ids and look only at their own rows in the global reads
 (``list_runs``, ``find_stalled``, ``pending_outbox``).
 """
@@ -11,9 +11,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import time
-import uuid
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -32,7 +30,7 @@ from state.constants import (
     SCHEMA_VERSION,
 )
 from state.errors import SchemaError, StateError
-from state.models import Arrival, NodeCompletion
+from state.records import Arrival, NodeCompletion
 from state.protocol import StateStore
 from tests.contract.helpers import (
     PROCESSES,
@@ -56,20 +54,9 @@ def test_migrate_is_idempotent(store: StateStore) -> None:
     assert store.get_run(run_id) is not None
 
 
-def test_migrate_creates_a_fresh_store_that_a_second_connection_can_use(
-    spec: StoreSpec, tmp_path: Any
-) -> None:
+def test_migrate_creates_a_fresh_store_that_a_second_connection_can_use(spec: StoreSpec) -> None:
     # On a real cluster this waits for schema agreement (it used to wait 60 s and fail).
-    from dataclasses import replace
-
-    fresh_spec = (
-        replace(spec, path=str(tmp_path / "fresh.db"))
-        if spec.backend == "sqlite"
-        else replace(
-            spec,
-            config=replace(spec.config, keyspace=f"flowbridge_fresh_{uuid.uuid4().hex[:8]}"),
-        )
-    )
+    fresh_spec = spec.fresh()
     first, second = fresh_spec.open(), fresh_spec.open()
     try:
         first.migrate()
@@ -77,72 +64,43 @@ def test_migrate_creates_a_fresh_store_that_a_second_connection_can_use(
         run_id = started(first, "a")
         assert second.get_run(run_id) is not None
     finally:
-        if spec.backend != "sqlite":
-            first._c().ddl(f"DROP KEYSPACE IF EXISTS {fresh_spec.config.keyspace}")  # type: ignore[attr-defined]
+        fresh_spec.discard(first)
         first.close()
         second.close()
 
 
 def test_newer_schema_is_refused(spec: StoreSpec, store: StateStore) -> None:
-    if spec.backend == "sqlite":
-        import sqlite3
-
-        assert spec.path is not None
-        with sqlite3.connect(spec.path) as db:
-            db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
-        with pytest.raises(SchemaError, match="newer"):
-            store.migrate()
-        return
-    conn = store._c()  # type: ignore[attr-defined]
-    conn.execute("version_set", (SCHEMA_VERSION + 1, SCHEMA_VERSION))
+    spec.set_schema_version(store, SCHEMA_VERSION + 1)
     try:
         with pytest.raises(SchemaError, match="newer"):
             store.migrate()
-    finally:  # the keyspace is shared by the session
-        conn.execute("version_set", (SCHEMA_VERSION, SCHEMA_VERSION + 1))
+    finally:  # the Scylla keyspace is shared by the session
+        spec.set_schema_version(store, SCHEMA_VERSION)
 
 
 def test_an_older_schema_is_upgraded(spec: StoreSpec, store: StateStore) -> None:
-    if spec.backend == "sqlite":
-        import sqlite3
-
-        assert spec.path is not None
-        with sqlite3.connect(spec.path) as db:
-            db.execute("UPDATE schema_version SET version = 1")
-        store.migrate()
-        with sqlite3.connect(spec.path) as db:
-            assert db.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
-        return
     # Scylla: the keyspace has the version-2 columns already, as after a migration cut short:
     # running the version-2 migration again skips them and records the version.
-    conn = store._c()  # type: ignore[attr-defined]
-    conn.execute("version_set", (1, SCHEMA_VERSION))
+    spec.set_schema_version(store, 1)
     try:
         store.migrate()
-        assert conn.execute("version_get", (), serial=True)[0]["version"] == SCHEMA_VERSION
-    finally:  # the keyspace is shared by the session
-        conn.execute("version_set", (SCHEMA_VERSION, 1))
+        assert spec.schema_version(store) == SCHEMA_VERSION
+    finally:  # the Scylla keyspace is shared by the session
+        if spec.schema_version(store) != SCHEMA_VERSION:
+            spec.set_schema_version(store, SCHEMA_VERSION)
     run_id = started(store, "a")
     assert store.get_run(run_id) is not None
 
 
-def test_missing_schema_says_migrate(spec: StoreSpec, tmp_path: Any) -> None:
-    if spec.backend == "sqlite":
-        from state.sqlite import SQLiteStore
-
-        fresh: StateStore = SQLiteStore(tmp_path / "never-migrated.db")
-    else:
-        from dataclasses import replace
-
-        from state.scylla import ScyllaStore
-
-        fresh = ScyllaStore(
-            replace(spec.config, keyspace=f"flowbridge_none_{uuid.uuid4().hex[:8]}")
-        )
+def test_missing_schema_says_migrate(spec: StoreSpec) -> None:
+    fresh_spec = spec.fresh()
+    fresh = fresh_spec.open()
     try:
         with pytest.raises(SchemaError, match="migrate"):
             fresh.get_run("nope")
     finally:
+        if spec.backend == "memory":
+            fresh_spec.discard(fresh)
         fresh.close()
 
 
@@ -367,9 +325,9 @@ def test_conditional_completion_under_concurrent_threads(store: StateStore) -> N
     assert kinds(store, run_id).count("node.completed") == 1
 
 
-def _complete_in_process(backend: str, path: str | None, config: Any, run_id: str, i: int) -> bool:
+def _complete_in_process(url: str, run_id: str, i: int) -> bool:
     """One process's try at completing node ``a`` (module level: the spawn context pickles it)."""
-    store = open_in_process(backend, path, config)
+    store = open_in_process(url)
     try:
         cp = NodeCompletion(run_id=run_id, node_id="a", output=i, pending=(f"next{i}",))
         return store.commit_node(cp).applied
@@ -377,13 +335,14 @@ def _complete_in_process(backend: str, path: str | None, config: Any, run_id: st
         store.close()
 
 
+@pytest.mark.several_processes
 def test_conditional_completion_under_concurrent_processes(
     spec: StoreSpec, store: StateStore
 ) -> None:
     run_id = started(store, "a")
     ctx = multiprocessing.get_context("spawn")  # as Celery's workers: no state crosses a fork
     with ctx.Pool(PROCESSES) as pool:
-        args = [(spec.backend, spec.path, spec.config, run_id, i) for i in range(PROCESSES)]
+        args = [(spec.url, run_id, i) for i in range(PROCESSES)]
         results = pool.starmap(_complete_in_process, args)
     assert results.count(True) == 1
     winner = results.index(True)
@@ -669,7 +628,7 @@ def test_outbox_ids_are_stable(store: StateStore) -> None:
 def test_retention_expires_finished_runs_only(
     spec: StoreSpec, make_store: Callable[..., StateStore]
 ) -> None:
-    retention = 1.0 if spec.backend == "sqlite" else 2.0  # CQL TTLs are whole seconds
+    retention = 2.0 if spec.ttl_expiry else 1.0  # CQL TTLs are whole seconds
     store = make_store(retention_s=retention)
     live = started(store, "a")
     store.commit_node(
@@ -688,7 +647,7 @@ def test_retention_expires_finished_runs_only(
     assert store.finish_run(done, status=RUN_COMPLETED, output=1)
     time.sleep(retention + 1.5)
     purged = store.purge_expired()
-    assert purged >= (1 if spec.backend == "sqlite" else 0)  # Scylla: the TTL did it
+    assert purged >= (0 if spec.ttl_expiry else 1)  # Scylla: the TTL did it
 
     assert store.get_run(done) is None
     assert store.get_nodes(done, ["a", "b"]) == {}
@@ -706,7 +665,7 @@ def test_retention_expires_finished_runs_only(
 def test_runs_born_finished_and_cancel_markers_expire_too(
     spec: StoreSpec, make_store: Callable[..., StateStore]
 ) -> None:
-    retention = 1.0 if spec.backend == "sqlite" else 2.0  # CQL TTLs are whole seconds
+    retention = 2.0 if spec.ttl_expiry else 1.0  # CQL TTLs are whole seconds
     store = make_store(retention_s=retention)
     rejected = new_id()
     store.create_run(

@@ -1,7 +1,7 @@
 """The ``StateStore`` contract for waiting runs: waits, timers, the event inbox, fences, stalls.
 
 Same suite as ``test_store_contract.py`` (the ``store`` fixture runs each test on
-SQLite, and on Scylla/Cassandra when ``SCYLLA_HOSTS`` is set). The global reads
+SQLite, in memory and on Scylla/Cassandra). The global reads
 (``due_timers``, ``pending_outbox``) are filtered to the test's own runs, because
 on Scylla the keyspace is shared by the session.
 """
@@ -27,7 +27,7 @@ from state.constants import (
     RUN_WAITING,
 )
 from state.errors import StaleFenceError
-from state.models import DueTimer, NodeCompletion, Wakeup
+from state.records import DueTimer, NodeCompletion, Wakeup
 from state.protocol import StateStore
 from tests.contract.helpers import (
     PROCESSES,
@@ -273,13 +273,11 @@ def test_timer_fires_once_under_concurrent_threads(store: StateStore) -> None:
     assert kinds(store, run_id).count("timer.fired") == 1
 
 
-def _fire_in_process(
-    backend: str, path: str | None, config: Any, run_id: str, now: float, job_id: str
-) -> bool:
+def _fire_in_process(url: str, run_id: str, now: float, job_id: str) -> bool:
     """One process's try at firing node ``s``'s timer (module level: spawn pickles it)."""
-    from state.models import OutboxMessage
+    from state.records import OutboxMessage
 
-    store = open_in_process(backend, path, config)
+    store = open_in_process(url)
     try:
         job = OutboxMessage(id=job_id, topic="t.jobs", key=run_id, value={"node": "s"})
         return store.fire_timer(run_id, "s", now=now, outbox=[job])
@@ -287,6 +285,7 @@ def _fire_in_process(
         store.close()
 
 
+@pytest.mark.several_processes
 def test_timer_fires_once_under_concurrent_processes(spec: StoreSpec, store: StateStore) -> None:
     run_id = running(store, "s")
     due = time.time() - 1
@@ -294,7 +293,7 @@ def test_timer_fires_once_under_concurrent_processes(spec: StoreSpec, store: Sta
     job_ids = [new_id("job") for _ in range(PROCESSES)]
     ctx = multiprocessing.get_context("spawn")  # as Celery's workers: no state crosses a fork
     with ctx.Pool(PROCESSES) as pool:
-        args = [(spec.backend, spec.path, spec.config, run_id, due + 5, j) for j in job_ids]
+        args = [(spec.url, run_id, due + 5, j) for j in job_ids]
         results = pool.starmap(_fire_in_process, args)
     assert results.count(True) == 1
     ids = outbox_ids(store)

@@ -10,7 +10,7 @@ import redis
 
 from state.errors import StaleFenceError
 from state.locks import RunLock
-from state.models import Run
+from state.records import Run
 from state.sqlite import SQLiteStore
 from tasks.reconciler import reconcile_once
 from tasks.runtime import Runtime

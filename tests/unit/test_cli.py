@@ -15,7 +15,7 @@ import pytest
 from bridge.cli import RUN_STATUSES, build_parser
 from flowbridge.dev import Service
 from state.constants import RUN_ACTIVE, RUN_TERMINAL
-from state.models import Run
+from state.records import Run
 from state.sqlite import SQLiteStore
 from tests.conftest import BIN, ROOT
 

@@ -12,22 +12,25 @@ import pytest
 
 from state.constants import DEFAULT_RETENTION_S, SCHEMA_VERSION, STATUS_BUCKET_S
 from state.errors import ConfigError, StateError
-from state.models import OutboxMessage
-from state.scylla import ScyllaConfig, ScyllaStore, parse_replication, parse_scylla_url
-from state.scylla_config import format_replication
-from state.scylla_rows import bucket_of, shard_of, timeuuid
-from state.scylla_schema import (
-    STATEMENTS,
+from state.keys import bucket_of, shard_of
+from state.records import OutboxMessage
+from state.scylla import (
+    ScyllaConfig,
+    ScyllaStore,
+    format_replication,
+    parse_replication,
+    parse_scylla_url,
+)
+from state.scylla.effects import (
     Effects,
     FailRun,
     HistoryItem,
     IndexMove,
     decode_effects,
     encode_effects,
-    keyspace_cql,
-    migrations,
-    table_cql,
 )
+from state.scylla.rows import timeuuid
+from state.scylla.schema import STATEMENTS, keyspace_cql, migrations, table_cql
 from state.url import open_store, state_url_from_env
 
 SECRET = "s3cr3t:p@ss/word"
@@ -299,7 +302,7 @@ def test_lwt_columns_of_the_inbox_and_waits() -> None:
 
 
 def test_timer_hints_are_judged_against_their_node() -> None:
-    from state.scylla_waits import _verdict
+    from state.scylla.waits import _verdict
 
     hint = {"park_op": "p1"}
     run = {"status": "waiting"}
@@ -319,8 +322,8 @@ def test_timer_hints_are_judged_against_their_node() -> None:
 
 
 def test_clear_writes_no_tombstone_for_nothing() -> None:
-    from state.scylla_driver import UNSET
-    from state.scylla_rows import _clear
+    from state.scylla.driver import UNSET
+    from state.scylla.rows import clear as _clear
 
     assert _clear("x", None) == "x" and _clear("x", "y") == "x"
     assert _clear(None, "y") is None
@@ -381,7 +384,7 @@ def test_buckets_and_shards() -> None:
 def test_every_host_is_dialled_on_its_own_port() -> None:
     from cassandra.connection import DefaultEndPoint
 
-    from state.scylla_driver import _contact_points
+    from state.scylla.driver import _contact_points
 
     one = _contact_points((("127.0.0.1", 41161),))
     # The session's pools use Cluster.port, not the contact point's: it must be the URL's.

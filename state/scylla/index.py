@@ -4,42 +4,32 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from state.constants import (
-    RUN_CANCELLED,
-    RUN_COMPLETED,
-    RUN_FAILED,
-    RUN_PENDING,
-    RUN_RUNNING,
-    RUN_WAITING,
-    STATUS_BUCKET_S,
-)
-from state.models import Run
-from state.scylla_core import ScyllaCore
-from state.scylla_driver import Row, _ok
-from state.scylla_rows import _run_from, bucket_of, shard_of
-from state.scylla_schema import BUCKETS_PER_DAY, INDEX_SHARDS
+from state.constants import STATUS_BUCKET_S
+from state.keys import bucket_of, shard_of
+from state.records import Run, RunStatus
+from state.scylla.driver import Row, _ok
+from state.scylla.rows import progress_of, run_of
+from state.scylla.schema import BUCKETS_PER_DAY, INDEX_SHARDS
+from state.scylla.session import Session
 
-__all__ = ["RUN_STATUSES", "IndexMixin"]
+__all__ = ["RUN_STATUSES", "Index"]
 
-#: All run statuses (``list_runs()`` without a status reads the recent buckets of each).
-RUN_STATUSES: Final = (
-    RUN_PENDING,
-    RUN_RUNNING,
-    RUN_WAITING,
-    RUN_COMPLETED,
-    RUN_FAILED,
-    RUN_CANCELLED,
-)
+#: All run statuses in lifecycle order (``list_runs()`` without a status reads each one's buckets).
+RUN_STATUSES: Final = tuple(RunStatus)
 
 
-class IndexMixin(ScyllaCore):
+class Index:
     """``find_stalled`` and ``list_runs``: (status, bucket) hints, each checked on its run."""
+
+    def __init__(self, session: Session) -> None:
+        """Read through ``session``."""
+        self.s = session
 
     # --- the status index -----------------------------------------------------------------
     def _buckets(self, status: str, first: int, last: int) -> list[int]:
         """Non-empty buckets of ``status`` in [first, last], oldest first (day partitions)."""
         days = list(range(first // BUCKETS_PER_DAY, last // BUCKETS_PER_DAY + 1))
-        results = _ok(self._c().run_all([("buckets_get", (status, d)) for d in days]))
+        results = _ok(self.s.conn().run_all([("buckets_get", (status, d)) for d in days]))
         return sorted(
             {r["bucket"] for rows in results for r in rows if first <= r["bucket"] <= last}
         )
@@ -47,19 +37,19 @@ class IndexMixin(ScyllaCore):
     def _hints(self, status: str, bucket: int) -> list[str]:
         """Run ids hinted in one (status, bucket): its shards, concurrently."""
         results = _ok(
-            self._c().run_all([("index_get", (status, bucket, s)) for s in range(INDEX_SHARDS)])
+            self.s.conn().run_all([("index_get", (status, bucket, s)) for s in range(INDEX_SHARDS)])
         )
         ids = [r["run_id"] for rows in results for r in rows]
-        if not ids and bucket < bucket_of(self._clock()) - 2:
+        if not ids and bucket < bucket_of(self.s.clock()) - 2:
             # Empty and no longer written (writers use the current bucket): forget it.
             day = bucket // BUCKETS_PER_DAY
-            self._c().execute("buckets_del", (self._now()[1], status, day, bucket))
+            self.s.conn().execute("buckets_del", (self.s.now()[1], status, day, bucket))
         return ids
 
     def _checked(self, status: str, bucket: int, ids: list[str]) -> list[Row]:
         """The runs whose row confirms the hint; stale old hints are deleted."""
-        results = _ok(self._c().run_all([("run_get", (i,)) for i in ids]))
-        old = bucket < bucket_of(self._clock()) - 2
+        results = _ok(self.s.conn().run_all([("run_get", (i,)) for i in ids]))
+        old = bucket < bucket_of(self.s.clock()) - 2
         out: list[Row] = []
         stale: list[tuple[str, tuple[Any, ...]]] = []
         for run_id, rows in zip(ids, results, strict=True):
@@ -71,7 +61,7 @@ class IndexMixin(ScyllaCore):
                         (
                             "index_del",
                             (
-                                self._now()[1],
+                                self.s.now()[1],
                                 status,
                                 bucket,
                                 shard_of(run_id, INDEX_SHARDS),
@@ -81,16 +71,16 @@ class IndexMixin(ScyllaCore):
                     )
                 continue
             out.append(row)
-        _ok(self._c().run_all(stale))
+        _ok(self.s.conn().run_all(stale))
         return out
 
     def find_stalled(self, *, status: str, older_than: float, limit: int = 100) -> list[str]:
         """Run ids in ``status`` without progress since ``older_than`` (bounded index reads)."""
-        first = bucket_of(self._clock() - self.index_lookback_s)
+        first = bucket_of(self.s.clock() - self.s.index_lookback_s)
         out: list[str] = []
         for bucket in self._buckets(status, first, bucket_of(older_than)):
             for row in self._checked(status, bucket, self._hints(status, bucket)):
-                updated = max(row.get("status_at") or 0.0, row.get("progress_at") or 0.0)
+                updated = progress_of(row)
                 if updated < older_than and row["run_id"] not in out:
                     out.append(row["run_id"])
                     if len(out) >= limit:
@@ -102,8 +92,8 @@ class IndexMixin(ScyllaCore):
         if limit <= 0:
             return []
         statuses = RUN_STATUSES if status is None else (status,)
-        now_b = bucket_of(self._clock())
-        first = bucket_of(self._clock() - self.index_lookback_s)
+        now_b = bucket_of(self.s.clock())
+        first = bucket_of(self.s.clock() - self.s.index_lookback_s)
         found: dict[str, tuple[int, Row]] = {}
         day = now_b // BUCKETS_PER_DAY
         while day >= first // BUCKETS_PER_DAY:
@@ -144,8 +134,8 @@ class IndexMixin(ScyllaCore):
             rows.sort(
                 key=lambda br: (
                     br[0],
-                    max(br[1].get("status_at") or 0.0, br[1].get("progress_at") or 0.0),
+                    progress_of(br[1]),
                 ),
                 reverse=True,
             )
-        return [r for _, row in rows[:limit] if (r := _run_from(row)) is not None]
+        return [r for _, row in rows[:limit] if (r := run_of(row)) is not None]

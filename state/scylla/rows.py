@@ -1,65 +1,49 @@
-"""Stored values of the Scylla store: JSON columns, index keys, time-based ids, rows to records."""
+"""Stored values of the Scylla store: unset columns, time-based ids, rows to records and views."""
 
 from __future__ import annotations
 
-import json
 import secrets
 import uuid
-import zlib
 from collections.abc import Collection
 from typing import Any
 
-from state.constants import STATUS_BUCKET_S
-from state.errors import StaleFenceError
-from state.models import NodeState, Run
-from state.scylla_driver import UNSET, Row
-from state.scylla_schema import TIMER_BUCKET_S, Effects, decode_effects
+from state.codec import loads
+from state.records import NodeState, Run
+from state.rules import RunView, Wait
+from state.scylla.driver import UNSET, Row
+from state.scylla.effects import Effects, decode_effects
+from state.scylla.schema import TIMER_BUCKET_S
 
-__all__ = ["bucket_of", "shard_of", "timer_bucket_of", "timeuuid"]
+__all__ = [
+    "clear",
+    "node_of",
+    "padded",
+    "pending_effects",
+    "progress_of",
+    "run_of",
+    "timer_bucket_of",
+    "timeuuid",
+    "unset",
+    "view_of",
+    "wait_of",
+]
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
-def _u(value: Any) -> Any:
+def unset(value: Any) -> Any:
     """None becomes UNSET: an INSERT that binds null writes a tombstone for nothing."""
     return UNSET if value is None else value
 
 
-def _clear(value: Any, current: Any) -> Any:
+def clear(value: Any, current: Any) -> Any:
     """``value``; null to clear a ``current`` value; UNSET when both are null (no tombstone)."""
     if value is not None:
         return value
     return None if current is not None else UNSET
 
 
-def bucket_of(ts: float) -> int:
-    """The status-index bucket of a time (``STATUS_BUCKET_S`` wide)."""
-    return int(ts // STATUS_BUCKET_S)
-
-
 def timer_bucket_of(ts: float) -> int:
     """The timer-index bucket of a time (``TIMER_BUCKET_S`` wide)."""
     return int(ts // TIMER_BUCKET_S)
-
-
-def _check_fence(run_id: str, current: int | None, fence: int) -> None:
-    """Refuse a writer whose fence is older than the run's (it lost its lock)."""
-    if fence < (current or 0):
-        raise StaleFenceError(
-            f"run {run_id!r}: fence {fence} is older than the run's fence {current}: "
-            "this writer lost its lock"
-        )
-
-
-def shard_of(key: str, shards: int) -> int:
-    """A stable shard number for ``key`` (crc32, identical in every process)."""
-    return zlib.crc32(key.encode()) % shards
 
 
 def timeuuid(us: int) -> uuid.UUID:
@@ -79,13 +63,13 @@ def timeuuid(us: int) -> uuid.UUID:
     )
 
 
-def _padded(statuses: Collection[str], n: int = 6) -> tuple[str, ...]:
+def padded(statuses: Collection[str], n: int = 6) -> tuple[str, ...]:
     """``n`` values for ``IN (?, ..., ?)``: the set, repeated (an empty set matches no status)."""
     values = sorted(statuses) or ["\x00none"]
     return tuple(values[i % len(values)] for i in range(n))
 
 
-def _pending_effects(row: Row) -> Effects | None:
+def pending_effects(row: Row) -> Effects | None:
     """The row's effects if they are not yet marked applied."""
     if row.get("lwt_op") in (row.get("effects_done") or ()):
         return None
@@ -93,7 +77,13 @@ def _pending_effects(row: Row) -> Effects | None:
     return None if eff is None or eff.empty else eff
 
 
-def _run_from(row: Row | None, *, snapshot: bool = True) -> Run | None:
+def progress_of(row: Row) -> float:
+    """A run row's last progress: its status change or a later plain ``progress_at`` write."""
+    return max(row.get("status_at") or 0.0, row.get("progress_at") or 0.0)
+
+
+def run_of(row: Row | None, *, snapshot: bool = True) -> Run | None:
+    """A ``runs`` row as a record (None for none, or for a row left with only its key)."""
     if row is None or row.get("status") is None:
         return None
     return Run(
@@ -101,17 +91,33 @@ def _run_from(row: Row | None, *, snapshot: bool = True) -> Run | None:
         blueprint_id=row.get("blueprint_id") or "",
         version=row.get("version") or "",
         status=row["status"],
-        input=_loads(row.get("input")),
-        snapshot=(_loads(row.get("snapshot")) or {}) if snapshot else {},
-        output=_loads(row.get("output")),
+        input=loads(row.get("input")),
+        snapshot=(loads(row.get("snapshot")) or {}) if snapshot else {},
+        output=loads(row.get("output")),
         error=row.get("error"),
         fence=row.get("fence") or 0,
         created_at=row.get("created_at") or 0.0,
-        updated_at=max(row.get("status_at") or 0.0, row.get("progress_at") or 0.0),
+        updated_at=progress_of(row),
     )
 
 
-def _node_from(row: Row) -> NodeState:
+def view_of(row: Row | None) -> RunView | None:
+    """What the run rules read of a ``runs`` row."""
+    if row is None:
+        return None
+    return RunView(
+        run_id=row["run_id"],
+        status=row["status"],
+        fence=row.get("fence") or 0,
+        progress_at=progress_of(row),
+        reconciled_at=row.get("reconciled_at"),
+    )
+
+
+def node_of(row: Row | None) -> NodeState | None:
+    """A ``nodes`` row as a record."""
+    if row is None:
+        return None
     return NodeState(
         run_id=row["run_id"],
         node_id=row["node_id"],
@@ -119,9 +125,21 @@ def _node_from(row: Row) -> NodeState:
         status=row["status"],
         attempts=row.get("attempts") or 0,
         deliveries=row.get("deliveries") or 0,
-        output=_loads(row.get("output")),
+        output=loads(row.get("output")),
         action=row.get("action"),
         edges_taken=tuple(row.get("edges_taken") or ()),
         error=row.get("error"),
         updated_at=row.get("updated_at") or 0.0,
+    )
+
+
+def wait_of(row: Row | None) -> Wait | None:
+    """The wait kept on a ``nodes`` row (schema 2 columns)."""
+    if row is None:
+        return None
+    return Wait(
+        event=row.get("wait_event"),
+        due_at=row.get("wait_due"),
+        woken=row.get("woken"),
+        woke_event=row.get("woke_event"),
     )

@@ -16,7 +16,9 @@ A suspend and a delivery racing each other both write first and look second
 (the delivery inserts, then looks for waiters; the suspend parks, then looks
 for unconsumed events), so at least one sees the other: an event never sits
 in the inbox beside a node parked waiting for it. A suspend that finds one
-after parking un-parks itself (only if nothing touched it since) and takes it.
+after parking un-parks itself (only if nothing touched it since), pauses a
+jittered moment (the delivery may be claiming the event for it: without the
+pause the two can repeat each other's steps in lockstep), and takes it.
 
 A delivery cut short (a crash between its claim and its wake) is finished by
 the redelivery of the same event: ``deliver_event`` on a known event id first
@@ -29,29 +31,41 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from state.constants import NODE_ACTIVE, NODE_RUNNING, NODE_WAITING, RUN_ACTIVE
+from state.codec import dumps, loads
 from state.errors import StateError
-from state.models import Delivery, Wakeup
-from state.scylla_core import MAX_CAS_ROUNDS
-from state.scylla_driver import Row, _ok
-from state.scylla_rows import _dumps, _loads, _pending_effects
-from state.scylla_schema import Effects
-from state.scylla_waits import Key, WaitsMixin
+from state.records import NODE_ACTIVE, Delivery, DeliveryOutcome, NodeStatus, Wakeup
+from state.rules import Event, runs, waits
+from state.rules.waits import InboxEvent
+from state.scylla.apply import Applier, backoff
+from state.scylla.driver import Row, _ok
+from state.scylla.rows import node_of, pending_effects, wait_of
+from state.scylla.session import MAX_CAS_ROUNDS, Key, Session
+from state.scylla.waits import Waits, hint_of
+from state.scylla.writes import Writes
 
-__all__ = ["InboxMixin"]
+__all__ = ["Inbox"]
 
 
-class InboxMixin(WaitsMixin):
+class Inbox:
     """``deliver_event`` and ``suspend_node``."""
+
+    def __init__(self, session: Session, writes: Writes, applier: Applier, waits_: Waits) -> None:
+        """Work through ``session``; park and wake through ``waits_``."""
+        self.s = session
+        self.w = writes
+        self.fx = applier
+        self.waits = waits_
 
     # --- inbox rows -----------------------------------------------------------------------
     def _inbox_row(self, run_id: str, event_id: str, *, serial: bool = False) -> Row | None:
-        rows = self._c().execute("inbox_get", (run_id, event_id), serial=serial)
+        rows = self.s.conn().execute("inbox_get", (run_id, event_id), serial=serial)
         return rows[0] if rows and rows[0].get("name") is not None else None
 
     def _inbox(self, run_id: str) -> list[Row]:
         """The run's events, oldest first."""
-        rows = [r for r in self._c().execute("inbox_all", (run_id,)) if r.get("name") is not None]
+        rows = [
+            r for r in self.s.conn().execute("inbox_all", (run_id,)) if r.get("name") is not None
+        ]
         return sorted(rows, key=lambda r: (r.get("received_at") or 0.0, r["event_id"]))
 
     def _claim(self, run: Row, ev: Row, node_id: str, iteration: int, how: str) -> str | None:
@@ -63,8 +77,8 @@ class InboxMixin(WaitsMixin):
         run_id, event_id = run["run_id"], ev["event_id"]
         for _ in range(MAX_CAS_ROUNDS):
             token = uuid.uuid4().hex
-            params = (self._ttl_for(run), node_id, iteration, how, token, run_id, event_id)
-            applied, _ = self._c().lwt(
+            params = (self.s.ttl_for(run), node_id, iteration, how, token, run_id, event_id)
+            applied, _ = self.s.conn().lwt(
                 "inbox_claim",
                 (*params, ev["lwt_op"]),
                 token,
@@ -86,9 +100,9 @@ class InboxMixin(WaitsMixin):
         run_id = run["run_id"]
         for _ in range(MAX_CAS_ROUNDS):
             new = uuid.uuid4().hex
-            applied, _ = self._c().lwt(
+            applied, _ = self.s.conn().lwt(
                 "inbox_release",
-                (self._ttl_for(run), new, run_id, event_id, token),
+                (self.s.ttl_for(run), new, run_id, event_id, token),
                 new,
                 lambda: self._inbox_row(run_id, event_id, serial=True),
             )
@@ -99,47 +113,44 @@ class InboxMixin(WaitsMixin):
                 return False
         raise StateError(f"run {run_id!r}: giving back event {event_id!r} timed out")
 
-    def _note(self, run: Row, kind: str, node_id: str | None, data: Any) -> None:
-        at, ts = self._now()
-        item = self._event(kind, node_id, data)
-        _ok(
-            self._c().run_all(
-                self._history_writes(run["run_id"], [item], at, self._ttl_for(run), ts)
-            )
-        )
+    def _note(self, run: Row, event: Event) -> None:
+        at, ts = self.s.now()
+        item = self.s.item(event)
+        writes = self.w.history(run["run_id"], [item], at, self.s.ttl_for(run), ts)
+        _ok(self.s.conn().run_all(writes))
 
     # --- delivering -------------------------------------------------------------------------
     def deliver_event(
         self, run_id: str, name: str, *, event_id: str, payload: Any = None
     ) -> Delivery:
         """Dedupe on ``event_id`` (``IF NOT EXISTS``), then wake the oldest waiter or keep it."""
-        run = self._run_row(run_id)
+        run = self.s.run_row(run_id)
         if run is None:
-            return Delivery(outcome="no-run")
+            admitted = waits.admit_event(None, seen=False, name=name, event_id=event_id)
+            return Delivery(outcome=admitted.outcome or DeliveryOutcome.NO_RUN)
         for _ in range(MAX_CAS_ROUNDS):
             ev = self._inbox_row(run_id, event_id)
             if ev is not None:
                 return self._redelivered(run, ev)
-            if run["status"] not in RUN_ACTIVE:
-                reason = f"run is {run['status']}"
-                self._note(
-                    run, "event.unmatched", None, {"event": name, "id": event_id, "reason": reason}
-                )
-                return Delivery(outcome="finished")
-            at, _ = self._now()
+            admitted = waits.admit_event(run["status"], seen=False, name=name, event_id=event_id)
+            if admitted.outcome is not None:  # the run has finished
+                if admitted.history is not None:
+                    self._note(run, admitted.history)
+                return Delivery(outcome=admitted.outcome)
+            at, _ = self.s.now()
             op = uuid.uuid4().hex
-            params = (run_id, event_id, name, _dumps(payload), at, op, op, self._ttl_for(run))
+            params = (run_id, event_id, name, dumps(payload), at, op, op, self.s.ttl_for(run))
 
             def inserted() -> Row | None:
                 # ``lwt_op`` may already be a claim's; ``recv_op`` stays the insert's.
                 row = self._inbox_row(run_id, event_id, serial=True)
                 return None if row is None else {"lwt_op": row.get("recv_op")}
 
-            applied, _ = self._c().lwt("inbox_put", params, op, inserted)
+            applied, _ = self.s.conn().lwt("inbox_put", params, op, inserted)
             if applied:
                 delivery = self._match(run, event_id, name)
-                if delivery.outcome == "stored":
-                    self._note(run, "event.stored", None, {"event": name, "id": event_id})
+                if delivery.outcome == DeliveryOutcome.STORED:
+                    self._note(run, waits.stored_event(name, event_id))
                 return delivery
             # Inserted by a concurrent delivery of it: the row exists now; decide on it.
         raise StateError(f"run {run_id!r}: delivering event {event_id!r} timed out")
@@ -150,19 +161,25 @@ class InboxMixin(WaitsMixin):
         for round_ in range(2 * MAX_CAS_ROUNDS):
             ev = self._inbox_row(run_id, event_id, serial=round_ > 0)
             if ev is None or ev.get("consumed_by") is not None:
-                return Delivery(outcome="stored")  # a suspend (or another delivery of it) took it
+                return Delivery(
+                    outcome=DeliveryOutcome.STORED
+                )  # a suspend (or another delivery of it) took it
             waiters = self._waiters(run, name)
             if not waiters:
-                return Delivery(outcome="stored")
+                return Delivery(outcome=DeliveryOutcome.STORED)
             w = waiters[0]
             token = self._claim(run, ev, w["node_id"], w["iteration"], "wake")
             if token is None:
                 continue  # taken or changed meanwhile: read it again
             woke = self._wake_by_event(run, w, event_id)
             if woke == "woke":
-                return Delivery(outcome="matched", node_id=w["node_id"], iteration=w["iteration"])
+                return Delivery(
+                    outcome=DeliveryOutcome.MATCHED, node_id=w["node_id"], iteration=w["iteration"]
+                )
             if woke == "by-other":
-                return Delivery(outcome="stored")  # a redelivery of this event finished the wake
+                return Delivery(
+                    outcome=DeliveryOutcome.STORED
+                )  # a redelivery of this event finished the wake
             # The node was woken otherwise (its timer) or cancelled: give the event back.
             self._release(run, event_id, token)
         raise StateError(f"run {run_id!r}: matching event {event_id!r} lost too many races")
@@ -172,16 +189,16 @@ class InboxMixin(WaitsMixin):
         run_id = run["run_id"]
         keys = [
             (run_id, w["node_id"], w["iteration"])
-            for w in self._c().execute("waits_get", (run_id,))
+            for w in self.s.conn().execute("waits_get", (run_id,))
         ]
         out: list[Row] = []
-        for row in self._node_rows(keys):
+        for row in self.s.node_rows(keys):
             if row is None:
                 continue
-            if _pending_effects(row) is not None:
-                self._repair_node(row, run, reread_run=False)
+            if pending_effects(row) is not None:
+                self.fx.repair_node(row, run, reread_run=False)
             if (
-                row["status"] == NODE_WAITING
+                row["status"] == NodeStatus.WAITING
                 and row.get("woken") is None
                 and row.get("wait_event") == name
             ):
@@ -193,20 +210,18 @@ class InboxMixin(WaitsMixin):
         key = (node["run_id"], node["node_id"], node["iteration"])
         seen = node
         for _ in range(MAX_CAS_ROUNDS):
-            at, ts = self._now()
-            event = {"event": seen.get("wait_event"), "id": event_id}
-            eff = Effects(
-                at=at,
-                ts=ts,
-                iteration=key[2],
-                history=(self._event("event.matched", key[1], event),),
-                touch=True,
-                wake_run=True,
-                timer=self._hint_of(seen),
+            at, ts = self.s.now()
+            parked, wait = node_of(seen), wait_of(seen)
+            assert parked is not None and wait is not None
+            change = waits.match(parked, wait, event_id=event_id, now=at)
+            assert change.wait is not None
+            eff = self.w.node_effects(
+                change.follow, at=at, ts=ts, iteration=key[2], timer=hint_of(seen)
             )
-            if self._node_cas("node_wake", seen, ("event", event_id), eff, run) is not None:
+            cols = (change.wait.woken, change.wait.woke_event)
+            if self.waits.node_cas("node_wake", seen, cols, eff, run) is not None:
                 return "woke"
-            now = self._node_row(*key, serial=True)
+            now = self.s.node_row(*key, serial=True)
             if (
                 now is not None
                 and now.get("woken") == "event"
@@ -220,39 +235,45 @@ class InboxMixin(WaitsMixin):
 
     def _redelivered(self, run: Row, ev: Row) -> Delivery:
         """A known event id: finish a delivery cut short, then report it (see the module doc)."""
-        if run["status"] in RUN_ACTIVE:
+        if runs.live(run["status"]):
             woke = self._resume(run, ev)
             if woke is not None:
                 return woke
-        self._note(run, "event.duplicate", None, {"event": ev["name"], "id": ev["event_id"]})
-        return Delivery(outcome="duplicate")
+        admitted = waits.admit_event(
+            run["status"], seen=True, name=ev["name"], event_id=ev["event_id"]
+        )
+        if admitted.history is not None:
+            self._note(run, admitted.history)
+        return Delivery(outcome=admitted.outcome or DeliveryOutcome.DUPLICATE)
 
     def _resume(self, run: Row, ev: Row) -> Delivery | None:
         """Complete an earlier delivery of ``ev``; a Delivery only if this call woke a node."""
         event_id, name = ev["event_id"], ev["name"]
         if ev.get("consumed_by") is None:
             again = self._match(run, event_id, name)
-            return again if again.outcome == "matched" else None
+            return again if again.outcome == DeliveryOutcome.MATCHED else None
         key = (run["run_id"], ev["consumed_by"], ev.get("consumed_it") or 0)
-        node = self._node_row(*key)
-        if node is not None and _pending_effects(node) is not None:
-            self._repair_node(node, run, reread_run=False)  # a wake cut short: finish it
+        node = self.s.node_row(*key)
+        if node is not None and pending_effects(node) is not None:
+            self.fx.repair_node(node, run, reread_run=False)  # a wake cut short: finish it
         if node is not None and node.get("woken") == "event" and node.get("woke_event") == event_id:
             return None  # delivered
         if node is not None and node["status"] in NODE_ACTIVE:
             how = ev.get("consumed_how")
-            parked = node["status"] == NODE_WAITING and node.get("woken") is None
+            parked = node["status"] == NodeStatus.WAITING and node.get("woken") is None
             if how == "wake" and parked and node.get("wait_event") == name:
                 # Claimed for this node, which still waits: wake it (as the claimer would).
                 if self._wake_by_event(run, node, event_id) == "woke":
-                    return Delivery(outcome="matched", node_id=key[1], iteration=key[2])
+                    return Delivery(
+                        outcome=DeliveryOutcome.MATCHED, node_id=key[1], iteration=key[2]
+                    )
                 return None
-            if how == "suspend" and node["status"] == NODE_RUNNING:
+            if how == "suspend" and node["status"] == NodeStatus.RUNNING:
                 return None  # its consumer runs and records it
         # The claimant was woken otherwise, or is gone: give the event back, deliver it again.
         if self._release(run, event_id, ev["lwt_op"]):
             again = self._match(run, event_id, name)
-            return again if again.outcome == "matched" else None
+            return again if again.outcome == DeliveryOutcome.MATCHED else None
         return None
 
     # --- suspending -------------------------------------------------------------------------
@@ -267,11 +288,11 @@ class InboxMixin(WaitsMixin):
     ) -> Wakeup | None:
         """Take an event already in the inbox, or park the node on its event and/or timer."""
         key = (run_id, node_id, iteration)
-        run, row = self._run_and_node(*key)
+        run, row = self.s.run_and_node(*key)
         first_due: float | None = None
         decided = False
-        for _ in range(MAX_CAS_ROUNDS):
-            if row is None or row["status"] != NODE_RUNNING:
+        for round_ in range(MAX_CAS_ROUNDS):
+            if row is None or not waits.suspendable(node_of(row)):
                 return None
             if event is not None and run is not None:
                 wake = self._take_event(run, row, event)
@@ -279,21 +300,25 @@ class InboxMixin(WaitsMixin):
                     return wake
             if not decided:
                 # As on SQLite, a node suspended before keeps its first timer.
-                first_due, decided = self._first_due(key, row, due_at), True
-            parked = self._park(run, row, event, first_due)
+                first_due, decided = self.waits.first_due(key, row, due_at), True
+            parked = self.waits.park(run, row, event, first_due)
             if parked is None:
-                row = self._node_row(*key, serial=True)  # it changed under us: decide again
+                row = self.s.node_row(*key, serial=True)  # it changed under us: decide again
                 continue
             if event is not None and any(
                 e["name"] == event and e.get("consumed_by") is None for e in self._inbox(run_id)
             ):
                 # An event came in while we parked and its delivery did not see us parked:
                 # take it ourselves, unless someone woke us meanwhile (then they dispatch).
-                if not self._unpark(run, key, parked):
+                if not self.waits.unpark(run, key, parked):
                     return None
-                row = self._node_row(*key, serial=True)
+                # The delivery that brought it may be claiming it for us right now: let it
+                # finish (its wake fails, it gives the event back) before taking it, or the
+                # two of us could park, claim, un-park and give back in lockstep.
+                backoff(round_)
+                row = self.s.node_row(*key, serial=True)
                 continue
-            self._maybe_wait_run(run_id)
+            self.waits.settle_waiting(run_id)
             return None
         raise StateError(f"run {run_id!r}: suspending {node_id!r} lost {MAX_CAS_ROUNDS} races")
 
@@ -324,20 +349,21 @@ class InboxMixin(WaitsMixin):
         event_id, name = ev["event_id"], ev["name"]
         current: Row | None = row
         for _ in range(MAX_CAS_ROUNDS):
-            if current is None or current["status"] != NODE_RUNNING:
+            if current is None or not waits.suspendable(node_of(current)):
                 break
-            at, ts = self._now()
-            eff = Effects(
-                at=at,
-                ts=ts,
-                iteration=key[2],
-                history=(self._event("event.consumed", key[1], {"event": name, "id": event_id}),),
-            )
-            if self._node_cas("node_consumed", current, (name, event_id), eff, run) is not None:
-                return Wakeup(
-                    kind="event", event_name=name, event_id=event_id, payload=_loads(ev["payload"])
-                )
-            current = self._node_row(*key, serial=True)
+            at, ts = self.s.now()
+            running = node_of(current)
+            assert running is not None
+            taken = InboxEvent(event_id=event_id, name=name, payload=loads(ev["payload"]))
+            change = waits.consume(running, taken, due_at=None)
+            assert change.wait is not None
+            eff = self.w.node_effects(change.follow, at=at, ts=ts, iteration=key[2])
+            cols = (change.wait.event, change.wait.woke_event)
+            if self.waits.node_cas("node_consumed", current, cols, eff, run) is not None:
+                wakeup = waits.wakeup_of(change.wait, taken.payload)
+                assert wakeup is not None
+                return wakeup
+            current = self.s.node_row(*key, serial=True)
         # The node stopped running under us (cancelled, completed, or parked by a duplicate
         # delivery of its task): the event is not its to keep; give it back and deliver it.
         if self._release(run, event_id, ev["lwt_op"]):

@@ -2,7 +2,7 @@
 
 The driver is imported on first connection, never at module import. A ``_Conn``
 belongs to the process that made it: the store makes a new one after a fork
-(``ScyllaCore._c``), because a driver's threads do not survive a fork.
+(``Session.conn``), because a driver's threads do not survive a fork.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 from state.errors import ConfigError, SchemaError, StateError
-from state.scylla_config import ScyllaConfig
-from state.scylla_schema import STATEMENTS
+from state.scylla.config import ScyllaConfig
+from state.scylla.schema import STATEMENTS
 
 __all__ = ["CONCURRENCY", "UNSET", "Row"]
 

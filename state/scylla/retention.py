@@ -4,6 +4,8 @@ A live run never has a TTL (a run may wait 40 days for an event); when it
 finishes, every row it owns -- run and node rows (by a compare-and-set on their
 last LWT token, so no conditional write is lost), the directory, arrivals,
 context, history, waits and inbox rows -- is written again ``USING TTL``.
+The caller repairs each node row's unapplied effects before its rewrite
+(``state.scylla.apply``): this module only rewrites.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from state.scylla_core import MAX_CAS_ROUNDS, ScyllaCore
-from state.scylla_driver import Row, _Ambiguous, _ok
-from state.scylla_rows import _u
+from state.scylla.driver import Row, _Ambiguous, _Conn, _ok
+from state.scylla.rows import unset as _u
+from state.scylla.session import MAX_CAS_ROUNDS, Key, Session
 
-__all__ = ["MARK_MARGIN_US", "RetentionMixin"]
+__all__ = ["MARK_MARGIN_US", "Retention"]
 
 log = logging.getLogger("flowbridge.state.scylla")
 
@@ -23,25 +25,38 @@ log = logging.getLogger("flowbridge.state.scylla")
 MARK_MARGIN_US: Final = 5_000_000
 
 
-class RetentionMixin(ScyllaCore):
-    """Give a finished run's rows the retention TTL (the base of ``EffectsMixin``)."""
+class Retention:
+    """Gives a finished run's rows the retention TTL."""
 
-    def _repair_node(self, row: Row, run: Row | None = None, *, reread_run: bool = True) -> None:
-        """Apply a node row's unapplied effects (``EffectsMixin`` provides it)."""
-        raise NotImplementedError
+    def __init__(self, session: Session) -> None:
+        """Rewrite through ``session``'s connection, with its TTL."""
+        self.s = session
 
-    # --- retention --------------------------------------------------------------------------
-    def _expire_run(self, run_id: str) -> None:
-        """Give every row of a finished run the retention TTL (its live rows have none)."""
+    def _c(self) -> _Conn:
+        return self.s.conn()
+
+    @property
+    def _ttl(self) -> int:
+        return self.s.ttl
+
+    def node_rows(self, run_id: str) -> tuple[list[Row], list[Row]]:
+        """The run's directory entries and its node rows (to repair, then ``expire_node``)."""
         c = self._c()
-        ttl = self._ttl
-        now_ts = self._now()[1]
         dirs = c.execute("dir_get", (run_id,))
         keys = [(run_id, d["node_id"], d["iteration"]) for d in dirs]
         node_rows = _ok(c.run_all([("node_get", k) for k in keys]))
-        for rows in node_rows:
-            if rows and rows[0].get("status") is not None:
-                self._expire_node(rows[0])
+        return dirs, [rows[0] for rows in node_rows if rows and rows[0].get("status") is not None]
+
+    def expire_node(self, row: Row) -> None:
+        """Rewrite one node row's LWT columns with the TTL."""
+        self._expire_row("node", (row["run_id"], row["node_id"], row["iteration"]))
+
+    def expire_rest(self, run_id: str, dirs: list[Row]) -> None:
+        """Rewrite the run's other rows with the TTL, the run row last."""
+        c = self._c()
+        ttl = self._ttl
+        now_ts = self.s.now()[1]
+        keys: list[Key] = [(run_id, d["node_id"], d["iteration"]) for d in dirs]
         reads = _ok(
             c.run_all(
                 [("context_get", (run_id,)), ("history_get", (run_id,)), ("waits_get", (run_id,))]
@@ -133,7 +148,7 @@ class RetentionMixin(ScyllaCore):
                     raise result
                 if not isinstance(result, _Ambiguous) and result and result[0].get("[applied]"):
                     # The insert's row marker has no TTL: a newer one with the TTL replaces it.
-                    marker_ts = max(self._now()[1], (r.get("wt") or 0) + 1)
+                    marker_ts = max(self.s.now()[1], (r.get("wt") or 0) + 1)
                     c.execute("inbox_marker", (*key, self._ttl, marker_ts))
                     break
                 rows = c.execute("inbox_get", key, serial=True)
@@ -143,19 +158,15 @@ class RetentionMixin(ScyllaCore):
             else:
                 log.warning(
                     "%s: could not give inbox row %s the retention TTL (kept changing)",
-                    self.config.redacted_url(),
+                    self.s.config.redacted_url(),
                     key,
                 )
-
-    def _expire_node(self, row: Row) -> None:
-        self._repair_node(row)  # a finished run: only the history part applies
-        self._expire_row("node", (row["run_id"], row["node_id"], row["iteration"]))
 
     def _expire_row(self, kind: str, key: tuple[Any, ...]) -> None:
         """Rewrite a run or node row's LWT columns with the TTL (compare-and-set on ``lwt_op``)."""
         c = self._c()
         for _ in range(MAX_CAS_ROUNDS):
-            rows = c.execute(f"{kind}_get", key, serial=True)
+            rows = c.execute(f"{kind}_get", key, serial=True)  # the current token, at SERIAL
             if not rows or rows[0].get("status") is None:
                 return
             r = rows[0]
@@ -208,7 +219,7 @@ class RetentionMixin(ScyllaCore):
             if not result or not result[0].get("[applied]"):
                 continue  # a conditional write got in between: read again
             tail = (*key,)
-            marker_ts = max(self._now()[1], (r.get("status_wt") or 0) + 1)
+            marker_ts = max(self.s.now()[1], (r.get("status_wt") or 0) + 1)
             writes: list[tuple[str, tuple[Any, ...]]] = [
                 # The INSERT that created the row gave it a row marker without a TTL; a newer
                 # marker with one replaces it (it must be newer than the creating write).
@@ -227,7 +238,7 @@ class RetentionMixin(ScyllaCore):
         # Housekeeping only: the row keeps no TTL (a leak, not a wrong state); say so.
         log.warning(
             "%s: could not give %s %s the retention TTL (kept changing)",
-            self.config.redacted_url(),
+            self.s.config.redacted_url(),
             kind,
             key,
         )

@@ -25,75 +25,74 @@ decision made before a concurrent wake fails and is taken again.
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from state.constants import (
-    NODE_ACTIVE,
-    NODE_PENDING,
-    NODE_RUNNING,
-    NODE_WAITING,
-    RUN_ACTIVE,
-    RUN_RUNNING,
-    RUN_WAITING,
-)
+from state.codec import loads
 from state.errors import StateError
-from state.models import DueTimer, OutboxMessage, Wakeup
-from state.scylla_config import _MAX_TTL_S
-from state.scylla_core import MAX_CAS_ROUNDS
-from state.scylla_driver import CONCURRENCY, Row, _ok
-from state.scylla_effects import RUN_CAS_ROUNDS, EffectsMixin, backoff
-from state.scylla_rows import _clear, _loads, _pending_effects, _u, shard_of, timer_bucket_of
-from state.scylla_schema import (
-    TIMER_BUCKET_S,
-    TIMER_BUCKETS_PER_DAY,
-    TIMER_SHARDS,
-    Effects,
-    encode_effects,
+from state.keys import shard_of
+from state.records import NODE_ACTIVE, RUN_ACTIVE, DueTimer, NodeStatus, OutboxMessage, Wakeup
+from state.rules import runs, waits
+from state.scylla.apply import RUN_CAS_ROUNDS, Applier, backoff
+from state.scylla.config import _MAX_TTL_S
+from state.scylla.driver import CONCURRENCY, Row, _ok
+from state.scylla.effects import Effects, encode_effects
+from state.scylla.rows import (
+    clear,
+    node_of,
+    pending_effects,
+    timer_bucket_of,
+    unset,
+    view_of,
+    wait_of,
 )
+from state.scylla.schema import TIMER_BUCKET_S, TIMER_BUCKETS_PER_DAY, TIMER_SHARDS
+from state.scylla.session import MAX_CAS_ROUNDS, Key, Session
+from state.scylla.writes import Statement, Writes
 
-__all__ = ["WaitsMixin"]
-
-Key = tuple[str, str, int]
+__all__ = ["Waits"]
 
 
-class WaitsMixin(EffectsMixin):
+def hint_of(row: Row) -> tuple[int, float, str] | None:
+    """Where the parked node's timer hint is: ``(bucket, due_at, park_op)``."""
+    bucket, due, op = row.get("wait_bucket"), row.get("wait_due"), row.get("wait_op")
+    return None if bucket is None or due is None or op is None else (bucket, due, op)
+
+
+class Waits:
     """``fire_timer``, ``due_timers``, ``get_wakeup`` and the parking primitives."""
 
-    # --- primitives -------------------------------------------------------------------------
-    def _node_rows(self, keys: Sequence[Key]) -> list[Row | None]:
-        """Node rows by key, read concurrently (None where there is no record)."""
-        results = _ok(self._c().run_all([("node_get", k) for k in keys]))
-        return [r[0] if r and r[0].get("status") is not None else None for r in results]
+    def __init__(self, session: Session, writes: Writes, applier: Applier) -> None:
+        """Work through ``session``; stage with ``writes``; apply with ``applier``."""
+        self.s = session
+        self.w = writes
+        self.fx = applier
 
-    def _node_cas(
+    # --- primitives -----------------------------------------------------------------------
+    def node_cas(
         self, name: str, row: Row, cols: tuple[Any, ...], eff: Effects, run: Row | None
     ) -> str | None:
         """One compare-and-set on a node row (its ``lwt_op`` as read); the new token if applied."""
         key = (row["run_id"], row["node_id"], row["iteration"])
-        self._repair_node(row, run, reread_run=False)  # this write replaces the row's effects
+        self.fx.repair_node(row, run, reread_run=False)  # this write replaces the row's effects
         op = uuid.uuid4().hex
-        params = (self._ttl_for(run), *cols, eff.at, op, encode_effects(eff), *key, row["lwt_op"])
-        applied, _ = self._c().lwt(name, params, op, lambda: self._node_row(*key, serial=True))
+        params = (self.s.ttl_for(run), *cols, eff.at, op, encode_effects(eff), *key, row["lwt_op"])
+        reread = functools.partial(self.s.node_row, *key, serial=True)
+        applied, _ = self.s.conn().lwt(name, params, op, reread)
         if not applied:
             return None
-        self._apply_node_effects(key, eff, op, run)
+        self.fx.apply_node(key, eff, op, run)
         return op
-
-    @staticmethod
-    def _hint_of(row: Row) -> tuple[int, float, str] | None:
-        """Where the parked node's timer hint is: ``(bucket, due_at, park_op)``."""
-        bucket, due, op = row.get("wait_bucket"), row.get("wait_due"), row.get("wait_op")
-        return None if bucket is None or due is None or op is None else (bucket, due, op)
 
     def _timer_writes(
         self, key: Key, bucket: int, due_at: float, park_op: str, at: float, ts: int
-    ) -> list[tuple[str, tuple[Any, ...]]]:
+    ) -> list[Statement]:
         run_id, node_id, iteration = key
         # Read until due_at + index_lookback (the reconciler's window), then useless.
-        ttl = min(math.ceil(max(0.0, due_at - at) + self.index_lookback_s) + 86400, _MAX_TTL_S)
+        ttl = min(math.ceil(max(0.0, due_at - at) + self.s.index_lookback_s) + 86400, _MAX_TTL_S)
         shard = shard_of(run_id, TIMER_SHARDS)
         day = bucket // TIMER_BUCKETS_PER_DAY
         return [
@@ -106,48 +105,45 @@ class WaitsMixin(EffectsMixin):
             ("timer_buckets_put", (day, bucket, min(ttl + TIMER_BUCKET_S, _MAX_TTL_S), ts)),
         ]
 
-    def _first_due(self, key: Key, row: Row, due_at: float | None) -> float | None:
+    def first_due(self, key: Key, row: Row, due_at: float | None) -> float | None:
         """The node's first deadline, if it has one: a re-run never pushes it later."""
-        if row.get("wait_due") is not None:
-            return float(row["wait_due"])
-        # Parked before, but cut short between its hint and its node write: that try's deadline.
-        rows = self._c().execute("wait_get", key)
-        if rows and rows[0].get("due_at") is not None:
-            return float(rows[0]["due_at"])
-        return due_at
+        previous = row.get("wait_due")
+        if previous is None:
+            # Parked before, but cut short between its hint and its node write: that try's.
+            rows = self.s.conn().execute("wait_get", key)
+            previous = rows[0].get("due_at") if rows else None
+        due = waits.first_due(previous, due_at)
+        return None if due is None else float(due)
 
-    def _park(
+    def park(
         self, run: Row | None, row: Row, event: str | None, due_at: float | None
     ) -> str | None:
         """``running`` to ``waiting`` with the wait; the LWT token if applied, None if raced."""
         key = (row["run_id"], row["node_id"], row["iteration"])
-        at, ts = self._now()
+        at, ts = self.s.now()
+        node = node_of(row)
+        assert node is not None
+        change = waits.park(node, event=event, due_at=due_at, now=at)
         park_op = uuid.uuid4().hex
         bucket = None
         # The waits row and the timer hint first: a parked node is always findable.
-        writes = [("wait_put", (*key, _u(event), _u(due_at), at, self._ttl_for(run), ts))]
+        writes = [("wait_put", (*key, unset(event), unset(due_at), at, self.s.ttl_for(run), ts))]
         if due_at is not None:
             bucket = max(timer_bucket_of(due_at), timer_bucket_of(at))
             writes += self._timer_writes(key, bucket, due_at, park_op, at, ts)
-        _ok(self._c().run_all(writes))
-        eff = Effects(
-            at=at,
-            ts=ts,
-            iteration=key[2],
-            history=(self._event("node.waiting", key[1], {"event": event, "due_at": due_at}),),
-            touch=True,
-        )
+        _ok(self.s.conn().run_all(writes))
+        eff = self.w.node_effects(change.follow, at=at, ts=ts, iteration=key[2])
         cols = (
-            _clear(event, row.get("wait_event")),
-            _clear(due_at, row.get("wait_due")),
-            _clear(bucket, row.get("wait_bucket")),
-            _clear(park_op if due_at is not None else None, row.get("wait_op")),
-            _clear(None, row.get("woken")),
-            _clear(None, row.get("woke_event")),
+            clear(event, row.get("wait_event")),
+            clear(due_at, row.get("wait_due")),
+            clear(bucket, row.get("wait_bucket")),
+            clear(park_op if due_at is not None else None, row.get("wait_op")),
+            clear(None, row.get("woken")),
+            clear(None, row.get("woke_event")),
         )
-        return self._node_cas("node_park", row, cols, eff, run)
+        return self.node_cas("node_park", row, cols, eff, run)
 
-    def _unpark(self, run: Row | None, key: Key, park_lwt_op: str) -> bool:
+    def unpark(self, run: Row | None, key: Key, park_lwt_op: str) -> bool:
         """``waiting`` back to ``running``, only if nothing touched the node since it parked.
 
         False when something did (a wake, a cancel). A write that timed out without
@@ -155,15 +151,15 @@ class WaitsMixin(EffectsMixin):
         """
         row = {"run_id": key[0], "node_id": key[1], "iteration": key[2], "lwt_op": park_lwt_op}
         for _ in range(MAX_CAS_ROUNDS):
-            at, ts = self._now()
-            if self._node_cas("node_unpark", row, (), Effects(at=at, ts=ts), run) is not None:
+            at, ts = self.s.now()
+            if self.node_cas("node_unpark", row, (), Effects(at=at, ts=ts), run) is not None:
                 return True
-            now = self._node_row(*key, serial=True)
+            now = self.s.node_row(*key, serial=True)
             if now is None or now.get("lwt_op") != park_lwt_op:
                 return False
         raise StateError(f"run {key[0]!r}: un-parking {key[1]!r} timed out {MAX_CAS_ROUNDS} times")
 
-    # --- the run's waiting status -------------------------------------------------------------
+    # --- the run's waiting status ---------------------------------------------------------
     def _run_busy(self, run_id: str) -> bool:
         """Whether a node of the run is pending or running (read from its node directory).
 
@@ -172,31 +168,31 @@ class WaitsMixin(EffectsMixin):
         arrival set, or a record being created by a fire_join from outside the
         run's nodes; see docs/state.md for why that window is harmless.
         """
-        keys = [
-            (run_id, d["node_id"], d["iteration"]) for d in self._c().execute("dir_get", (run_id,))
-        ]
+        dirs = self.s.conn().execute("dir_get", (run_id,))
+        keys = [(run_id, d["node_id"], d["iteration"]) for d in dirs]
         for start in range(0, len(keys), CONCURRENCY):
-            for row in self._node_rows(keys[start : start + CONCURRENCY]):
+            for row in self.s.node_rows(keys[start : start + CONCURRENCY]):
                 if row is None:
                     continue
-                busy = row["status"] in (NODE_PENDING, NODE_RUNNING)
-                if busy or _pending_effects(row) is not None:
+                busy = row["status"] in (NodeStatus.PENDING, NodeStatus.RUNNING)
+                if busy or pending_effects(row) is not None:
                     return True
         return False
 
-    def _maybe_wait_run(self, run_id: str) -> None:
+    def settle_waiting(self, run_id: str) -> None:
         """After a park: a running run whose nodes are all parked or settled is ``waiting``."""
-        row = self._run_row(run_id)
+        row = self.s.run_row(run_id)
         for round_ in range(RUN_CAS_ROUNDS):
-            if row is None or row["status"] != RUN_RUNNING or self._run_busy(run_id):
+            change = runs.settle_waiting(view_of(row), busy=lambda: self._run_busy(run_id))
+            if row is None or not change.applied:
                 return
-            if self._flip(row, RUN_WAITING):
+            if self.fx.flip(row, change):
                 return
             backoff(round_)
-            row = self._run_row(run_id, serial=True)
+            row = self.s.run_row(run_id, serial=True)
         raise StateError(f"run {run_id!r}: moving it to waiting lost {RUN_CAS_ROUNDS} races")
 
-    # --- timers -------------------------------------------------------------------------------
+    # --- timers ---------------------------------------------------------------------------
     def fire_timer(
         self,
         run_id: str,
@@ -208,43 +204,35 @@ class WaitsMixin(EffectsMixin):
     ) -> bool:
         """Wake a parked node whose timer is due: the node's compare-and-set, once."""
         key = (run_id, node_id, iteration)
-        run, row = self._run_and_node(*key)
+        run, row = self.s.run_and_node(*key)
         for _ in range(MAX_CAS_ROUNDS):
-            if run is None or run["status"] not in RUN_ACTIVE:
-                return False
-            if row is None or row["status"] != NODE_WAITING or row.get("woken") is not None:
-                return False
-            due = row.get("wait_due")
-            if due is None or due > now:
-                return False
-            at, ts = self._now()
-            eff = Effects(
-                at=at,
-                ts=ts,
-                iteration=iteration,
-                history=(self._event("timer.fired", node_id, {"due_at": due}),),
-                outbox=self._stamp(outbox, at),
-                touch=True,
-                wake_run=True,
-                timer=self._hint_of(row),
+            at, ts = self.s.now()
+            status = None if run is None else run["status"]
+            change = waits.fire_timer(
+                node_of(row), wait_of(row), status, now=now, at=at, outbox=outbox
             )
-            cols = ("timer", _clear(None, row.get("woke_event")))
-            if self._node_cas("node_wake", row, cols, eff, run) is not None:
+            if row is None or not change.applied or change.wait is None:
+                return False
+            eff = self.w.node_effects(
+                change.follow, at=at, ts=ts, iteration=iteration, timer=hint_of(row)
+            )
+            cols = (change.wait.woken, clear(None, row.get("woke_event")))
+            if self.node_cas("node_wake", row, cols, eff, run) is not None:
                 return True
-            row = self._node_row(*key, serial=True)
+            row = self.s.node_row(*key, serial=True)
         raise StateError(f"run {run_id!r}: firing {node_id!r}'s timer lost {MAX_CAS_ROUNDS} races")
 
     def due_timers(self, *, now: float, limit: int = 500) -> list[DueTimer]:
         """Due timers from the due buckets of the timer index (hints checked on their rows)."""
-        c = self._c()
-        first = timer_bucket_of(now - self.index_lookback_s)
+        c = self.s.conn()
+        first = timer_bucket_of(now - self.s.index_lookback_s)
         last = timer_bucket_of(now)
         days = range(first // TIMER_BUCKETS_PER_DAY, last // TIMER_BUCKETS_PER_DAY + 1)
         listed = _ok(c.run_all([("timer_buckets_get", (d,)) for d in days]))
         buckets = sorted(
             {r["bucket"] for rows in listed for r in rows if first <= r["bucket"] <= last}
         )
-        written = timer_bucket_of(self._clock()) - 2  # buckets before this get no new hints
+        written = timer_bucket_of(self.s.clock()) - 2  # buckets before this get no new hints
         found: dict[Key, DueTimer] = {}
         for bucket in buckets:
             shards = range(TIMER_SHARDS)
@@ -252,7 +240,7 @@ class WaitsMixin(EffectsMixin):
             hints = [(bucket, s, h) for s, rows in zip(shards, results, strict=True) for h in rows]
             if not hints and bucket < written:
                 day = bucket // TIMER_BUCKETS_PER_DAY
-                c.execute("timer_buckets_del", (self._now()[1], day, bucket))
+                c.execute("timer_buckets_del", (self.s.now()[1], day, bucket))
                 continue
             for t in self._checked_timers(hints):
                 found.setdefault((t.run_id, t.node_id, t.iteration), t)
@@ -263,24 +251,26 @@ class WaitsMixin(EffectsMixin):
     def _checked_timers(self, hints: list[tuple[int, int, Row]]) -> list[DueTimer]:
         """The hints whose node is parked on that very timer; stale hints are deleted."""
         keys = list(dict.fromkeys((h["run_id"], h["node_id"], h["iteration"]) for _, _, h in hints))
-        nodes = dict(zip(keys, self._node_rows(keys), strict=True))
+        nodes = dict(zip(keys, self.s.node_rows(keys), strict=True))
         run_ids = list(dict.fromkeys(k[0] for k in keys))
-        runs = {
+        run_rows = {
             run_id: rows[0] if rows and rows[0].get("status") is not None else None
             for run_id, rows in zip(
-                run_ids, _ok(self._c().run_all([("run_get", (i,)) for i in run_ids])), strict=True
+                run_ids,
+                _ok(self.s.conn().run_all([("run_get", (i,)) for i in run_ids])),
+                strict=True,
             )
         }
         for k, node in nodes.items():
-            if node is not None and _pending_effects(node) is not None:
+            if node is not None and pending_effects(node) is not None:
                 # A wake cut short (its outbox job, the run's status): finish it first.
-                self._repair_node(node, runs[k[0]], reread_run=False)
+                self.fx.repair_node(node, run_rows[k[0]], reread_run=False)
         due: list[DueTimer] = []
         stale: list[tuple[str, tuple[Any, ...]]] = []
-        ts = self._now()[1]
+        ts = self.s.now()[1]
         for bucket, shard, h in hints:
             k = (h["run_id"], h["node_id"], h["iteration"])
-            verdict = _verdict(h, nodes[k], runs[k[0]])
+            verdict = _verdict(h, nodes[k], run_rows[k[0]])
             if verdict == "due":
                 due.append(DueTimer(run_id=k[0], node_id=k[1], iteration=k[2], due_at=h["due_at"]))
             elif verdict == "stale":
@@ -288,28 +278,17 @@ class WaitsMixin(EffectsMixin):
                 # cannot make the delete miss it (each hint is written once, by one park).
                 params = (max(ts, h.get("wt") or 0), bucket, shard, h["due_at"], *k, h["park_op"])
                 stale.append(("timer_del", params))
-        _ok(self._c().run_all(stale))
+        _ok(self.s.conn().run_all(stale))
         return due
 
-    # --- what woke a node ---------------------------------------------------------------------
+    # --- what woke a node -----------------------------------------------------------------
     def get_wakeup(self, run_id: str, node_id: str, iteration: int = 0) -> Wakeup | None:
         """What woke the node (recorded on its row by the write that woke it)."""
-        row = self._node_row(run_id, node_id, iteration)
-        if row is None:
-            return None
-        if row.get("woken") == "event" and row.get("woke_event") is not None:
-            rows = self._c().execute("inbox_get", (run_id, row["woke_event"]))
-            return Wakeup(
-                kind="event",
-                event_name=row.get("wait_event"),
-                event_id=row["woke_event"],
-                payload=_loads(rows[0]["payload"]) if rows else None,
-            )
-        if row.get("woken") == "timer":
-            return Wakeup(
-                kind="timer", event_name=row.get("wait_event"), due_at=row.get("wait_due")
-            )
-        return None
+        wait = wait_of(self.s.node_row(run_id, node_id, iteration))
+        if wait is None or wait.woken != "event" or wait.woke_event is None:
+            return waits.wakeup_of(wait)
+        rows = self.s.conn().execute("inbox_get", (run_id, wait.woke_event))
+        return waits.wakeup_of(wait, loads(rows[0]["payload"]) if rows else None)
 
 
 def _verdict(hint: Row, node: Row | None, run: Row | None) -> str:
@@ -320,7 +299,7 @@ def _verdict(hint: Row, node: Row | None, run: Row | None) -> str:
         return "stale"
     if node.get("wait_op") != hint["park_op"]:
         # Another park's hint, or this park's node write has not landed yet.
-        return "keep" if node["status"] == NODE_RUNNING else "stale"
+        return "keep" if node["status"] == NodeStatus.RUNNING else "stale"
     if node.get("woken") is not None:
         return "stale"  # fired already, or woken by its event
-    return "due" if node["status"] == NODE_WAITING else "keep"
+    return "due" if node["status"] == NodeStatus.WAITING else "keep"

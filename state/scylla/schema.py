@@ -1,23 +1,19 @@
-"""The Scylla/Cassandra schema of the state store: constants, CQL DDL, migrations, stored formats.
+"""The Scylla/Cassandra schema of the state store: constants, CQL DDL, migrations, statements.
 
 Every query the store runs is in this module, so a reviewer can check in one
 place that each one names a whole partition key (no ``ALLOW FILTERING``, no
 secondary index, no materialized view, no token-range scan). ``docs/state.md``
-explains why each key was chosen. The ``effects`` column format (the staged
-writes of a conditional update, re-applied by whoever finds them unapplied) is
-defined here too, because it is part of what is stored.
+explains why each key was chosen. The format of the ``effects`` column (the
+staged writes of a conditional update) is ``state.scylla.effects``.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from state.constants import STATUS_BUCKET_S
 from state.errors import StateError
-from state.models import OutboxMessage
 
 __all__ = [
     "BUCKETS_PER_DAY",
@@ -29,12 +25,6 @@ __all__ = [
     "TIMER_BUCKETS_PER_DAY",
     "TIMER_BUCKET_S",
     "TIMER_SHARDS",
-    "Effects",
-    "FailRun",
-    "HistoryItem",
-    "IndexMove",
-    "decode_effects",
-    "encode_effects",
     "keyspace_cql",
     "migrations",
     "table_cql",
@@ -423,168 +413,3 @@ STATEMENTS: dict[str, str] = {
     "timer_buckets_del": "DELETE FROM {ks}.timer_buckets USING TIMESTAMP ? "
     "WHERE day = ? AND bucket = ?",
 }
-
-
-# --- stored formats ---------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
-class HistoryItem:
-    """A history event staged by a conditional write; its id makes the replay an upsert."""
-
-    event_id: str
-    kind: str
-    node_id: str | None = None
-    data: Any = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class IndexMove:
-    """Move a run's index hint from ``(old_status, old_bucket)`` to ``(status, bucket)``."""
-
-    status: str
-    bucket: int
-    old_status: str | None = None
-    old_bucket: int | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class FailRun:
-    """Fail the run (if still active) after a node failed for good."""
-
-    error: str
-    outbox: tuple[OutboxMessage, ...] = ()
-
-
-@dataclass(frozen=True, kw_only=True)
-class Effects:
-    """The follow-up writes of one conditional write, stored with it so a crash can be repaired.
-
-    Every write here is idempotent (``IF NOT EXISTS`` records, upserts stamped
-    ``USING TIMESTAMP ts``, outbox rows by stable id), so applying the same
-    effects twice is the same as once. Node-level parts (``pending`` ...
-    ``fail_run``) apply only while the run is active.
-    """
-
-    #: When the conditional write was decided (seconds) and the write timestamp it implies (µs).
-    at: float
-    ts: int
-    iteration: int = 0
-    history: tuple[HistoryItem, ...] = ()
-    outbox: tuple[OutboxMessage, ...] = ()
-    #: Record progress on the run (moves its index hint to the current bucket).
-    touch: bool = False
-    pending: tuple[str, ...] = ()
-    skipped: tuple[str, ...] = ()
-    #: (join_id, predecessor, outcome)
-    arrivals: tuple[tuple[str, str, str], ...] = ()
-    context: dict[str, Any] = field(default_factory=dict)
-    fallback: str | None = None
-    fail_run: FailRun | None = None
-    # --- run-level parts ---
-    start_nodes: tuple[str, ...] = ()
-    index: IndexMove | None = None
-    #: The run reached a terminal status: give all its rows the retention TTL.
-    finish: bool = False
-    #: Cancel the run's active nodes with this reason.
-    cancel_nodes: str | None = None
-    # --- waiting (schema 2) ---
-    #: A parked node was woken: a waiting run is running again.
-    wake_run: bool = False
-    #: ``(bucket, due_at, park_op)`` of the node's timer hint, deleted once it has fired.
-    timer: tuple[int, float, str] | None = None
-
-    @property
-    def empty(self) -> bool:
-        """Whether applying these effects would write nothing."""
-        return self == Effects(at=self.at, ts=self.ts, iteration=self.iteration)
-
-
-def _outbox_json(m: OutboxMessage) -> dict[str, Any]:
-    return {"id": m.id, "topic": m.topic, "key": m.key, "value": m.value, "at": m.created_at}
-
-
-def _outbox_from(d: dict[str, Any]) -> OutboxMessage:
-    return OutboxMessage(
-        id=d["id"], topic=d["topic"], key=d["key"], value=d["value"], created_at=d["at"]
-    )
-
-
-def encode_effects(e: Effects) -> str:
-    """Serialise effects as compact JSON (defaults omitted)."""
-    d: dict[str, Any] = {"v": 1, "at": e.at, "ts": e.ts}
-    if e.iteration:
-        d["it"] = e.iteration
-    if e.history:
-        d["history"] = [[h.event_id, h.kind, h.node_id, h.data] for h in e.history]
-    if e.outbox:
-        d["outbox"] = [_outbox_json(m) for m in e.outbox]
-    if e.touch:
-        d["touch"] = True
-    if e.pending:
-        d["pending"] = list(e.pending)
-    if e.skipped:
-        d["skipped"] = list(e.skipped)
-    if e.arrivals:
-        d["arrivals"] = [list(a) for a in e.arrivals]
-    if e.context:
-        d["context"] = e.context
-    if e.fallback is not None:
-        d["fallback"] = e.fallback
-    if e.fail_run is not None:
-        d["fail_run"] = {
-            "error": e.fail_run.error,
-            "outbox": [_outbox_json(m) for m in e.fail_run.outbox],
-        }
-    if e.start_nodes:
-        d["start"] = list(e.start_nodes)
-    if e.index is not None:
-        i = e.index
-        d["index"] = [i.status, i.bucket, i.old_status, i.old_bucket]
-    if e.finish:
-        d["finish"] = True
-    if e.cancel_nodes is not None:
-        d["cancel"] = e.cancel_nodes
-    if e.wake_run:
-        d["wake"] = True
-    if e.timer is not None:
-        d["timer"] = list(e.timer)
-    return json.dumps(d, separators=(",", ":"), ensure_ascii=False)
-
-
-def decode_effects(text: str | None) -> Effects | None:
-    """Parse what ``encode_effects`` wrote; None for no effects."""
-    if not text:
-        return None
-    d = json.loads(text)
-    if d.get("v") != 1:
-        raise StateError(f"stored effects have format {d.get('v')!r}; this flowbridge reads 1")
-    fail = d.get("fail_run")
-    idx = d.get("index")
-    return Effects(
-        at=d["at"],
-        ts=d["ts"],
-        iteration=d.get("it", 0),
-        history=tuple(
-            HistoryItem(event_id=h[0], kind=h[1], node_id=h[2], data=h[3])
-            for h in d.get("history", ())
-        ),
-        outbox=tuple(_outbox_from(m) for m in d.get("outbox", ())),
-        touch=d.get("touch", False),
-        pending=tuple(d.get("pending", ())),
-        skipped=tuple(d.get("skipped", ())),
-        arrivals=tuple((a[0], a[1], a[2]) for a in d.get("arrivals", ())),
-        context=d.get("context", {}),
-        fallback=d.get("fallback"),
-        fail_run=None
-        if fail is None
-        else FailRun(error=fail["error"], outbox=tuple(_outbox_from(m) for m in fail["outbox"])),
-        start_nodes=tuple(d.get("start", ())),
-        index=None
-        if idx is None
-        else IndexMove(status=idx[0], bucket=idx[1], old_status=idx[2], old_bucket=idx[3]),
-        finish=d.get("finish", False),
-        cancel_nodes=d.get("cancel"),
-        wake_run=d.get("wake", False),
-        timer=None
-        if d.get("timer") is None
-        else (int(d["timer"][0]), float(d["timer"][1]), str(d["timer"][2])),
-    )

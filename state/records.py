@@ -1,27 +1,129 @@
-"""Records the state store reads and writes; plain frozen data, JSON-serialisable payloads."""
+"""Records the state store reads and writes, and the statuses they carry.
+
+Statuses and outcomes are ``StrEnum`` members: each compares equal to (and
+serialises as) its value, so a record read back from any backend and a plain
+string from an older caller mean the same thing. Payloads are JSON values.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-from state.constants import NODE_ACTIVE, RUN_TERMINAL
-
 __all__ = [
+    "NODE_ACTIVE",
+    "NODE_SETTLED",
+    "RUN_ACTIVE",
+    "RUN_TERMINAL",
     "Arrival",
+    "ArrivalOutcome",
     "CommitResult",
     "Delivery",
+    "DeliveryOutcome",
     "DueTimer",
     "HistoryEvent",
     "NodeCompletion",
     "NodeState",
+    "NodeStatus",
     "OutboxMessage",
     "Run",
+    "RunStatus",
     "SchemaChange",
+    "WakeKind",
     "Wakeup",
 ]
 
 JSON = Any
+
+
+class RunStatus(StrEnum):
+    """Where a run is in its lifecycle: ``pending → running ↔ waiting → a terminal status``."""
+
+    #: Created; no node has been claimed yet.
+    PENDING = "pending"
+    #: A node is pending or running.
+    RUNNING = "running"
+    #: Every live node is parked on an event or a timer (the reconciler's timer pass wakes it).
+    WAITING = "waiting"
+    #: Finished: no node is pending, running or waiting on the taken paths.
+    COMPLETED = "completed"
+    #: Finished: a node failed for good (and no fallback or join tolerated it), or a start failed.
+    FAILED = "failed"
+    #: Finished: cancelled by a command (or a cancel marker left before the start).
+    CANCELLED = "cancelled"
+
+
+class NodeStatus(StrEnum):
+    """The status of one node record (one node of one run at one iteration)."""
+
+    #: Created (a start node, a successor, a fired join, a woken node): waiting for a worker.
+    PENDING = "pending"
+    #: Claimed by a delivery of its task (``begin_attempt``).
+    RUNNING = "running"
+    #: Parked on an event and/or a timer (``suspend_node``).
+    WAITING = "waiting"
+    #: Completed with an output and the edges it took.
+    COMPLETED = "completed"
+    #: Failed for good (retries exhausted or a non-retryable error).
+    FAILED = "failed"
+    #: On an edge that was not taken (skips propagate; a join counts it as settled).
+    SKIPPED = "skipped"
+    #: Cancelled with its run, or as the loser of a race.
+    CANCELLED = "cancelled"
+
+
+class ArrivalOutcome(StrEnum):
+    """How a predecessor arrived at a join (an arrival set is keyed by predecessor)."""
+
+    #: The predecessor completed and took the edge to the join.
+    COMPLETED = "completed"
+    #: The predecessor failed and the join's policy tolerates it.
+    FAILED = "failed"
+    #: The predecessor was skipped, or did not take the edge to the join.
+    SKIPPED = "skipped"
+
+
+class WakeKind(StrEnum):
+    """What woke a parked node."""
+
+    #: An event it waited for (or found in the run's inbox when it suspended).
+    EVENT = "event"
+    #: Its timer came due.
+    TIMER = "timer"
+
+
+class DeliveryOutcome(StrEnum):
+    """What happened to an event delivered to a run."""
+
+    #: It woke the oldest node waiting for its name.
+    MATCHED = "matched"
+    #: Nobody waits for it yet: kept in the run's inbox for a later ``suspend_node``.
+    STORED = "stored"
+    #: Its event id was delivered to this run before.
+    DUPLICATE = "duplicate"
+    #: No run with that id.
+    NO_RUN = "no-run"
+    #: The run has finished; the event is recorded and dropped.
+    FINISHED = "finished"
+
+
+#: Run statuses that can still change.
+RUN_ACTIVE: frozenset[RunStatus] = frozenset(
+    {RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING}
+)
+#: Run statuses that never change again.
+RUN_TERMINAL: frozenset[RunStatus] = frozenset(
+    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}
+)
+#: Node statuses that can still change.
+NODE_ACTIVE: frozenset[NodeStatus] = frozenset(
+    {NodeStatus.PENDING, NodeStatus.RUNNING, NodeStatus.WAITING}
+)
+#: Node statuses that never change again.
+NODE_SETTLED: frozenset[NodeStatus] = frozenset(
+    {NodeStatus.COMPLETED, NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.CANCELLED}
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +149,7 @@ class Run:
     run_id: str
     blueprint_id: str
     version: str
+    #: A ``RunStatus`` value.
     status: str
     input: JSON
     snapshot: dict[str, Any]
@@ -69,6 +172,7 @@ class NodeState:
     run_id: str
     node_id: str
     iteration: int = 0
+    #: A ``NodeStatus`` value.
     status: str
     attempts: int = 0
     deliveries: int = 0
@@ -103,6 +207,7 @@ class Arrival:
 
     join_id: str
     predecessor: str
+    #: An ``ArrivalOutcome`` value.
     outcome: str
 
 
@@ -126,7 +231,7 @@ class NodeCompletion:
     context_writes: dict[str, JSON] = field(default_factory=dict)
     outbox: tuple[OutboxMessage, ...] = ()
     #: The status the node is recorded with: ``completed`` normally, ``skipped`` for a skip.
-    status: str = "completed"
+    status: str = NodeStatus.COMPLETED
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,6 +253,7 @@ class HistoryEvent:
     run_id: str
     seq: int
     at: float
+    #: A ``state.history.HistoryKind`` value (or a caller's own kind).
     kind: str
     node_id: str | None = None
     data: JSON = None
@@ -157,7 +263,7 @@ class HistoryEvent:
 class Wakeup:
     """Why a suspended node runs again: an event it waited for, or its timer."""
 
-    #: ``event`` or ``timer``.
+    #: A ``WakeKind`` value.
     kind: str
     event_name: str | None = None
     event_id: str | None = None
@@ -179,8 +285,8 @@ class DueTimer:
 class Delivery:
     """What happened to an event delivered to a run."""
 
-    #: ``matched`` (woke ``node_id``), ``stored`` (kept in the run's inbox until a node
-    #: waits for it), ``duplicate`` (its event id was seen before), ``no-run`` or ``finished``.
+    #: A ``DeliveryOutcome`` value: ``matched`` (woke ``node_id``), ``stored``, ``duplicate``,
+    #: ``no-run`` or ``finished``.
     outcome: str
     node_id: str | None = None
     iteration: int = 0

@@ -1,0 +1,259 @@
+"""Run operations of the Scylla store: create, status changes, cancel, fences, stall claims.
+
+The run's context and history are here too.
+
+Every decision is an LWT on the run row: creation ``IF NOT EXISTS``, status
+changes ``IF status IN`` (a fenced cancel also ``AND fence = <read>``), fences
+and stall claims a compare-and-set on the row's last LWT token (``lwt_op``).
+
+- ``fence`` is written only by LWT: ``advance_fence`` reads ``f`` and writes
+  ``f + 1`` if the token is unchanged, so two callers never get the same fence.
+- A stall is identified by the run's last progress as the reconciler saw it
+  (``stalled_since`` = ``max(status_at, progress_at)``). ``progress_at`` is a
+  plain column, so it cannot be part of an LWT condition; ``reconciled_at`` is
+  an LWT column and is what the claim writes: a stall is claimed once
+  ``reconciled_at > stalled_since``. The claim then records progress (a plain
+  ``progress_at`` write among its effects), so the run's next stall starts
+  from the claim. Between the LWT and that write, a second reconciler still
+  sees the old progress, but the SERIAL read shows ``reconciled_at`` past it.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Collection, Sequence
+from typing import Any, Final
+
+from state.codec import dumps, loads
+from state.errors import StateError
+from state.records import HistoryEvent, OutboxMessage, Run
+from state.rules import RunChange, RunView, runs
+from state.scylla.apply import RUN_CAS_ROUNDS, Applier, backoff
+from state.scylla.driver import Row, _ok
+from state.scylla.effects import Effects, HistoryItem, encode_effects
+from state.scylla.rows import pending_effects, run_of, timeuuid, unset, view_of
+from state.scylla.session import MAX_CAS_ROUNDS, Session
+from state.scylla.writes import Writes
+
+__all__ = ["RUN_REPAIR_GRACE_S", "Runs"]
+
+#: A run's unapplied effects older than this are repaired by ``get_run`` (younger ones are
+#: probably being applied right now by the writer).
+RUN_REPAIR_GRACE_S: Final = 10.0
+
+
+class Runs:
+    """The run operations, and the run context and history."""
+
+    def __init__(self, session: Session, writes: Writes, applier: Applier) -> None:
+        """Work through ``session``; stage with ``writes``; apply with ``applier``."""
+        self.s = session
+        self.w = writes
+        self.fx = applier
+
+    def _create(
+        self, run_id: str, change: RunChange, at: float, ts: int
+    ) -> tuple[Effects, str, tuple[Any, ...]]:
+        """The ``INSERT ... IF NOT EXISTS`` of a run the rule made (a new run, a cancel marker)."""
+        record = change.record
+        assert record is not None
+        op = uuid.uuid4().hex
+        eff = self.w.run_effects(change, at=at, ts=ts, row=None)
+        params = (
+            run_id,
+            record.blueprint_id,
+            record.version,
+            dumps(record.input),
+            dumps(record.snapshot),
+            at,
+            record.status,
+            at,
+            None if record.output is None else dumps(record.output),
+            record.error,
+            record.fence,
+            op,
+            encode_effects(eff),
+            self.s.ttl if change.terminal else 0,
+        )
+        return eff, op, tuple(unset(p) for p in params)
+
+    def _insert(
+        self, run_id: str, eff: Effects, op: str, params: tuple[Any, ...]
+    ) -> tuple[bool, Row | None]:
+        reread = functools.partial(self.s.run_row, run_id, serial=True)
+        applied, row = self.s.conn().lwt("run_create", params, op, reread)
+        if applied:
+            self.fx.apply_run(run_id, eff, op)
+        return applied, row
+
+    # --- runs -----------------------------------------------------------------------------
+    def create_run(
+        self, run: Run, *, start_nodes: Sequence[str], outbox: Sequence[OutboxMessage] = ()
+    ) -> tuple[bool, Run]:
+        """Create the run and its start nodes if no run with that id exists (``IF NOT EXISTS``)."""
+        at, ts = self.s.now()
+        # Not read first: the condition (IF NOT EXISTS) decides.
+        change = runs.create(None, run, start_nodes=start_nodes, outbox=outbox, now=at)
+        eff, op, params = self._create(run.run_id, change, at, ts)
+        for _ in range(MAX_CAS_ROUNDS):
+            applied, row = self._insert(run.run_id, eff, op, params)
+            if applied:
+                assert change.record is not None
+                return True, change.record
+            # Not applied: a redelivered start, or a cancel marker that came first.
+            existing = row if row is not None and row.get("status") is not None else None
+            if existing is None or "effects" not in existing:
+                existing = self.s.run_row(run.run_id, serial=True)
+            if existing is not None:
+                break
+            # A timed-out write that did not happen (nothing is stored): try again.
+        else:
+            raise StateError(f"run {run.run_id!r}: creation timed out {MAX_CAS_ROUNDS} times")
+        stored = run_of(existing)
+        assert stored is not None
+        self.fx.repair_run(existing)
+        return False, stored
+
+    def get_run(self, run_id: str, *, snapshot: bool = True) -> Run | None:
+        """Read one run (repairing its unapplied effects if they are old)."""
+        row = self.s.run_row(run_id)
+        if row is not None and pending_effects(row) is not None:
+            status_at = row.get("status_at") or 0.0
+            if status_at < self.s.clock() - RUN_REPAIR_GRACE_S:
+                self.fx.repair_run(row)
+        # The column is still read; only its decoding is skipped (the hot part).
+        return run_of(row, snapshot=snapshot)
+
+    def set_run_status(self, run_id: str, *, from_: Collection[str], to: str) -> bool:
+        """Move the run to ``to`` if its status is in ``from_``."""
+        applied, _ = self.fx.transition(run_id, lambda v: runs.transition(v, from_=from_, to=to))
+        return applied
+
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: str,
+        output: Any = None,
+        error: str | None = None,
+        outbox: Sequence[OutboxMessage] = (),
+    ) -> bool:
+        """Move an active run to a terminal status once."""
+        applied, _ = self.fx.transition(
+            run_id,
+            lambda v: runs.finish(v, status=status, output=output, error=error, outbox=outbox),
+        )
+        return applied
+
+    def cancel_run(
+        self,
+        run_id: str,
+        *,
+        reason: str,
+        outbox: Sequence[OutboxMessage] = (),
+        fence: int | None = None,
+    ) -> tuple[bool, Run | None]:
+        """Cancel an active run, its active nodes and timers, or leave a marker for its start.
+
+        Cancelling a node also ends its wait: its timer hint is dropped, and an
+        event for the run now finds it finished. With ``fence``, the fence is part
+        of the conditional write (``StaleFenceError`` for an older one).
+        """
+
+        def decide(view: RunView | None, at: float = 0.0) -> RunChange:
+            return runs.cancel(
+                view, run_id=run_id, reason=reason, outbox=outbox, fence=fence, now=at
+            )
+
+        row = self.s.run_row(run_id)
+        for _ in range(MAX_CAS_ROUNDS):
+            at, ts = self.s.now()
+            change = decide(view_of(row), at)
+            if change.record is not None:
+                # A cancel that overtook its start: the marker makes the start a no-op. It
+                # expires with the retention, like any finished run.
+                applied, _ = self._insert(run_id, *self._create(run_id, change, at, ts))
+                if applied:
+                    return True, None
+                row = self.s.run_row(run_id, serial=True)
+                continue
+            if row is None or not change.applied:
+                if row is not None:
+                    self.fx.repair_run(row)
+                return False, run_of(row)
+            applied, before = self.fx.transition(run_id, decide, before=row)
+            if applied:
+                return True, run_of(before)
+            row = self.s.run_row(run_id, serial=True)
+        raise StateError(f"run {run_id!r}: cancel lost {MAX_CAS_ROUNDS} races")
+
+    # --- fences and stall claims ----------------------------------------------------------
+    def advance_fence(self, run_id: str) -> int:
+        """Advance the run's fence by one (compare-and-set) and return it; 0 for no run."""
+        row = self.s.run_row(run_id)
+        for round_ in range(RUN_CAS_ROUNDS):
+            change = runs.advance_fence(view_of(row))
+            if row is None or change.fence is None:
+                return 0
+            at, ts = self.s.now()
+            if self.fx.cas_run(row, Effects(at=at, ts=ts), fence=change.fence):
+                return change.fence
+            backoff(round_)
+            row = self.s.run_row(run_id, serial=True)
+        raise StateError(f"run {run_id!r}: advancing its fence lost {RUN_CAS_ROUNDS} races")
+
+    def mark_reconciled(
+        self,
+        run_id: str,
+        *,
+        stalled_since: float,
+        fence: int,
+        outbox: Sequence[OutboxMessage] = (),
+    ) -> bool:
+        """Claim one stall of the run with the jobs it re-emits, once (see the module doc)."""
+        row = self.s.run_row(run_id, serial=True)
+        for round_ in range(RUN_CAS_ROUNDS):
+            at, ts = self.s.now()
+            change = runs.claim_stall(
+                view_of(row), stalled_since=stalled_since, fence=fence, outbox=outbox, now=at
+            )
+            if row is None or not change.applied:
+                return False
+            # The claim is progress: progress_at and the index hint move to now.
+            eff = self.w.run_effects(change, at=at, ts=ts, row=row)
+            if self.fx.cas_run(row, eff, reconciled_at=at):
+                return True
+            backoff(round_)
+            row = self.s.run_row(run_id, serial=True)
+        raise StateError(f"run {run_id!r}: claiming its stall lost {RUN_CAS_ROUNDS} races")
+
+    # --- context and history --------------------------------------------------------------
+    def get_context(self, run_id: str) -> dict[str, Any]:
+        """Read the run context (one partition, one row per key)."""
+        rows = self.s.conn().execute("context_get", (run_id,))
+        return {r["key"]: loads(r["value"]) for r in rows}
+
+    def append_history(
+        self, run_id: str, kind: str, *, node_id: str | None = None, data: Any = None
+    ) -> None:
+        """Append one history event (with the run's TTL if it has finished)."""
+        run = self.s.run_row(run_id)
+        at, ts = self.s.now()
+        item = HistoryItem(event_id=str(timeuuid(ts)), kind=kind, node_id=node_id, data=data)
+        _ok(self.s.conn().run_all(self.w.history(run_id, [item], at, self.s.ttl_for(run), ts)))
+
+    def get_history(self, run_id: str) -> list[HistoryEvent]:
+        """Read the history in commit order (clustered by a time-based id)."""
+        rows = self.s.conn().execute("history_get", (run_id,))
+        return [
+            HistoryEvent(
+                run_id=run_id,
+                seq=i,
+                at=r["at"],
+                kind=r["kind"],
+                node_id=r["node_id"],
+                data=loads(r["data"]),
+            )
+            for i, r in enumerate(rows, start=1)
+        ]
