@@ -26,6 +26,7 @@ from state.records import (
     SchemaChange,
     Wakeup,
 )
+from state.workflows import WorkflowStore
 
 __all__ = ["StateStore"]
 
@@ -33,6 +34,9 @@ __all__ = ["StateStore"]
 @runtime_checkable
 class StateStore(Protocol):
     """Run, node, context, history and outbox records, with conditional writes."""
+
+    #: The code workflow tables (``state.workflows``).
+    workflows: WorkflowStore
 
     #: Whether each process creates the schema itself (``migrate`` when it opens the store):
     #: True for SQLite and memory; False for Scylla, where ``flowbridge migrate`` is a release step.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from state.constants import SCHEMA_VERSION
 from state.errors import SchemaError
@@ -126,6 +127,8 @@ class Database:
     outbox: dict[str, OutboxRow] = field(default_factory=dict)
     #: Arrival order of inbox events (ties of ``received_at`` under a virtual clock).
     event_seq: int = 0
+    #: run id -> the code workflow rows of that run (``state.memory.workflows``)
+    workflows: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
         """Refuse to work on a database whose schema was never created."""
@@ -152,6 +155,7 @@ class Database:
         self.history.pop(run_id, None)
         self.waits.pop(run_id, None)
         self.inbox.pop(run_id, None)
+        self.workflows.pop(run_id, None)
         for key in [k for k in self.arrivals if k[0] == run_id]:
             del self.arrivals[key]
 

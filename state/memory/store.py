@@ -21,6 +21,7 @@ from state.errors import ConfigError
 from state.keys import bucket_of
 from state.memory.database import Database, database
 from state.memory.txn import MemoryTxn, node_of, run_of
+from state.memory.workflows import MemoryWorkflows
 from state.records import (
     RUN_ACTIVE,
     DueTimer,
@@ -56,6 +57,8 @@ class MemoryStore(TransactionalStore):
         self.name = name
         self._db: Database = database(name)
         super().__init__(begin=self._transaction, clock=clock, retention_s=retention_s)
+        #: The code workflow tables.
+        self.workflows = MemoryWorkflows(self._db, clock)
 
     def __repr__(self) -> str:
         return f"MemoryStore({self.name!r})"

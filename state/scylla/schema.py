@@ -194,6 +194,40 @@ _TABLES: tuple[str, ...] = (
         PRIMARY KEY (day, bucket)
     ) WITH CLUSTERING ORDER BY (bucket ASC) AND gc_grace_seconds = """
     + str(CHURN_GC_GRACE_S),
+    # --- code workflows (state.scylla.workflows) ---
+    # gen: LWT (continue_as_new); dispatched, blocked: plain hints.
+    """CREATE TABLE IF NOT EXISTS {ks}.wf_runs (
+        run_id text PRIMARY KEY,
+        gen int,          -- LWT
+        dispatched int,   -- plain
+        blocked text      -- plain
+    )""",
+    # One row per committed activation; the commit is its INSERT ... IF NOT EXISTS.
+    # The commit is the CAS of the static ``last``: activation n goes in only after n - 1.
+    """CREATE TABLE IF NOT EXISTS {ks}.wf_history (
+        run_id text, gen int, n int,
+        last int static,        -- LWT
+        at double, data text,   -- LWT
+        PRIMARY KEY ((run_id, gen), n)
+    ) WITH CLUSTERING ORDER BY (n ASC)""",
+    # What wakes a run, keyed by what dedupes it (plain: the history says what was consumed).
+    """CREATE TABLE IF NOT EXISTS {ks}.wf_inbox (
+        run_id text, key text,
+        seq timeuuid, item text, consumed boolean,
+        PRIMARY KEY (run_id, key)
+    )""",
+    # Durable timers by due minute, as the node timers; hints checked on the run.
+    """CREATE TABLE IF NOT EXISTS {ks}.wf_timers (
+        bucket bigint, shard int, due_at double, run_id text, gen int, seq int,
+        PRIMARY KEY ((bucket, shard), due_at, run_id, gen, seq)
+    ) WITH CLUSTERING ORDER BY (due_at ASC, run_id ASC, gen ASC, seq ASC)
+      AND gc_grace_seconds = """
+    + str(CHURN_GC_GRACE_S),
+    """CREATE TABLE IF NOT EXISTS {ks}.wf_timer_buckets (
+        day bigint, bucket bigint,
+        PRIMARY KEY (day, bucket)
+    ) WITH CLUSTERING ORDER BY (bucket ASC) AND gc_grace_seconds = """
+    + str(CHURN_GC_GRACE_S),
 )
 
 
@@ -411,5 +445,39 @@ STATEMENTS: dict[str, str] = {
     "USING TTL ? AND TIMESTAMP ?",
     "timer_buckets_get": "SELECT bucket FROM {ks}.timer_buckets WHERE day = ?",
     "timer_buckets_del": "DELETE FROM {ks}.timer_buckets USING TIMESTAMP ? "
+    "WHERE day = ? AND bucket = ?",
+    # code workflows (state.scylla.workflows)
+    "wf_run_get": "SELECT gen, dispatched, blocked FROM {ks}.wf_runs WHERE run_id = ?",
+    "wf_run_init": "INSERT INTO {ks}.wf_runs (run_id, gen) VALUES (?, 0) IF NOT EXISTS",
+    "wf_gen_next": "UPDATE {ks}.wf_runs SET gen = ? WHERE run_id = ? IF gen = ?",
+    "wf_dispatched_set": "UPDATE {ks}.wf_runs USING TTL ? SET dispatched = ? WHERE run_id = ?",
+    "wf_blocked_set": "UPDATE {ks}.wf_runs USING TTL ? SET blocked = ? WHERE run_id = ?",
+    "wf_history_get": "SELECT n, data FROM {ks}.wf_history WHERE run_id = ? AND gen = ?",
+    "wf_history_one": "SELECT data FROM {ks}.wf_history WHERE run_id = ? AND gen = ? AND n = ?",
+    # ``IF last = ?`` binds null for the first activation (``IF last = null``).
+    "wf_history_put": "UPDATE {ks}.wf_history SET at = ?, data = ?, last = ? "
+    "WHERE run_id = ? AND gen = ? AND n = ? IF last = ?",
+    "wf_history_ttl": "UPDATE {ks}.wf_history USING TTL ? SET at = ?, data = ?, last = ? "
+    "WHERE run_id = ? AND gen = ? AND n = ? IF last = ?",
+    "wf_run_marker": "INSERT INTO {ks}.wf_runs (run_id) VALUES (?) USING TTL ?",
+    "wf_gen_ttl": "UPDATE {ks}.wf_runs USING TTL ? SET gen = ? WHERE run_id = ? IF gen = ?",
+    "wf_hints_ttl": "UPDATE {ks}.wf_runs USING TTL ? SET dispatched = ?, blocked = ? "
+    "WHERE run_id = ?",
+    "wf_inbox_get": "SELECT key, seq, item, consumed FROM {ks}.wf_inbox WHERE run_id = ?",
+    "wf_inbox_has": "SELECT key FROM {ks}.wf_inbox WHERE run_id = ? AND key = ?",
+    "wf_inbox_put": "INSERT INTO {ks}.wf_inbox (run_id, key, seq, item, consumed) "
+    "VALUES (?, ?, ?, ?, ?) USING TTL ?",
+    "wf_inbox_consume": "UPDATE {ks}.wf_inbox USING TTL ? SET consumed = true "
+    "WHERE run_id = ? AND key = ?",
+    "wf_timer_put": "INSERT INTO {ks}.wf_timers (bucket, shard, due_at, run_id, gen, seq) "
+    "VALUES (?, ?, ?, ?, ?, ?) USING TTL ?",
+    "wf_timer_del": "DELETE FROM {ks}.wf_timers WHERE bucket = ? AND shard = ? AND due_at = ? "
+    "AND run_id = ? AND gen = ? AND seq = ?",
+    "wf_timers_get": "SELECT due_at, run_id, gen, seq FROM {ks}.wf_timers "
+    "WHERE bucket = ? AND shard = ? AND due_at <= ? LIMIT ?",
+    "wf_timer_buckets_put": "INSERT INTO {ks}.wf_timer_buckets (day, bucket) VALUES (?, ?) "
+    "USING TTL ?",
+    "wf_timer_buckets_get": "SELECT bucket FROM {ks}.wf_timer_buckets WHERE day = ?",
+    "wf_timer_buckets_del": "DELETE FROM {ks}.wf_timer_buckets USING TIMESTAMP ? "
     "WHERE day = ? AND bucket = ?",
 }

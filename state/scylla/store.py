@@ -64,6 +64,7 @@ from state.scylla.outbox import Outbox
 from state.scylla.runs import Runs
 from state.scylla.session import Session
 from state.scylla.waits import Waits
+from state.scylla.workflows import ScyllaWorkflows
 from state.scylla.writes import Writes
 
 __all__ = ["ScyllaStore", "open_url"]
@@ -100,6 +101,8 @@ class ScyllaStore:
         self._inbox = Inbox(s, writes, applier, waits)
         self._index = Index(s)
         self._outbox = Outbox(s)
+        #: The code workflow tables.
+        self.workflows = ScyllaWorkflows(s, writes)
 
     @classmethod
     def from_url(

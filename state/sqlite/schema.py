@@ -11,6 +11,7 @@ from state.constants import SCHEMA_VERSION
 from state.errors import SchemaError
 from state.records import SchemaChange
 from state.sqlite.connection import Database
+from state.sqlite.workflows import SCHEMA as WORKFLOW_SCHEMA
 
 __all__ = ["SCHEMA", "migrate"]
 
@@ -124,7 +125,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 def migrate(db: Database) -> SchemaChange:
     """Create the tables if missing and record the schema version (refuse a newer one)."""
     path = db.path
-    db.conn().executescript(SCHEMA)
+    db.conn().executescript(SCHEMA + WORKFLOW_SCHEMA)
     with db.write() as tx:
         c = tx.conn
         row = c.execute("SELECT version FROM schema_version WHERE id = 1").fetchone()
@@ -138,6 +139,6 @@ def migrate(db: Database) -> SchemaChange:
                 f"flowbridge ({SCHEMA_VERSION}): upgrade flowbridge"
             )
         elif row["version"] < SCHEMA_VERSION:
-            # Version 2 only added tables (created above): recording it is the upgrade.
+            # Versions 2 and 3 only added tables (created above): recording it is the upgrade.
             c.execute("UPDATE schema_version SET version = ? WHERE id = 1", (SCHEMA_VERSION,))
         return SchemaChange(before=before, after=SCHEMA_VERSION)

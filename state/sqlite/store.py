@@ -35,12 +35,24 @@ from state.sqlite.connection import Database
 from state.sqlite.rows import RUN_COLUMNS_NO_SNAPSHOT, node_of, run_of, wait_of
 from state.sqlite.schema import migrate
 from state.sqlite.txn import SQLiteTxn
+from state.sqlite.workflows import TABLES as WORKFLOW_TABLES
+from state.sqlite.workflows import SQLiteWorkflows
 from state.transactional import TransactionalStore
 
 __all__ = ["SQLiteStore", "open_url", "path_of"]
 
 #: Every table holding a run's rows (what retention deletes).
-_RUN_TABLES = ("nodes", "arrivals", "context", "history", "waits", "inbox", "run_index", "runs")
+_RUN_TABLES = (
+    "nodes",
+    "arrivals",
+    "context",
+    "history",
+    "waits",
+    "inbox",
+    *WORKFLOW_TABLES,
+    "run_index",
+    "runs",
+)
 
 
 class SQLiteStore(TransactionalStore):
@@ -60,6 +72,8 @@ class SQLiteStore(TransactionalStore):
         self.path = Path(path)
         self._db = Database(self.path)
         super().__init__(begin=self._transaction, clock=clock, retention_s=retention_s)
+        #: The code workflow tables.
+        self.workflows = SQLiteWorkflows(self._db, clock)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
