@@ -38,6 +38,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 
 from bridge.errors import MessageError
+from bridge.kafka_workflow import KwResume, KwStart, is_kw, parse_kw
 from bridge.messages import CancelJob, NodeJob, StartJob, parse_event, parse_job
 from bridge.reload import BlueprintWatcher
 from bridge.settings import BridgeSettings, KafkaSettings
@@ -45,9 +46,9 @@ from bridge.topics import ensure_topics
 from state.constants import RUN_FAILED
 from state.errors import StateError
 from state.records import Run
-from tasks.engine import cancel_run, deliver_event, start_run
 from tasks.errors import UnknownBlueprintError
 from tasks.events import lifecycle_event
+from tasks.lifecycle import cancel, deliver_event, resume_ref, start
 from tasks.runtime import Runtime
 
 __all__ = ["Bridge"]
@@ -106,6 +107,11 @@ class Bridge:
         return self.rt.settings.topic("events")
 
     @property
+    def kw_topic(self) -> str:
+        """kafka-workflow's resume topic (an alias of the events topic for its messages)."""
+        return self.rt.settings.topic_prefix + self.rt.settings.kw_resume_topic
+
+    @property
     def group_id(self) -> str:
         """The consumer group, with the topic prefix applied."""
         return self.rt.settings.topic_prefix + self.settings.group_id
@@ -125,6 +131,7 @@ class Bridge:
         return KafkaConsumer(
             self.jobs_topic,
             self.events_topic,
+            self.kw_topic,
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -184,7 +191,7 @@ class Bridge:
         metadata refresh, minutes later. Seen on Apache Kafka, not on tansu.
         """
         deadline = time.monotonic() + TOPIC_METADATA_WAIT_S
-        for topic in (self.jobs_topic, self.events_topic):
+        for topic in (self.jobs_topic, self.events_topic, self.kw_topic):
             while not consumer.partitions_for_topic(topic) and not self._stop.is_set():
                 if time.monotonic() > deadline:
                     log.warning("no partitions known for %s yet; consuming anyway", topic)
@@ -223,8 +230,11 @@ class Bridge:
     def handle(self, rec: Any) -> None:
         """Dispatch one record, or dead-letter it; raise ``_Backpressure`` to retry it later."""
         try:
-            if rec.topic == self.events_topic:
-                self._event(rec)
+            if rec.topic in (self.events_topic, self.kw_topic):
+                if rec.topic == self.kw_topic or is_kw(rec.value):
+                    self._kafka_workflow(rec)
+                else:
+                    self._event(rec)
                 self.stats.dispatched += 1
                 return
             job = parse_job(rec.value, max_bytes=self.settings.max_message_bytes)
@@ -233,7 +243,7 @@ class Bridge:
             elif isinstance(job, NodeJob):
                 self._node(job)
             elif isinstance(job, CancelJob):
-                cancel_run(self.rt, job.run_id, job.reason or "cancelled by request")
+                cancel(self.rt, job.run_id, job.reason or "cancelled by request")
             self.stats.dispatched += 1
         except MessageError as exc:
             self._dead_letter(rec, exc.reason)
@@ -254,12 +264,11 @@ class Bridge:
             uuid.uuid5(uuid.NAMESPACE_URL, f"{rec.topic}:{rec.partition}:{rec.offset}")
         )
         try:
-            bp = self.rt.blueprints.get(job.blueprint, job.version)
+            start(self.rt, job.blueprint, job.input, run_id=run_id, version=job.version)
         except UnknownBlueprintError as exc:
             raise MessageError(
                 str(exc), run_id=job.run_id, is_start=True, blueprint=job.blueprint, input=job.input
             ) from None
-        start_run(self.rt, bp, job.input, run_id=run_id)
 
     def _node(self, job: NodeJob) -> None:
         loaded = self.rt.load_run(job.run_id)
@@ -285,6 +294,30 @@ class Bridge:
             )
             return
         self.rt.dispatch(bp, run.run_id, job.node, attempt=job.attempt or 1)
+
+    def _kafka_workflow(self, rec: Any) -> None:
+        msg = parse_kw(
+            rec.value or b"",
+            key=rec.key,
+            headers=rec.headers,
+            default_workflow=self.rt.settings.kw_workflow,
+            max_bytes=self.settings.max_message_bytes,
+        )
+        if isinstance(msg, KwStart):
+            try:
+                start(self.rt, msg.workflow, msg.input, run_id=msg.run_id)
+            except UnknownBlueprintError as exc:
+                raise MessageError(str(exc)) from None
+            return
+        assert isinstance(msg, KwResume)
+        where = f"{rec.topic}:{rec.partition}:{rec.offset}"
+        delivery = resume_ref(
+            self.rt, msg.run_id, msg.ref, key=where, value=msg.value, error=msg.error
+        )
+        if delivery.outcome == "no-run":
+            raise MessageError(f"unknown run {msg.run_id!r} (ref {msg.ref!r})")
+        if delivery.outcome == "finished":
+            raise MessageError(f"run {msg.run_id!r} has finished: ref {msg.ref!r} not resumed")
 
     def _event(self, rec: Any) -> None:
         ev = parse_event(rec.value, max_bytes=self.settings.max_message_bytes)

@@ -22,8 +22,10 @@ def ensure_topics(kafka: KafkaSettings, settings: Settings, bridge: BridgeSettin
     admin = KafkaAdminClient(**kafka.client_config())
     try:
         existing = set(admin.list_topics())
-        for name in TOPICS:
-            full = settings.topic(name)
+        # kafka-workflow's resume topic keeps its own name (with the prefix): producers know it.
+        names = [(n, settings.topic(n)) for n in TOPICS]
+        names.append(("kw", settings.topic_prefix + settings.kw_resume_topic))
+        for name, full in names:
             if full in existing:
                 continue
             configs = {"max.message.bytes": str(bridge.dlq_max_bytes)} if name == "dlq" else {}

@@ -11,16 +11,32 @@ from tasks.blueprint import Blueprint
 from tasks.context import NodeContext, Result
 from tasks.errors import NodeError
 from tasks.registry import node, register_blueprint
+from tasks.workflow import (
+    ActivityError,
+    ChildWorkflowError,
+    NonDeterminismError,
+    RefError,
+    WorkflowContext,
+    activity,
+    workflow,
+)
 
 __all__ = [
+    "ActivityError",
     "Blueprint",
+    "ChildWorkflowError",
     "Client",
     "NodeContext",
     "NodeError",
+    "NonDeterminismError",
+    "RefError",
     "Result",
     "RunHandle",
+    "WorkflowContext",
+    "activity",
     "node",
     "register_blueprint",
+    "workflow",
 ]
 
 

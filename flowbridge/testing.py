@@ -28,8 +28,9 @@ from state.constants import RUN_TERMINAL
 from state.errors import FlowbridgeError
 from state.protocol import StateStore
 from tasks.blueprint import Blueprint, check
-from tasks.engine import cancel_run, deliver_event, start_run
+from tasks.engine import start_run
 from tasks.inprocess import InProcessPort, Published, VirtualClock, run_queued
+from tasks.lifecycle import cancel, deliver_event, resume_ref, start
 from tasks.loading import known_uses
 from tasks.reconciler import reconcile_once
 from tasks.registry import BlueprintRegistry, NodeRegistry, blueprints, nodes
@@ -105,10 +106,22 @@ class Runner:
         version: str | None = None,
         drain: bool = True,
     ) -> str:
-        """Create a run and (with ``drain``) run it until it has nothing to do now; its id."""
-        bp = blueprint if isinstance(blueprint, Blueprint) else self._blueprint(blueprint, version)
-        check(bp, known_uses=known_uses() | self.rt.nodes.names())
-        _, run = start_run(self.rt, bp, {} if input is None else input, run_id=run_id)
+        """Create a run of a blueprint or a code workflow; with ``drain``, run it as far as it goes.
+
+        Returns the run id.
+        """
+        run_input = {} if input is None else input
+        run_id = run_id or str(uuid.uuid4())
+        if isinstance(blueprint, Blueprint) or blueprint in self._blueprint_ids():
+            bp = (
+                blueprint
+                if isinstance(blueprint, Blueprint)
+                else self._blueprint(blueprint, version)
+            )
+            check(bp, known_uses=known_uses() | self.rt.nodes.names())
+            _, run = start_run(self.rt, bp, run_input, run_id=run_id)
+        else:
+            _, run = start(self.rt, blueprint, run_input, run_id=run_id, version=version)
         if drain:
             self.drain()
         return run.run_id
@@ -160,9 +173,17 @@ class Runner:
         self.drain()
         return delivery.outcome
 
+    def ref(self, run_id: str, ref_id: str, value: Any = None, *, error: Any = None) -> str:
+        """Resume a code workflow's ``ctx.ref(ref_id)`` (kafka-workflow's message) and drain."""
+        delivery = resume_ref(
+            self.rt, run_id, ref_id, key=str(uuid.uuid4()), value=value, error=error
+        )
+        self.drain()
+        return delivery.outcome
+
     def cancel(self, run_id: str, reason: str = "cancelled") -> bool:
         """Cancel the run (revoking its queued tasks) and drain; whether it applied."""
-        applied = cancel_run(self.rt, run_id, reason)
+        applied = cancel(self.rt, run_id, reason)
         self.drain()
         return applied
 
@@ -193,6 +214,9 @@ class Runner:
         return [p.value for p in self.published if topic is None or p.topic == topic]
 
     # --- internals -------------------------------------------------------------------------
+    def _blueprint_ids(self) -> set[str]:
+        return {bp.id for bp in self.rt.blueprints.all()}
+
     def _blueprint(self, blueprint_id: str, version: str | None) -> Blueprint:
         return self.rt.blueprints.get(blueprint_id, version)
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from state.records import Run
+from state.records import OutboxMessage, Run
 
 __all__ = ["WorkflowState", "WorkflowStore", "WorkflowTimer", "consumed_keys"]
 
@@ -104,6 +104,9 @@ class WorkflowStore(Protocol):
 
         Unconsumed inbox items stay; the finished generation's timers are dropped.
         """
+
+    def add_outbox(self, messages: Sequence[OutboxMessage]) -> None:
+        """Add outbox rows (what an activation emitted) by stable id: writing twice is once."""
 
     def finish(self, run_id: str, *, gen: int) -> None:
         """Give a finished run's workflow rows their retention (where rows expire by TTL)."""

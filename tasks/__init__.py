@@ -13,19 +13,35 @@ from tasks.context import NodeContext, Result
 from tasks.errors import BlueprintError, NodeError, UnknownBlueprintError, UnknownNodeError
 from tasks.registry import node, register_blueprint
 from tasks.settings import Settings
+from tasks.workflow import (
+    ActivityError,
+    ChildWorkflowError,
+    NonDeterminismError,
+    RefError,
+    WorkflowContext,
+    activity,
+    workflow,
+)
 
 __all__ = [
+    "ActivityError",
     "Blueprint",
     "BlueprintError",
+    "ChildWorkflowError",
     "NodeContext",
     "NodeError",
+    "NonDeterminismError",
+    "RefError",
     "Result",
     "Settings",
     "UnknownBlueprintError",
     "UnknownNodeError",
+    "WorkflowContext",
+    "activity",
     "app",
     "node",
     "register_blueprint",
+    "workflow",
 ]
 
 

@@ -8,6 +8,13 @@ RUN_NODE_TASK = "flowbridge.run_node"
 BRANCH_TASK = "flowbridge.run_branch"
 #: A chord body: fires the join the branches meet at.
 JOIN_TASK = "flowbridge.fire_join"
+#: Activates a code workflow run: replays its history and applies its inbox.
+WF_ACTIVATE_TASK = "flowbridge.wf.activate"
+#: Runs one attempt of an ``@activity``, then activates its run with the outcome.
+WF_ACTIVITY_TASK = "flowbridge.wf.activity"
+#: Link callbacks of a plain Celery task called as an activity (its result, its failure).
+WF_RESOLVE_TASK = "flowbridge.wf.resolve"
+WF_RESOLVE_ERROR_TASK = "flowbridge.wf.resolve_error"
 #: The Celery beat task that re-emits stalled runs' next jobs.
 RECONCILE_TASK = "flowbridge.reconcile"
 #: Redis list workers push to after committing outbox rows (FLOWBRIDGE_REDIS_PREFIX applies).

@@ -24,7 +24,7 @@ from typing import Any
 from state.protocol import StateStore
 from state.records import OutboxMessage
 from tasks.engine import execute_node, fire_from_chord
-from tasks.port import NodeTask
+from tasks.port import ActivationTask, ActivityTask, NodeTask
 
 __all__ = ["InProcessPort", "LocalRunLocks", "Published", "QueuedTask", "VirtualClock"]
 
@@ -74,6 +74,9 @@ class QueuedTask:
     chord: int | None = field(compare=False, default=None)
     #: For a chord body: the join to fire.
     body: tuple[str, str, int] | None = field(compare=False, default=None)
+    #: A code workflow's activation, or one of its activity attempts.
+    activation: ActivationTask | None = field(compare=False, default=None)
+    activity: ActivityTask | None = field(compare=False, default=None)
 
 
 class LocalRunLocks:
@@ -147,9 +150,19 @@ class InProcessPort:
         for head in heads:
             self._push(head, chord=chord)
 
-    def revoke(self, task_ids: Sequence[str]) -> None:
+    def revoke(self, task_ids: Sequence[str], *, terminate: bool = False) -> None:
         """Remember the revoked ids: a queued task with one of them is dropped."""
         self.revoked.update(task_ids)
+
+    def dispatch_activation(self, task: ActivationTask) -> None:
+        """Queue a code workflow run's activation."""
+        due = self.clock() + (task.countdown or 0.0)
+        heapq.heappush(self.queue, QueuedTask(due, next(self._seq), activation=task))
+
+    def dispatch_activity(self, task: ActivityTask) -> None:
+        """Queue one activity attempt."""
+        due = self.clock() + (task.countdown or 0.0)
+        heapq.heappush(self.queue, QueuedTask(due, next(self._seq), activity=task))
 
     def notify_outbox(self) -> None:
         """Relay the outbox now: collect every pending row and delete it."""
@@ -198,6 +211,20 @@ class InProcessPort:
 
 def run_queued(port: InProcessPort, item: QueuedTask, rt: Any) -> None:
     """Run one queued task with the engine, as a worker would."""
+    if item.activation is not None:
+        from tasks.workflow.activation import activate
+
+        if item.activation.item is not None:
+            key = str(item.activation.item["key"])
+            rt.store.workflows.put_inbox(item.activation.run_id, key, item.activation.item)
+        activate(rt, item.activation.run_id)
+        return
+    if item.activity is not None:
+        from tasks.workflow.activities import run_activity
+
+        if item.activity.task_id not in port.revoked:
+            run_activity(rt, item.activity)
+        return
     if item.body is not None:
         run_id, join_id, iteration = item.body
         fire_from_chord(rt, run_id, join_id, iteration)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["NodeTask", "RunLocks", "TaskPort", "task_id"]
+__all__ = ["ActivationTask", "ActivityTask", "NodeTask", "RunLocks", "TaskPort", "task_id"]
 
 
 def task_id(run_id: str, node_id: str, iteration: int, attempt: int) -> str:
@@ -45,6 +45,42 @@ class NodeTask:
         return f"{base}:wake" if self.wake else base
 
 
+@dataclass(frozen=True, kw_only=True)
+class ActivationTask:
+    """Wake a code workflow run: apply what is in its inbox (``item`` is put there first)."""
+
+    run_id: str
+    #: An inbox item to add before activating (a short timer's wake-up carries its firing).
+    item: dict[str, Any] | None = None
+    countdown: float | None = None
+    #: The soft time limit of the activation (workflow code's CPU budget).
+    time_limit_s: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActivityTask:
+    """One attempt of one activity of a code workflow run."""
+
+    run_id: str
+    gen: int
+    seq: int
+    name: str
+    attempt: int = 1
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] | None = None
+    #: The Celery queue (default: the run's shard queue).
+    queue: str | None = None
+    timeout_s: float | None = None
+    countdown: float | None = None
+    #: Run by flowbridge's activity task (an ``@activity``), or sent to a Celery task by name.
+    registered: bool = True
+
+    @property
+    def task_id(self) -> str:
+        """``run:gen:seq:attempt``: a cancel revokes it by this id."""
+        return f"{self.run_id}:{self.gen}:{self.seq}:{self.attempt}"
+
+
 class RunLocks(Protocol):
     """Per-run locks paired with the store's fence (see ``state.locks.RunLock``)."""
 
@@ -67,8 +103,16 @@ class TaskPort(Protocol):
         """Run the branches starting at ``heads`` together; when all return, fire ``join_id``."""
         ...
 
-    def revoke(self, task_ids: Sequence[str]) -> None:
-        """Ask workers not to start these tasks (best effort: the store's status decides)."""
+    def revoke(self, task_ids: Sequence[str], *, terminate: bool = False) -> None:
+        """Ask workers not to start these tasks (``terminate``: kill them if running)."""
+        ...
+
+    def dispatch_activation(self, task: ActivationTask) -> None:
+        """Send a code workflow run's activation to its run's queue."""
+        ...
+
+    def dispatch_activity(self, task: ActivityTask) -> None:
+        """Send one activity attempt (its outcome comes back as an inbox item)."""
         ...
 
     def notify_outbox(self) -> None:

@@ -25,6 +25,8 @@ from state.errors import StaleFenceError
 from state.records import OutboxMessage, Run
 from tasks.engine import RunScope, settle_stalled
 from tasks.runtime import Runtime
+from tasks.workflow.activation import is_workflow
+from tasks.workflow.recovery import fire_workflow_timers, reconcile_workflow
 
 __all__ = ["reconcile_once"]
 
@@ -49,6 +51,7 @@ def reconcile_once(rt: Runtime, *, now: float | None = None) -> dict[str, int]:
     now = rt.clock() if now is None else now
     report = {"scanned": 0, "stalled": 0, "reconciled": 0, "failed": 0, "timers": 0}
     emitted = _fire_due_timers(rt, now, report)
+    report["timers"] += fire_workflow_timers(rt, now=now, limit=BATCH)
     older = now - rt.settings.stalled_after_s
     lock = rt.port.run_locks()
     for status in (RUN_PENDING, RUN_RUNNING):
@@ -100,6 +103,8 @@ def _fire_due_timers(rt: Runtime, now: float, report: dict[str, int]) -> bool:
 
 def _reconcile_run(rt: Runtime, run: Run, older: float, fence: int) -> list[str]:
     """Re-emit one stalled run's lost jobs (once per stall), fire its joins, finish it."""
+    if is_workflow(run):
+        return reconcile_workflow(rt, run, fence)
     bp = rt.blueprint_of(run)
     recs = rt.store.get_nodes(run.run_id, bp.node_ids)
     jobs: list[OutboxMessage] = []

@@ -106,6 +106,12 @@ class Settings:
     retention_days: float = 30.0
     #: FLOWBRIDGE_CLOCK_OFFSET_S: added to the wall clock (for tests and drills of long timers).
     clock_offset_s: float = 0.0
+    #: FLOWBRIDGE_ACTIVATION_CPU_S: how long one activation of workflow code may run.
+    activation_cpu_s: float = 10.0
+    #: FLOWBRIDGE_KW_WORKFLOW: the workflow a kafka-workflow ``new:`` message starts.
+    kw_workflow: str | None = None
+    #: FLOWBRIDGE_KW_RESUME_TOPIC: kafka-workflow's resume topic, consumed beside the events.
+    kw_resume_topic: str = "workflow-resume"
     #: The environment these were read from, for backends that take extra options.
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -145,6 +151,9 @@ class Settings:
             stalled_after_s=env_float(env, "FLOWBRIDGE_STALLED_AFTER_S", 300.0, minimum=0.1),
             retention_days=env_float(env, "FLOWBRIDGE_RETENTION_DAYS", 30.0, minimum=0.0),
             clock_offset_s=env_float(env, "FLOWBRIDGE_CLOCK_OFFSET_S", 0.0, minimum=-float("inf")),
+            activation_cpu_s=env_float(env, "FLOWBRIDGE_ACTIVATION_CPU_S", 10.0, minimum=0.1),
+            kw_workflow=env.get("FLOWBRIDGE_KW_WORKFLOW", "").strip() or None,
+            kw_resume_topic=env.get("FLOWBRIDGE_KW_RESUME_TOPIC", "").strip() or "workflow-resume",
             env=env,
         )
 

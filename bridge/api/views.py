@@ -14,6 +14,8 @@ __all__ = ["history_json", "run_json", "run_summary"]
 
 def run_json(store: StateStore, run: Run) -> dict[str, Any]:
     """``{"run_id","blueprint","version","status","input","output","error","nodes",...}``."""
+    if run.snapshot.get("kind") == "workflow":
+        return _workflow_json(store, run)
     node_ids = [n["id"] for n in run.snapshot.get("nodes", []) if isinstance(n, dict)]
     recs = store.get_nodes(run.run_id, node_ids) if node_ids else {}
     return {
@@ -34,6 +36,31 @@ def run_json(store: StateStore, run: Run) -> dict[str, Any]:
             for n in node_ids
             if (r := recs.get(n)) is not None
         },
+        "created_at": iso_utc(run.created_at),
+        "updated_at": iso_utc(run.updated_at),
+    }
+
+
+def _workflow_json(store: StateStore, run: Run) -> dict[str, Any]:
+    """A code workflow run: its durable steps keyed ``"<seq>:<name>"``, and a blocked report."""
+    from tasks.workflow.history import Activation
+    from tasks.workflow.steps import steps
+
+    state = store.workflows.load(run.run_id)
+    history = [Activation.from_json(a) for a in state.history] if state is not None else []
+    return {
+        "run_id": run.run_id,
+        "kind": "workflow",
+        "blueprint": run.blueprint_id,
+        "version": run.version,
+        "status": run.status,
+        "input": run.input,
+        "output": run.output,
+        "error": run.error,
+        "nodes": steps(history, finished=run.terminal),
+        "generation": state.gen if state is not None else 0,
+        "activations": len(history),
+        "blocked": state.blocked if state is not None else None,
         "created_at": iso_utc(run.created_at),
         "updated_at": iso_utc(run.updated_at),
     }

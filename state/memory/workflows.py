@@ -13,8 +13,8 @@ from typing import Any
 
 from state.codec import dumps, loads
 from state.memory.database import Database
-from state.memory.txn import run_of
-from state.records import RUN_ACTIVE
+from state.memory.txn import MemoryTxn, run_of
+from state.records import RUN_ACTIVE, OutboxMessage
 from state.workflows import WorkflowState, WorkflowTimer
 
 __all__ = ["MemoryWorkflows", "WorkflowRows"]
@@ -147,6 +147,11 @@ class MemoryWorkflows:
             rows.timers = {k: v for k, v in rows.timers.items() if k[0] != gen}
             rows.inbox[str(start["key"])] = (dumps(start), False)
             return True
+
+    def add_outbox(self, messages: Sequence[OutboxMessage]) -> None:
+        """Add outbox rows by stable id."""
+        with self._db.lock:
+            MemoryTxn(self._db).add_outbox(messages, now=self._clock())
 
     def finish(self, run_id: str, *, gen: int) -> None:
         """Nothing to do: retention deletes a finished run with all its rows."""

@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from state.codec import dumps, loads
 from state.keys import shard_of
-from state.records import RUN_ACTIVE
+from state.records import RUN_ACTIVE, OutboxMessage
 from state.scylla.driver import _Ambiguous, _ok
 from state.scylla.rows import run_of, timer_bucket_of, timeuuid
 from state.scylla.schema import TIMER_BUCKETS_PER_DAY, TIMER_SHARDS
@@ -224,6 +224,11 @@ class ScyllaWorkflows:
         c.execute("wf_dispatched_set", (_LIVE, 0, run_id))
         self.put_inbox(run_id, str(start["key"]), start)
         return True
+
+    def add_outbox(self, messages: Sequence[OutboxMessage]) -> None:
+        """Add outbox rows by stable id (the relay publishes a re-written one again: same id)."""
+        if messages:
+            _ok(self.s.conn().run_all(self.w.outbox(messages, self.s.now()[1])))
 
     def finish(self, run_id: str, *, gen: int) -> None:
         """Give a finished run's workflow rows the retention TTL (the live ones have none).

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from state.codec import dumps, loads
-from state.records import RUN_ACTIVE
+from state.records import RUN_ACTIVE, OutboxMessage
 from state.sqlite.connection import Database
 from state.sqlite.rows import run_of
 from state.sqlite.txn import SQLiteTxn
@@ -230,6 +230,12 @@ class SQLiteWorkflows:
                 (run_id, str(start["key"]), seq, dumps(start), self._clock()),
             )
             return True
+
+    def add_outbox(self, messages: Sequence[OutboxMessage]) -> None:
+        """Add outbox rows by stable id."""
+        if messages:
+            with SQLiteTxn(self._db) as t:
+                t.add_outbox(messages, now=self._clock())
 
     def finish(self, run_id: str, *, gen: int) -> None:
         """Nothing to do: retention deletes a finished run with all its rows."""

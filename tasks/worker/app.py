@@ -14,7 +14,16 @@ from typing import Any
 
 from celery import Celery, Task
 
-from tasks.constants import BRANCH_TASK, JOIN_TASK, RECONCILE_TASK, RUN_NODE_TASK
+from tasks.constants import (
+    BRANCH_TASK,
+    JOIN_TASK,
+    RECONCILE_TASK,
+    RUN_NODE_TASK,
+    WF_ACTIVATE_TASK,
+    WF_ACTIVITY_TASK,
+    WF_RESOLVE_ERROR_TASK,
+    WF_RESOLVE_TASK,
+)
 from tasks.runtime import Runtime, open_state
 from tasks.settings import Settings
 from tasks.worker.config import celery_config
@@ -118,3 +127,77 @@ def reconcile() -> dict[str, int]:
     from tasks.reconciler import reconcile_once
 
     return reconcile_once(get_runtime())
+
+
+# --- code workflows ---------------------------------------------------------------------------
+@app.task(name=WF_ACTIVATE_TASK, ignore_result=True)
+def wf_activate(run_id: str, item: dict[str, Any] | None = None) -> str:
+    """Activate a code workflow run (``item``: an inbox item to add first, a timer's firing)."""
+    from tasks.workflow.activation import activate
+
+    rt = get_runtime()
+    if item is not None:
+        rt.store.workflows.put_inbox(run_id, str(item["key"]), item)
+    return activate(rt, run_id)
+
+
+@app.task(name=WF_ACTIVITY_TASK, bind=True, ignore_result=True)
+def wf_activity(
+    self: Task,
+    run_id: str,
+    gen: int,
+    seq: int,
+    name: str,
+    attempt: int = 1,
+    args: list[Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
+    timeout_s: float | None = None,
+) -> str:
+    """Run one attempt of an ``@activity`` and activate its run with the outcome."""
+    from tasks.port import ActivityTask
+    from tasks.workflow.activities import run_activity
+
+    task = ActivityTask(
+        run_id=run_id,
+        gen=gen,
+        seq=seq,
+        name=name,
+        attempt=attempt,
+        args=tuple(args or ()),
+        kwargs=dict(kwargs or {}),
+        queue=self.request.delivery_info.get("routing_key") if self.request.delivery_info else None,
+        timeout_s=timeout_s,
+    )
+    return run_activity(get_runtime(), task)
+
+
+@app.task(name=WF_RESOLVE_TASK, ignore_result=True)
+def wf_resolve(result: Any, run_id: str, gen: int, seq: int, name: str) -> str:
+    """A plain Celery task called as an activity returned: its result is the outcome."""
+    from tasks.port import ActivityTask
+    from tasks.workflow.activities import report_outcome
+
+    task = ActivityTask(run_id=run_id, gen=gen, seq=seq, name=name, registered=False)
+    return report_outcome(get_runtime(), task, value=result)
+
+
+@app.task(name=WF_RESOLVE_ERROR_TASK, ignore_result=True)
+def wf_resolve_error(failed: Any, *rest: Any, run_id: str, gen: int, seq: int, name: str) -> str:
+    """A plain Celery task called as an activity failed: its error is the outcome.
+
+    Celery calls an errback with the failed task's request and exception when it
+    runs in the same worker, else with the task id (then the result backend has
+    the exception).
+    """
+    from celery.result import AsyncResult
+
+    from tasks.port import ActivityTask
+    from tasks.workflow.activities import report_outcome
+
+    exc = rest[0] if rest else None
+    if exc is None:
+        task_id = failed if isinstance(failed, str) else getattr(failed, "id", None)
+        exc = AsyncResult(task_id, app=app).result if task_id else None
+    task = ActivityTask(run_id=run_id, gen=gen, seq=seq, name=name, registered=False)
+    error = {"name": name, "type": type(exc).__name__, "message": str(exc)}
+    return report_outcome(get_runtime(), task, error=error)

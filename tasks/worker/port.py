@@ -17,8 +17,12 @@ from tasks.constants import (
     JOIN_TASK,
     OUTBOX_HINT_KEY,
     RUN_NODE_TASK,
+    WF_ACTIVATE_TASK,
+    WF_ACTIVITY_TASK,
+    WF_RESOLVE_ERROR_TASK,
+    WF_RESOLVE_TASK,
 )
-from tasks.port import NodeTask
+from tasks.port import ActivationTask, ActivityTask, NodeTask
 from tasks.settings import Settings
 from tasks.worker.config import redis_ssl_options
 from tasks.worker.presence import note_missing
@@ -93,9 +97,59 @@ class CeleryPort:
         )
         chord([self.signature(h) for h in heads], body).apply_async()
 
-    def revoke(self, task_ids: Sequence[str]) -> None:
+    def revoke(self, task_ids: Sequence[str], *, terminate: bool = False) -> None:
         """Broadcast a revoke (held in workers' memory only)."""
-        self.app.control.revoke(list(task_ids), terminate=False)
+        self.app.control.revoke(list(task_ids), terminate=terminate)
+
+    def dispatch_activation(self, task: ActivationTask) -> None:
+        """Send ``flowbridge.wf.activate`` to the run's shard queue."""
+        options: dict[str, Any] = {}
+        if task.countdown:
+            options["countdown"] = task.countdown
+        if task.time_limit_s:
+            options["soft_time_limit"] = task.time_limit_s
+            options["time_limit"] = task.time_limit_s + HARD_LIMIT_GRACE_S
+        kwargs: dict[str, Any] = {"run_id": task.run_id}
+        if task.item is not None:
+            kwargs["item"] = task.item
+        self.app.send_task(WF_ACTIVATE_TASK, kwargs=kwargs, **options)
+
+    def dispatch_activity(self, task: ActivityTask) -> None:
+        """Send one activity attempt: flowbridge's activity task, or a Celery task by name."""
+        options: dict[str, Any] = {"task_id": task.task_id}
+        if task.countdown:
+            options["countdown"] = task.countdown
+        if task.timeout_s:
+            options["soft_time_limit"] = task.timeout_s
+            options["time_limit"] = task.timeout_s + HARD_LIMIT_GRACE_S
+        if task.queue:
+            options["queue"] = task.queue
+        if task.registered:
+            kwargs = {
+                "run_id": task.run_id,
+                "gen": task.gen,
+                "seq": task.seq,
+                "name": task.name,
+                "attempt": task.attempt,
+                "args": list(task.args),
+                "kwargs": dict(task.kwargs or {}),
+                "timeout_s": task.timeout_s,
+            }
+            self.app.send_task(WF_ACTIVITY_TASK, kwargs=kwargs, **options)
+            return
+        # A plain Celery task: its result (or failure) comes back through link callbacks,
+        # routed to the run's shard queue by their run_id argument.
+        ref = {"run_id": task.run_id, "gen": task.gen, "seq": task.seq, "name": task.name}
+        link = self.app.signature(WF_RESOLVE_TASK, kwargs=ref)
+        link_error = self.app.signature(WF_RESOLVE_ERROR_TASK, kwargs=ref)
+        self.app.send_task(
+            task.name,
+            args=list(task.args),
+            kwargs=dict(task.kwargs or {}),
+            link=link,
+            link_error=link_error,
+            **options,
+        )
 
     def notify_outbox(self) -> None:
         """Wake the bridge's outbox relay (a lost hint only delays: the relay also sweeps)."""

@@ -45,6 +45,8 @@ class Input:
     key: str
     type: str
     seq: int | None = None
+    #: The generation a result or timer belongs to (a late one of an older one is ignored).
+    gen: int | None = None
     name: str | None = None
     id: str | None = None
     value: Any = None
@@ -53,7 +55,7 @@ class Input:
     def to_json(self) -> dict[str, Any]:
         """This input as stored."""
         out: dict[str, Any] = {"key": self.key, "type": self.type}
-        for name in ("seq", "name", "id", "value", "error"):
+        for name in ("seq", "gen", "name", "id", "value", "error"):
             v = getattr(self, name)
             if v is not None:
                 out[name] = v
@@ -66,6 +68,7 @@ class Input:
             key=str(data["key"]),
             type=str(data["type"]),
             seq=data.get("seq"),
+            gen=data.get("gen"),
             name=data.get("name"),
             id=data.get("id"),
             value=data.get("value"),

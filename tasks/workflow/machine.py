@@ -196,6 +196,9 @@ class Machine:
 
     # --- inputs -----------------------------------------------------------------------------
     def _apply(self, item: Input) -> None:
+        if item.gen is not None and item.gen != self.gen:
+            self.warnings.append(f"{item.type} {item.key} of generation {item.gen} ignored")
+            return
         if item.type == "start":
             self.input = item.value
             self.main = self.loop.create_task(

@@ -14,7 +14,7 @@ import pytest
 
 from bridge.cli import RUN_STATUSES, build_parser
 from flowbridge.dev import Service
-from state.constants import RUN_ACTIVE, RUN_TERMINAL
+from state.constants import RUN_ACTIVE, RUN_TERMINAL, SCHEMA_VERSION
 from state.records import Run
 from state.sqlite import SQLiteStore
 from tests.conftest import BIN, ROOT
@@ -165,11 +165,12 @@ def test_migrate_says_whether_it_created_upgraded_or_found_the_schema(tmp_path: 
     env = cli_env(tmp_path)
     first = flowbridge(env, "migrate")
     assert first.returncode == 0, first.stderr
-    assert "schema created (version 2)" in first.stdout
-    assert "already at version 2" in flowbridge(env, "migrate").stdout
+    v = SCHEMA_VERSION
+    assert f"schema created (version {v})" in first.stdout
+    assert f"already at version {v}" in flowbridge(env, "migrate").stdout
     with sqlite3.connect(tmp_path / "state.db") as db:
         db.execute("UPDATE schema_version SET version = 1")
-    assert "upgraded from version 1 to 2" in flowbridge(env, "migrate").stdout
+    assert f"upgraded from version 1 to {v}" in flowbridge(env, "migrate").stdout
 
 
 @pytest.mark.parametrize("once", [[], ["--once"]], ids=["plain", "once"])

@@ -13,27 +13,41 @@ import tasks
 
 def test_exported_members() -> None:
     assert sorted(flowbridge.__all__) == [
+        "ActivityError",
         "Blueprint",
+        "ChildWorkflowError",
         "Client",
         "NodeContext",
         "NodeError",
+        "NonDeterminismError",
+        "RefError",
         "Result",
         "RunHandle",
+        "WorkflowContext",
+        "activity",
         "node",
         "register_blueprint",
+        "workflow",
     ]
     assert sorted(tasks.__all__) == [
+        "ActivityError",
         "Blueprint",
         "BlueprintError",
+        "ChildWorkflowError",
         "NodeContext",
         "NodeError",
+        "NonDeterminismError",
+        "RefError",
         "Result",
         "Settings",
         "UnknownBlueprintError",
         "UnknownNodeError",
+        "WorkflowContext",
+        "activity",
         "app",
         "node",
         "register_blueprint",
+        "workflow",
     ]
     assert sorted(bridge.__all__) == [
         "BridgeSettings",
@@ -62,6 +76,8 @@ def test_error_tree_has_one_root() -> None:
     from bridge.errors import MessageError
     from state.errors import FlowbridgeError
     from tasks.errors import BlueprintError, NodeError, UnknownBlueprintError, UnknownNodeError
+    from tasks.workflow import ActivityError, NonDeterminismError, RefError
 
-    for exc in (MessageError, BlueprintError, NodeError, UnknownBlueprintError, UnknownNodeError):
+    errors = (MessageError, BlueprintError, NodeError, UnknownBlueprintError, UnknownNodeError)
+    for exc in (*errors, ActivityError, NonDeterminismError, RefError):
         assert issubclass(exc, FlowbridgeError)

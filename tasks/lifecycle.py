@@ -1,0 +1,98 @@
+"""A run's life, whatever runs it: start by name, cancel, events and refs, for both kinds.
+
+Blueprint runs are the engine's (``tasks.engine``), code workflow runs the
+workflow interpreter's (``tasks.workflow``); the bridge, the client and the
+reconciler call these functions and never need to know which kind a run is.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from state.records import RUN_ACTIVE, Delivery, DeliveryOutcome, Run
+from tasks.engine import cancel_run as cancel_blueprint_run
+from tasks.engine import deliver_event as deliver_blueprint_event
+from tasks.engine import start_run as start_blueprint_run
+from tasks.errors import UnknownBlueprintError
+from tasks.runtime import Runtime
+from tasks.workflow.activation import deliver, is_workflow, start_workflow
+from tasks.workflow.api import workflows
+from tasks.workflow.dispatch import outstanding_activities
+from tasks.workflow.history import Activation, Input
+
+__all__ = ["cancel", "deliver_event", "resume_ref", "start"]
+
+log = logging.getLogger("flowbridge.runs")
+
+
+def start(
+    rt: Runtime, name: str, run_input: Any, *, run_id: str, version: str | None = None
+) -> tuple[bool, Run]:
+    """Start a run of blueprint or workflow ``name`` (idempotent on ``run_id``).
+
+    Raises:
+        UnknownBlueprintError: neither a blueprint nor a workflow has that name.
+    """
+    try:
+        bp = rt.blueprints.get(name, version)
+    except UnknownBlueprintError as missing:
+        defn = workflows.get(
+            name, int(version) if version is not None and version.isdigit() else None
+        )
+        if defn is None:
+            known = [*missing.known, *(f"{w} (workflow)" for w in workflows.names())]
+            raise UnknownBlueprintError(name, version, known) from None
+        return start_workflow(rt, defn, run_input, run_id=run_id)
+    return start_blueprint_run(rt, bp, run_input, run_id=run_id)
+
+
+def cancel(rt: Runtime, run_id: str, reason: str = "cancelled", *, force: bool = False) -> bool:
+    """Cancel a run: a workflow gets one ``CancelledError`` (``force``: ends it without code)."""
+    run = rt.store.get_run(run_id)
+    if run is None or not is_workflow(run):
+        return cancel_blueprint_run(rt, run_id, reason)
+    if run.status not in RUN_ACTIVE:
+        return False
+    if force:
+        state = rt.store.workflows.load(run_id)
+        applied, _ = rt.store.cancel_run(run_id, reason=reason)
+        if applied and state is not None:
+            history = [Activation.from_json(a) for a in state.history]
+            ids = [f"{run_id}:{state.gen}:{c.seq}:1" for c in outstanding_activities(history)]
+            if ids:
+                rt.port.revoke(ids, terminate=True)
+        return applied
+    return deliver(rt, run_id, Input(key="x:cancel", type="cancel", value=reason))
+
+
+def deliver_event(
+    rt: Runtime, run_id: str, name: str, *, event_id: str, payload: Any = None
+) -> Delivery:
+    """Deliver an event: to the waiting node of a blueprint run, or a workflow's mailbox."""
+    run = rt.store.get_run(run_id)
+    if run is None or not is_workflow(run):
+        return deliver_blueprint_event(rt, run_id, name, event_id=event_id, payload=payload)
+    if run.status not in RUN_ACTIVE:
+        return Delivery(outcome=DeliveryOutcome.FINISHED)
+    item = Input(key=f"e:{event_id}", type="event", name=name, value=payload)
+    new = deliver(rt, run_id, item)
+    return Delivery(outcome=DeliveryOutcome.STORED if new else DeliveryOutcome.DUPLICATE)
+
+
+def resume_ref(
+    rt: Runtime, run_id: str, ref_id: str, *, key: str, value: Any = None, error: Any = None
+) -> Delivery:
+    """Resume ``ctx.ref(ref_id)`` of a workflow run with a value or an error (once per key).
+
+    ``key`` names the delivery (kafka-workflow's messages: topic, partition and
+    offset), not the ref: a named ref is awaited again and again.
+    """
+    run = rt.store.get_run(run_id, snapshot=True)
+    if run is None:
+        return Delivery(outcome=DeliveryOutcome.NO_RUN)
+    if not is_workflow(run) or run.status not in RUN_ACTIVE:
+        return Delivery(outcome=DeliveryOutcome.FINISHED)
+    item = Input(key=f"ref:{key}", type="ref", id=ref_id, value=value, error=error)
+    new = deliver(rt, run_id, item)
+    return Delivery(outcome=DeliveryOutcome.STORED if new else DeliveryOutcome.DUPLICATE)

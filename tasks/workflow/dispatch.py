@@ -1,0 +1,236 @@
+"""Carrying out a committed activation's commands, idempotently (it may run twice).
+
+Activities go to Celery with the task id ``run:gen:seq:attempt``; timers become
+rows the reconciler finds by due time (a short one also gets a wake-up call);
+cancels revoke activities and delete timers; emits become outbox rows with
+stable ids; a child is started (idempotent on its run id); the end finishes
+the run once (a conditional write) and tells a parent run. Each step is safe
+to repeat, because a crash between the commit and the dispatch mark makes the
+next activation or the reconciler dispatch again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from state.records import OutboxMessage, Run, RunStatus
+from tasks.events import lifecycle_event
+from tasks.port import ActivationTask, ActivityTask
+from tasks.runtime import Runtime
+from tasks.workflow.api import activities
+from tasks.workflow.history import Activation, Command, Input
+
+__all__ = ["dispatch", "outstanding_activities"]
+
+#: What a run's end records as its status.
+_END_STATUS = {
+    "complete": RunStatus.COMPLETED,
+    "fail": RunStatus.FAILED,
+    "cancelled": RunStatus.CANCELLED,
+}
+
+
+def dispatch(
+    rt: Runtime, run: Run, gen: int, act: Activation, history: Sequence[Activation]
+) -> None:
+    """Carry out ``act``'s commands (``history`` ends with ``act``)."""
+    wf = rt.store.workflows
+    timers_put: list[tuple[int, float]] = []
+    timers_delete: list[tuple[int, float]] = []
+    emits: list[OutboxMessage] = []
+    by_seq = {
+        c.seq: c for a in history for c in a.commands if c.seq is not None and c.type != "cancel"
+    }
+    end: Command | None = None
+    for cmd in act.commands:
+        if cmd.type == "activity":
+            rt.port.dispatch_activity(activity_task(run.run_id, gen, cmd))
+        elif cmd.type == "timer":
+            due = float(cmd.payload["fire_at"])
+            timers_put.append((int(cmd.seq or 0), due))
+        elif cmd.type == "cancel":
+            _cancel(rt, run.run_id, gen, cmd, by_seq, timers_delete)
+        elif cmd.type == "emit":
+            emits.append(_emit(run.run_id, gen, cmd))
+        elif cmd.type == "child":
+            _start_child(rt, run.run_id, gen, cmd)
+        elif cmd.type in ("complete", "fail", "cancelled", "continue"):
+            end = cmd
+    wf.set_timers(run.run_id, gen=gen, put=timers_put, delete=timers_delete)
+    now = rt.clock()
+    for seq, due in timers_put:
+        if due - now <= rt.settings.max_delay_s:
+            # A short timer also gets a wake-up call (safe: Redis will not redeliver it early).
+            item = Input(key=f"t:{gen}.{seq}", type="timer", seq=seq, gen=gen).to_json()
+            rt.port.dispatch_activation(
+                ActivationTask(run_id=run.run_id, item=item, countdown=max(due - now, 0.0))
+            )
+    if emits:
+        wf.add_outbox(emits)
+        rt.notify_outbox()
+    if end is not None:
+        _end(rt, run, gen, end, history)
+    else:
+        _status(rt, run.run_id, history)
+
+
+def activity_task(run_id: str, gen: int, cmd: Command, *, attempt: int = 1) -> ActivityTask:
+    """The Celery task of one attempt of an activity command."""
+    args, kwargs = cmd.payload.get("args") or [[], {}]
+    defn = activities.get(cmd.name)
+    timeout = cmd.payload.get("timeout_s", defn.timeout_s if defn is not None else None)
+    return ActivityTask(
+        run_id=run_id,
+        gen=gen,
+        seq=int(cmd.seq or 0),
+        name=cmd.name,
+        attempt=attempt,
+        args=tuple(args),
+        kwargs=dict(kwargs),
+        queue=cmd.payload.get("queue"),
+        timeout_s=timeout,
+        registered=defn is not None,
+    )
+
+
+def outstanding_activities(history: Sequence[Activation]) -> list[Command]:
+    """Activity commands with no recorded outcome and no cancel (what may need resending)."""
+    settled = {i.seq for a in history for i in a.inputs if i.type == "result"}
+    cancelled = {c.seq for a in history for c in a.commands if c.type == "cancel"}
+    return [
+        c
+        for a in history
+        for c in a.commands
+        if c.type == "activity" and c.seq not in settled and c.seq not in cancelled
+    ]
+
+
+def _cancel(
+    rt: Runtime,
+    run_id: str,
+    gen: int,
+    cmd: Command,
+    by_seq: dict[int, Command],
+    timers_delete: list[tuple[int, float]],
+) -> None:
+    target = by_seq.get(int(cmd.seq or 0))
+    if target is None:
+        return
+    if target.type == "timer":
+        timers_delete.append((int(target.seq or 0), float(target.payload["fire_at"])))
+    elif target.type == "activity":
+        mode = target.payload.get("cancel", "revoke")
+        if mode != "abandon":
+            defn = activities.get(target.name)
+            attempts = defn.retry.max_attempts if defn is not None else 1
+            ids = [f"{run_id}:{gen}:{target.seq}:{a}" for a in range(1, attempts + 1)]
+            rt.port.revoke(ids, terminate=mode == "terminate")
+    elif target.type == "child":
+        from tasks.workflow.activation import deliver
+
+        # The child sees one CancelledError at its current await (its compensation runs).
+        item = Input(key="x:cancel", type="cancel", value="its parent cancelled it")
+        deliver(rt, str(target.payload["run_id"]), item)
+
+
+def _emit(run_id: str, gen: int, cmd: Command) -> OutboxMessage:
+    # The same id on every dispatch of this activation: consumers dedupe on flowbridge-id.
+    msg_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"flowbridge:{run_id}:{gen}:{cmd.seq}:emit"))
+    return OutboxMessage(
+        id=msg_id, topic=cmd.name, key=cmd.payload.get("key"), value=cmd.payload.get("value")
+    )
+
+
+def _start_child(rt: Runtime, run_id: str, gen: int, cmd: Command) -> None:
+    from tasks.workflow.activation import start_workflow
+    from tasks.workflow.api import workflows
+
+    child_id = str(cmd.payload["run_id"])
+    defn = workflows.get(cmd.name)
+    parent = {"run_id": run_id, "gen": gen, "seq": cmd.seq}
+    if defn is None:
+        error = {"run_id": child_id, "message": f"no workflow {cmd.name!r} is registered"}
+        _tell_parent(rt, parent, error=error)
+        return
+    start_workflow(rt, defn, cmd.payload.get("args"), run_id=child_id, parent=parent)
+
+
+def _end(rt: Runtime, run: Run, gen: int, end: Command, history: Sequence[Activation]) -> None:
+    from tasks.workflow.activation import deliver
+
+    wf = rt.store.workflows
+    if end.type == "continue":
+        start = Input(key=f"s:start:{gen + 1}", type="start", value=end.payload.get("input"))
+        if wf.next_generation(run.run_id, gen=gen, start=start.to_json()):
+            _cancel_outstanding(rt, run.run_id, gen, history)
+        deliver(rt, run.run_id, start)
+        return
+    status = _END_STATUS[end.type]
+    output = end.payload.get("output")
+    error = end.payload.get("error")
+    fields: dict[str, Any] = (
+        {"output": output} if status == RunStatus.COMPLETED else {"error": error}
+    )
+    event = lifecycle_event(rt.settings, run.run_id, str(status), **fields)
+    rt.store.finish_run(run.run_id, status=status, output=output, error=error, outbox=[event])
+    rt.notify_outbox()
+    _cancel_outstanding(rt, run.run_id, gen, history)
+    wf.finish(run.run_id, gen=gen)
+    parent = run.snapshot.get("parent")
+    if isinstance(parent, dict):
+        if status == RunStatus.COMPLETED:
+            _tell_parent(rt, parent, value=output)
+        else:
+            _tell_parent(rt, parent, error={"run_id": run.run_id, "message": error or str(status)})
+
+
+def _cancel_outstanding(rt: Runtime, run_id: str, gen: int, history: Sequence[Activation]) -> None:
+    """A finished generation's activities are revoked and its timers deleted."""
+    ids = [f"{run_id}:{gen}:{c.seq}:1" for c in outstanding_activities(history)]
+    if ids:
+        rt.port.revoke(ids)
+    fired = {i.seq for a in history for i in a.inputs if i.type == "timer"}
+    cancelled = {c.seq for a in history for c in a.commands if c.type == "cancel"}
+    timers = [
+        (int(c.seq or 0), float(c.payload["fire_at"]))
+        for a in history
+        for c in a.commands
+        if c.type == "timer" and c.seq not in fired and c.seq not in cancelled
+    ]
+    rt.store.workflows.set_timers(run_id, gen=gen, delete=timers)
+
+
+def _tell_parent(
+    rt: Runtime, parent: dict[str, Any], *, value: Any = None, error: Any = None
+) -> None:
+    from tasks.workflow.activation import deliver
+
+    seq, gen = int(parent["seq"]), int(parent["gen"])
+    item = Input(key=f"r:{gen}.{seq}", type="result", seq=seq, gen=gen, value=value, error=error)
+    deliver(rt, str(parent["run_id"]), item)
+
+
+def _status(rt: Runtime, run_id: str, history: Sequence[Activation]) -> None:
+    """``running`` while an activity or child is outstanding, else ``waiting`` (timers, events)."""
+    busy = bool(outstanding_activities(history)) or _children_pending(history)
+    store = rt.store
+    if busy:
+        store.set_run_status(
+            run_id, from_={RunStatus.PENDING, RunStatus.WAITING}, to=RunStatus.RUNNING
+        )
+    else:
+        store.set_run_status(
+            run_id, from_={RunStatus.PENDING, RunStatus.RUNNING}, to=RunStatus.WAITING
+        )
+
+
+def _children_pending(history: Sequence[Activation]) -> bool:
+    settled = {i.seq for a in history for i in a.inputs if i.type == "result"}
+    cancelled = {c.seq for a in history for c in a.commands if c.type == "cancel"}
+    return any(
+        c.type == "child" and c.seq not in settled and c.seq not in cancelled
+        for a in history
+        for c in a.commands
+    )
