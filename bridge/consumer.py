@@ -38,7 +38,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 
 from bridge.errors import MessageError
-from bridge.kafka_workflow import KwResume, KwStart, is_kw, parse_kw
+from bridge.kafka_workflow import apply_kw, is_kw, parse_kw
 from bridge.messages import CancelJob, NodeJob, StartJob, parse_event, parse_job
 from bridge.reload import BlueprintWatcher
 from bridge.settings import BridgeSettings, KafkaSettings
@@ -48,7 +48,7 @@ from state.errors import StateError
 from state.records import Run
 from tasks.errors import UnknownBlueprintError
 from tasks.events import lifecycle_event
-from tasks.lifecycle import cancel, deliver_event, resume_ref, start
+from tasks.lifecycle import cancel, deliver_event, start
 from tasks.runtime import Runtime
 
 __all__ = ["Bridge"]
@@ -303,21 +303,7 @@ class Bridge:
             default_workflow=self.rt.settings.kw_workflow,
             max_bytes=self.settings.max_message_bytes,
         )
-        if isinstance(msg, KwStart):
-            try:
-                start(self.rt, msg.workflow, msg.input, run_id=msg.run_id)
-            except UnknownBlueprintError as exc:
-                raise MessageError(str(exc)) from None
-            return
-        assert isinstance(msg, KwResume)
-        where = f"{rec.topic}:{rec.partition}:{rec.offset}"
-        delivery = resume_ref(
-            self.rt, msg.run_id, msg.ref, key=where, value=msg.value, error=msg.error
-        )
-        if delivery.outcome == "no-run":
-            raise MessageError(f"unknown run {msg.run_id!r} (ref {msg.ref!r})")
-        if delivery.outcome == "finished":
-            raise MessageError(f"run {msg.run_id!r} has finished: ref {msg.ref!r} not resumed")
+        apply_kw(self.rt, msg, where=f"{rec.topic}:{rec.partition}:{rec.offset}")
 
     def _event(self, rec: Any) -> None:
         ev = parse_event(rec.value, max_bytes=self.settings.max_message_bytes)

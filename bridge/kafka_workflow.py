@@ -22,13 +22,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.errors import MessageError
+from tasks.errors import UnknownBlueprintError
+from tasks.lifecycle import resume_ref, start
+from tasks.runtime import Runtime
+from tasks.workflow.dispatch import KAFKA_WORKFLOW
 
-__all__ = ["KW_START_PREFIX", "KwResume", "KwStart", "parse_kw"]
+__all__ = ["KW_START_PREFIX", "KwResume", "KwStart", "apply_kw", "is_kw", "parse_kw"]
 
 #: The prefix of a kafka-workflow start message's value.
 KW_START_PREFIX = b"new:"
 #: The header that names the workflow a ``new:`` message starts.
 WORKFLOW_HEADER = "flowbridge-workflow"
+#: The fields of a resume; anything else is a typo worth dead-lettering.
+_RESUME_FIELDS = frozenset({"ref", "value", "error"})
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,22 @@ def parse_kw(
         except (ValueError, UnicodeDecodeError) as exc:
             raise MessageError(f"new: is not followed by JSON: {exc}") from None
         return KwStart(run_id=run_id, workflow=workflow, input=run_input)
-    obj = json.loads(value)
+    try:
+        obj = json.loads(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MessageError(f"not JSON and not new:{{json}}: {exc}") from None
+    if not isinstance(obj, dict):
+        raise MessageError(
+            f'a resume must be a JSON object {{"ref": ID, "value": V}}, got {type(obj).__name__}'
+        )
+    unknown = sorted(set(obj) - _RESUME_FIELDS)
+    if unknown:
+        raise MessageError(
+            f"unknown field(s) {', '.join(map(repr, unknown))} in a resume "
+            '(it has "ref" and one of "value" or "error")'
+        )
+    if "value" in obj and "error" in obj:
+        raise MessageError('a resume has "value" or "error", not both')
     ref = obj.get("ref")
     if not isinstance(ref, str) or not ref:
         raise MessageError(f"field 'ref' must be a non-empty string, got {ref!r}")
@@ -101,6 +122,25 @@ def parse_kw(
             run_id=run_id, ref=ref, error=obj["error"] if obj["error"] is not None else "null"
         )
     return KwResume(run_id=run_id, ref=ref, value=obj.get("value"))
+
+
+def apply_kw(rt: Runtime, msg: KwStart | KwResume, *, where: str) -> None:
+    """Start or resume a run as ``msg`` says; ``where`` (topic:partition:offset) dedupes a resume.
+
+    Raises:
+        MessageError: the workflow is unknown, or the run is unknown or finished.
+    """
+    if isinstance(msg, KwStart):
+        try:
+            start(rt, msg.workflow, msg.input, run_id=msg.run_id, protocol=KAFKA_WORKFLOW)
+        except UnknownBlueprintError as exc:
+            raise MessageError(str(exc)) from None
+        return
+    delivery = resume_ref(rt, msg.run_id, msg.ref, key=where, value=msg.value, error=msg.error)
+    if delivery.outcome == "no-run":
+        raise MessageError(f"unknown run {msg.run_id!r} (ref {msg.ref!r})")
+    if delivery.outcome == "finished":
+        raise MessageError(f"run {msg.run_id!r} has finished: ref {msg.ref!r} not resumed")
 
 
 def _header(headers: Any, name: str) -> str | None:

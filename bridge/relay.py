@@ -8,7 +8,6 @@ it also sweeps every ``FLOWBRIDGE_OUTBOX_SWEEP_S`` in case a hint was lost.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -71,7 +70,7 @@ class OutboxRelay:
             producer.send(
                 r.topic,
                 key=None if r.key is None else r.key.encode(),
-                value=json.dumps(r.value, separators=(",", ":")).encode(),
+                value=r.wire_value(),
                 headers=[("flowbridge-id", r.id.encode())],
             )
             for r in rows

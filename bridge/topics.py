@@ -1,4 +1,4 @@
-"""Creating flowbridge's topics when they are missing (jobs, events, runs, dlq)."""
+"""Creating missing topics: flowbridge's (jobs, events, runs, dlq) and kafka-workflow's."""
 
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ def ensure_topics(kafka: KafkaSettings, settings: Settings, bridge: BridgeSettin
     admin = KafkaAdminClient(**kafka.client_config())
     try:
         existing = set(admin.list_topics())
-        # kafka-workflow's resume topic keeps its own name (with the prefix): producers know it.
+        # kafka-workflow's topics keep their own names (with the prefix): its clients know them.
         names = [(n, settings.topic(n)) for n in TOPICS]
-        names.append(("kw", settings.topic_prefix + settings.kw_resume_topic))
+        kw = (settings.kw_resume_topic, settings.kw_result_topic, settings.kw_error_topic)
+        names.extend(("kw", settings.topic_prefix + t) for t in kw if t)
         for name, full in names:
             if full in existing:
                 continue

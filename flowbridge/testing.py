@@ -23,6 +23,8 @@ from datetime import timedelta
 from typing import Any
 
 from bridge.api.views import history_json, run_json
+from bridge.kafka_workflow import apply_kw, parse_kw
+from bridge.settings import BridgeSettings
 from state import open_store
 from state.constants import RUN_TERMINAL
 from state.errors import FlowbridgeError
@@ -76,6 +78,9 @@ class Runner:
         )
         store = store or open_store(settings.state_url, clock=self.clock)
         store.migrate()
+        env_all = {**(env or {})}
+        self._max_message_bytes = BridgeSettings.from_env(env_all).max_message_bytes
+        self._kw_records = 0
         self.port = InProcessPort(store, self.clock, on_record=self._on_record)
         self.rt = Runtime(
             settings,
@@ -180,6 +185,30 @@ class Runner:
         )
         self.drain()
         return delivery.outcome
+
+    def kafka_workflow(
+        self, key: str, value: str | bytes, *, workflow: str | None = None, drain: bool = True
+    ) -> None:
+        """Feed one record of kafka-workflow's protocol (``new:{json}``, ``{"ref": ...}``).
+
+        It is handled as the bridge handles one on ``workflow-resume``: ``key`` is the
+        run id, ``workflow`` stands for the ``flowbridge-workflow`` header (default
+        ``FLOWBRIDGE_KW_WORKFLOW`` of ``env``). What the bridge would dead-letter raises
+        ``bridge.errors.MessageError`` with the reason.
+        """
+        raw = value.encode() if isinstance(value, str) else value
+        headers = [] if workflow is None else [("flowbridge-workflow", workflow.encode())]
+        self._kw_records += 1
+        msg = parse_kw(
+            raw,
+            key=key.encode(),
+            headers=headers,
+            default_workflow=self.rt.settings.kw_workflow,
+            max_bytes=self._max_message_bytes,
+        )
+        apply_kw(self.rt, msg, where=f"runner:{self._kw_records}")
+        if drain:
+            self.drain()
 
     def cancel(self, run_id: str, reason: str = "cancelled") -> bool:
         """Cancel the run (revoking its queued tasks) and drain; whether it applied."""

@@ -29,6 +29,8 @@ class HistoryKind(StrEnum):
     RUN_FAILED = "run.failed"
     #: The run was cancelled (data: the reason; ``marker`` for a cancel before the start).
     RUN_CANCELLED = "run.cancelled"
+    #: A code workflow ignored an input: a ref nobody awaits, a late result (data: the message).
+    RUN_WARNING = "run.warning"
     #: The reconciler claimed a stall of the run (data: how many jobs it re-emits).
     RUN_RECONCILED = "run.reconciled"
     #: A delivery claimed the node for an attempt (data: attempt and delivery numbers).

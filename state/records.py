@@ -7,6 +7,7 @@ string from an older caller mean the same thing. Payloads are JSON values.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -16,6 +17,7 @@ __all__ = [
     "NODE_SETTLED",
     "RUN_ACTIVE",
     "RUN_TERMINAL",
+    "TEXT_VALUE",
     "Arrival",
     "ArrivalOutcome",
     "CommitResult",
@@ -189,6 +191,11 @@ class NodeState:
         return self.status in NODE_ACTIVE
 
 
+#: The only key of an outbox value sent as its text, not as JSON (``emit(..., raw=True)``);
+#: stored as JSON like every value, so no backend needs a column for it.
+TEXT_VALUE = "$flowbridge:text"
+
+
 @dataclass(frozen=True, kw_only=True)
 class OutboxMessage:
     """A Kafka record to publish after the state change that caused it commits."""
@@ -199,6 +206,28 @@ class OutboxMessage:
     key: str | None
     value: JSON
     created_at: float = 0.0
+
+    @staticmethod
+    def text(text: str) -> JSON:
+        """The stored value of a record whose bytes are ``text`` itself (UTF-8), not its JSON."""
+        return {TEXT_VALUE: text}
+
+    @staticmethod
+    def is_reserved(value: JSON) -> bool:
+        """Whether a user's value has the shape that marks text (and so cannot be sent as JSON)."""
+        return isinstance(value, dict) and len(value) == 1 and TEXT_VALUE in value
+
+    def wire_value(self) -> bytes:
+        """The record's value as Kafka gets it: compact JSON, or the text of a raw emit."""
+        if self.is_reserved(self.value) and isinstance(self.value[TEXT_VALUE], str):
+            return str(self.value[TEXT_VALUE]).encode()
+        return json.dumps(self.value, separators=(",", ":")).encode()
+
+    def plain_value(self) -> JSON:
+        """The value as the emitting code gave it (the text of a raw emit)."""
+        if self.is_reserved(self.value):
+            return self.value[TEXT_VALUE]
+        return self.value
 
 
 @dataclass(frozen=True, kw_only=True)

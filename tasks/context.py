@@ -110,10 +110,13 @@ class NodeContext:
         """``{run_id}:{node_id}:{iteration}``, equal on every attempt; give it to external APIs."""
         return f"{self.run_id}:{self.node_id}:{self.iteration}"
 
-    def emit(self, topic: str, value: Any, key: str | None = None) -> None:
-        """Publish ``value`` to Kafka ``topic`` when this attempt commits (at least once)."""
-        if not isinstance(topic, str) or not topic:
-            raise TypeError(f"emit: topic must be a non-empty string, not {topic!r}")
+    def emit(self, topic: str, value: Any, key: str | None = None, *, raw: bool = False) -> None:
+        """Publish ``value`` to Kafka ``topic`` when this attempt commits (at least once).
+
+        The record's value is ``value`` as JSON; with ``raw=True`` it is the string
+        itself (UTF-8), for consumers that expect plain text.
+        """
+        value = emitted_value(topic, value, raw=raw)
         n = len(self.emitted)
         # Same id on every attempt and redelivery, so consumers can dedupe on flowbridge-id.
         msg_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"flowbridge:{self.idempotency_key}:emit:{n}"))
@@ -126,3 +129,16 @@ class NodeContext:
     def __repr__(self) -> str:
         """Show which node and attempt this is."""
         return f"<NodeContext {self.run_id}/{self.node_id} attempt={self.attempt}>"
+
+
+def emitted_value(topic: str, value: Any, *, raw: bool) -> Any:
+    """Check an ``emit``'s topic and value; the value as the outbox stores it."""
+    if not isinstance(topic, str) or not topic:
+        raise TypeError(f"emit: topic must be a non-empty string, not {topic!r}")
+    if raw:
+        if not isinstance(value, str):
+            raise TypeError(f"emit(raw=True) sends text: value must be a str, not {value!r}")
+        return OutboxMessage.text(value)
+    if OutboxMessage.is_reserved(value):
+        raise TypeError(f"emit: {value!r} has the shape flowbridge reserves for raw text")
+    return value

@@ -206,7 +206,7 @@ class InProcessPort:
 
     @staticmethod
     def _published(row: OutboxMessage) -> Published:
-        return Published(id=row.id, topic=row.topic, key=row.key, value=row.value)
+        return Published(id=row.id, topic=row.topic, key=row.key, value=row.plain_value())
 
 
 def run_queued(port: InProcessPort, item: QueuedTask, rt: Any) -> None:

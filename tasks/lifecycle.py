@@ -27,9 +27,18 @@ log = logging.getLogger("flowbridge.runs")
 
 
 def start(
-    rt: Runtime, name: str, run_input: Any, *, run_id: str, version: str | None = None
+    rt: Runtime,
+    name: str,
+    run_input: Any,
+    *,
+    run_id: str,
+    version: str | None = None,
+    protocol: str | None = None,
 ) -> tuple[bool, Run]:
     """Start a run of blueprint or workflow ``name`` (idempotent on ``run_id``).
+
+    ``protocol`` is how a workflow was started (``"kafka-workflow"``: it answers on
+    that protocol's result and error topics too).
 
     Raises:
         UnknownBlueprintError: neither a blueprint nor a workflow has that name.
@@ -43,7 +52,7 @@ def start(
         if defn is None:
             known = [*missing.known, *(f"{w} (workflow)" for w in workflows.names())]
             raise UnknownBlueprintError(name, version, known) from None
-        return start_workflow(rt, defn, run_input, run_id=run_id)
+        return start_workflow(rt, defn, run_input, run_id=run_id, protocol=protocol)
     return start_blueprint_run(rt, bp, run_input, run_id=run_id)
 
 

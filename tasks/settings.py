@@ -112,6 +112,11 @@ class Settings:
     kw_workflow: str | None = None
     #: FLOWBRIDGE_KW_RESUME_TOPIC: kafka-workflow's resume topic, consumed beside the events.
     kw_resume_topic: str = "workflow-resume"
+    #: FLOWBRIDGE_KW_RESULT_TOPIC: where a run started by ``new:`` sends ``JSON(result)``
+    #: (kafka-workflow's ``workflow-result``); ``off`` sends nothing.
+    kw_result_topic: str | None = "workflow-result"
+    #: FLOWBRIDGE_KW_ERROR_TOPIC: where it sends ``JSON(str(error))`` (``workflow-error``).
+    kw_error_topic: str | None = "workflow-error"
     #: The environment these were read from, for backends that take extra options.
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -154,6 +159,8 @@ class Settings:
             activation_cpu_s=env_float(env, "FLOWBRIDGE_ACTIVATION_CPU_S", 10.0, minimum=0.1),
             kw_workflow=env.get("FLOWBRIDGE_KW_WORKFLOW", "").strip() or None,
             kw_resume_topic=env.get("FLOWBRIDGE_KW_RESUME_TOPIC", "").strip() or "workflow-resume",
+            kw_result_topic=_kw_topic(env, "FLOWBRIDGE_KW_RESULT_TOPIC", "workflow-result"),
+            kw_error_topic=_kw_topic(env, "FLOWBRIDGE_KW_ERROR_TOPIC", "workflow-error"),
             env=env,
         )
 
@@ -165,3 +172,11 @@ class Settings:
     def topic(self, name: str) -> str:
         """Full name of one of flowbridge's topics."""
         return topic_name(self.topic_prefix, name)
+
+
+def _kw_topic(env: Mapping[str, str], name: str, default: str) -> str | None:
+    """A kafka-workflow output topic: unset is its default name, ``off`` is none."""
+    value = env.get(name, "").strip()
+    if value.lower() == "off":
+        return None
+    return value or default

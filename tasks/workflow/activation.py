@@ -29,6 +29,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from state.history import HistoryKind
 from state.records import RUN_ACTIVE, Run, RunStatus
 from state.workflows import WorkflowState, consumed_keys
 from tasks.events import lifecycle_event
@@ -79,11 +80,14 @@ def start_workflow(
     *,
     run_id: str,
     parent: dict[str, Any] | None = None,
+    protocol: str | None = None,
 ) -> tuple[bool, Run]:
     """Create a code workflow run (idempotent on ``run_id``) and activate it.
 
     ``parent`` links a child run to the durable call that started it
     (``{"run_id", "gen", "seq"}``): its end is delivered to that run.
+    ``protocol="kafka-workflow"`` (a ``new:`` start) also sends its end to
+    kafka-workflow's result or error topic.
     """
     snapshot: dict[str, Any] = {
         "kind": WORKFLOW_KIND,
@@ -92,6 +96,8 @@ def start_workflow(
     }
     if parent is not None:
         snapshot["parent"] = parent
+    if protocol is not None:
+        snapshot["protocol"] = protocol
     run = Run(
         run_id=run_id,
         blueprint_id=defn.name,
@@ -192,8 +198,8 @@ def _activate_locked(rt: Runtime, run_id: str) -> str:
         machine.teardown()
     if result.blocked is not None:
         return _block(rt, state, result.blocked)
-    for warning in result.warnings:
-        log.info("run %s: %s", run_id, warning)
+    for warning in machine.replay_warnings:
+        log.warning("run %s (replay): %s", run_id, warning)
     act = Activation(
         n=state.last + 1, at=rt.clock(), inputs=tuple(items), commands=tuple(result.commands)
     )
@@ -203,6 +209,9 @@ def _activate_locked(rt: Runtime, run_id: str) -> str:
         return "lost"
     if state.blocked is not None:
         wf.set_blocked(run_id, None)
+    for warning in result.warnings:
+        log.info("run %s: %s", run_id, warning)
+        rt.store.append_history(run_id, HistoryKind.RUN_WARNING, data={"message": warning})
     history.append(act)
     dispatch(rt, state.run, state.gen, act, history)
     wf.mark_dispatched(run_id, gen=state.gen, n=act.n)

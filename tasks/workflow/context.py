@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from tasks.context import emitted_value
 from tasks.workflow.errors import ContinueAsNew, WorkflowEvicted
 from tasks.workflow.machine import DurableFuture, call_name
 
@@ -161,11 +162,14 @@ class WorkflowContext:
         self._m.issue("child", name, {"args": input, "run_id": child_id})
         return self._m.future(seq, "child")
 
-    def emit(self, topic: str, value: Any, key: str | None = None) -> None:
-        """Publish ``value`` to Kafka ``topic`` once this activation commits (at least once)."""
-        if not isinstance(topic, str) or not topic:
-            raise TypeError(f"emit: topic must be a non-empty string, not {topic!r}")
-        self._m.issue("emit", topic, {"key": self.run_id if key is None else key, "value": value})
+    def emit(self, topic: str, value: Any, key: str | None = None, *, raw: bool = False) -> None:
+        """Publish ``value`` to Kafka ``topic`` once this activation commits (at least once).
+
+        The record's value is ``value`` as JSON; with ``raw=True`` it is the string
+        itself (kafka-workflow's ``W.output``: a reservation id, ``"1000"``).
+        """
+        stored = emitted_value(topic, value, raw=raw)
+        self._m.issue("emit", topic, {"key": self.run_id if key is None else key, "value": stored})
 
     # --- combinators ------------------------------------------------------------------------
     async def all(self, *aws: Awaitable[Any]) -> list[Any]:

@@ -25,6 +25,9 @@ from tasks.workflow.history import Activation, Command, Input
 __all__ = ["dispatch", "outstanding_activities"]
 
 #: What a run's end records as its status.
+#: ``Run.snapshot["protocol"]`` of a run started by kafka-workflow's ``new:``.
+KAFKA_WORKFLOW = "kafka-workflow"
+
 _END_STATUS = {
     "complete": RunStatus.COMPLETED,
     "fail": RunStatus.FAILED,
@@ -173,8 +176,10 @@ def _end(rt: Runtime, run: Run, gen: int, end: Command, history: Sequence[Activa
     fields: dict[str, Any] = (
         {"output": output} if status == RunStatus.COMPLETED else {"error": error}
     )
-    event = lifecycle_event(rt.settings, run.run_id, str(status), **fields)
-    rt.store.finish_run(run.run_id, status=status, output=output, error=error, outbox=[event])
+    outbox = [lifecycle_event(rt.settings, run.run_id, str(status), **fields)]
+    if run.snapshot.get("protocol") == KAFKA_WORKFLOW:
+        outbox.extend(_kw_end(rt, run.run_id, gen, status, output, end.payload))
+    rt.store.finish_run(run.run_id, status=status, output=output, error=error, outbox=outbox)
     rt.notify_outbox()
     _cancel_outstanding(rt, run.run_id, gen, history)
     wf.finish(run.run_id, gen=gen)
@@ -184,6 +189,25 @@ def _end(rt: Runtime, run: Run, gen: int, end: Command, history: Sequence[Activa
             _tell_parent(rt, parent, value=output)
         else:
             _tell_parent(rt, parent, error={"run_id": run.run_id, "message": error or str(status)})
+
+
+def _kw_end(
+    rt: Runtime, run_id: str, gen: int, status: RunStatus, output: Any, end: dict[str, Any]
+) -> list[OutboxMessage]:
+    """kafka-workflow's answer: ``JSON(result)`` or ``JSON(String(error))``, keyed by the run."""
+    settings = rt.settings
+    # The relay sends values as compact JSON, JSON.stringify's form.
+    if status == RunStatus.COMPLETED:
+        topic, value = settings.kw_result_topic, output
+    else:
+        topic, value = (
+            settings.kw_error_topic,
+            str(end.get("message") or end.get("error") or status),
+        )
+    if topic is None:
+        return []
+    msg_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"flowbridge:{run_id}:{gen}:kw-end"))
+    return [OutboxMessage(id=msg_id, topic=settings.topic_prefix + topic, key=run_id, value=value)]
 
 
 def _cancel_outstanding(rt: Runtime, run_id: str, gen: int, history: Sequence[Activation]) -> None:

@@ -15,6 +15,7 @@ BaseException (control flow: a user's ``except Exception`` must never catch thes
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from state.errors import FlowbridgeError
@@ -65,7 +66,10 @@ class RefError(FlowbridgeError):
         self.payload = payload
 
     def __str__(self) -> str:
-        return self.payload if isinstance(self.payload, str) else repr(self.payload)
+        """The payload: a string as itself, anything else as its JSON."""
+        if isinstance(self.payload, str):
+            return self.payload
+        return json.dumps(self.payload, sort_keys=True)
 
 
 class NonDeterminismError(FlowbridgeError):

@@ -112,6 +112,7 @@ class Machine:
         self.patches: dict[str, bool] = {}
         self.main: asyncio.Task[Any] | None = None
         self.warnings: list[str] = []
+        self.replay_warnings: list[str] = []
         self._ended = False
 
     # --- driving ----------------------------------------------------------------------------
@@ -120,6 +121,8 @@ class Machine:
         for act in history:
             self._run(act.inputs, act.at, expected=act.commands)
             self._compare(act)
+        # What replay noticed was recorded when it happened; only new warnings are reported.
+        self.replay_warnings, self.warnings = self.warnings, []
 
     def advance(self, inputs: Sequence[Input], *, at: float) -> ActivationResult:
         """Apply new inputs as the next activation; its commands and outcome."""
@@ -241,7 +244,7 @@ class Machine:
         seq = self.refs.pop(ref_id, None)
         fut = None if seq is None else self.pending.pop(seq, None)
         if fut is None or fut.done():
-            if _is_auto_ref(ref_id, self.gen):
+            if _is_auto_ref(ref_id):
                 self.warnings.append(f"ref {ref_id!r} is not awaited (settled or unknown): ignored")
             else:
                 # A user-named ref not created yet: it takes this when it is.
@@ -285,6 +288,12 @@ class Machine:
     def ref(self, ref_id: str | None) -> tuple[str, DurableFuture]:
         """Issue a ref (``<gen>.<seq>`` unless named); a resume that came first settles it."""
         seq = self.next_seq
+        bad_name = not isinstance(ref_id, str) or not ref_id or _is_auto_ref(ref_id)
+        if ref_id is not None and bad_name:
+            raise ValueError(
+                f"ctx.ref({ref_id!r}): a ref's name is a non-empty string that is not of the "
+                "form <number>.<number> (those are the ids flowbridge gives unnamed refs)"
+            )
         name = ref_id if ref_id is not None else f"{self.gen}.{seq}"
         if name in self.refs:
             raise ValueError(f"ref {name!r} is awaited already; await it, or name another")
@@ -358,7 +367,8 @@ class Machine:
         elif isinstance(exc, WorkflowEvicted):
             pass
         else:
-            self.end("fail", error=_describe(exc))
+            # ``message`` is the exception's own text: kafka-workflow's error topic carries it.
+            self.end("fail", error=_describe(exc), message=str(exc) or type(exc).__name__)
 
     # --- combinators ------------------------------------------------------------------------
     async def all(self, aws: Sequence[Awaitable[Any]]) -> list[Any]:
@@ -430,9 +440,10 @@ def _settle_ref(fut: DurableFuture, item: Input) -> None:
         fut.set_result(item.value)
 
 
-def _is_auto_ref(ref_id: str, gen: int) -> bool:
+def _is_auto_ref(ref_id: str) -> bool:
+    """Whether an id has the form of an unnamed ref's (``<gen>.<seq>``, of any generation)."""
     head, _, tail = ref_id.partition(".")
-    return head == str(gen) and tail.isdigit()
+    return head.isdigit() and tail.isdigit()
 
 
 def _error_of(fut: DurableFuture, item: Input) -> BaseException:

@@ -305,7 +305,7 @@ def test_changed_arguments_only_warn() -> None:
     m = Machine(wf(v2), run_id=sim.run_id)
     m.replay(sim.history)
     m.teardown()
-    assert any("other arguments" in w for w in m.warnings)
+    assert any("other arguments" in w for w in m.replay_warnings)
 
 
 def test_patched_keeps_old_runs_on_the_old_path_and_new_runs_on_the_new_one() -> None:
