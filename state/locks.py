@@ -64,6 +64,11 @@ class RunLock:
                 return None
             time.sleep(0.02)
 
+    def expires_in(self, run_id: str) -> float:
+        """Seconds until the run's lock expires by itself (0.0 when nobody holds it)."""
+        ms = int(self.client.pttl(self.key(run_id)))
+        return max(ms, 0) / 1000.0
+
     def release(self, run_id: str, token: str) -> bool:
         """Release the lock if ``token`` still owns it."""
         return bool(self.client.eval(_RELEASE, 1, self.key(run_id), token))  # type: ignore[no-untyped-call]

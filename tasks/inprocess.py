@@ -88,6 +88,10 @@ class LocalRunLocks:
         self._held: set[str] = set()
         self._lock = threading.Lock()
 
+    def expires_in(self, run_id: str) -> float:
+        """Local locks never expire: a holder in this process releases it."""
+        return 0.0
+
     @contextmanager
     def hold(self, run_id: str, *, wait_s: float = 0.0) -> Iterator[int | None]:
         """Hold the run's lock and yield a fresh fence, or None if it is held already."""

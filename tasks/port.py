@@ -88,6 +88,10 @@ class RunLocks(Protocol):
         """Hold the run's lock; yields the new fence, or None when another holder has it."""
         ...
 
+    def expires_in(self, run_id: str) -> float:
+        """Seconds until a held lock expires by itself (a dead holder's); 0.0 if free."""
+        ...
+
 
 class TaskPort(Protocol):
     """How the engine reaches the task queue, the workers and the outbox relay."""

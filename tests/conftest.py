@@ -245,7 +245,7 @@ def isolation(
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-E2E_APP = "tests.apps.e2e_nodes"
+E2E_APP = "tests.apps.e2e_nodes,tests.apps.e2e_workflows"
 
 
 @dataclass
@@ -307,9 +307,15 @@ class Stack:
         return int(raw or 0)
 
     def produce(
-        self, value: bytes | dict[str, object], *, key: str | None = None, topic: str = "jobs"
+        self,
+        value: bytes | dict[str, object],
+        *,
+        key: str | None = None,
+        topic: str = "jobs",
+        full_topic: str | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        """Publish a raw record to one of the test's topics."""
+        """Publish a raw record to one of the test's topics (or to ``full_topic`` as named)."""
         from kafka import KafkaProducer
 
         data = value if isinstance(value, bytes) else json.dumps(value).encode()
@@ -322,11 +328,26 @@ class Stack:
             )
             self.__dict__["_producer"] = producer
         producer.send(
-            self.settings.topic(topic), key=None if key is None else key.encode(), value=data
+            full_topic or self.settings.topic(topic),
+            key=None if key is None else key.encode(),
+            value=data,
+            headers=headers or [],
         ).get(timeout=30)
 
-    def read_topic(self, name: str, count: int, timeout: float = 30.0) -> list[Any]:
-        """Read ``count`` records of one of the test's topics from the beginning (no group)."""
+    def read_topic(
+        self,
+        name: str,
+        count: int,
+        timeout: float = 30.0,
+        *,
+        full_topic: str | None = None,
+        where: Callable[[Any], bool] | None = None,
+    ) -> list[Any]:
+        """Read ``count`` records of one of the test's topics from the beginning (no group).
+
+        ``full_topic`` names a topic as it is (a workflow's own, shared by tests);
+        ``where`` keeps only the records it accepts (this test's keys).
+        """
         from kafka import KafkaConsumer, TopicPartition
 
         consumer = KafkaConsumer(
@@ -335,7 +356,7 @@ class Stack:
             fetch_max_wait_ms=50,
             max_partition_fetch_bytes=16 << 20,
         )
-        topic = self.settings.topic(name)
+        topic = full_topic or self.settings.topic(name)
         try:
             deadline = time.monotonic() + timeout
             parts: set[int] | None = None
@@ -350,7 +371,7 @@ class Stack:
             records: list[Any] = []
             while len(records) < count and time.monotonic() < deadline:
                 for batch in consumer.poll(timeout_ms=200).values():
-                    records.extend(batch)
+                    records.extend(r for r in batch if where is None or where(r))
             return records
         finally:
             consumer.close()

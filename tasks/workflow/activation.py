@@ -33,6 +33,7 @@ from state.history import HistoryKind
 from state.records import RUN_ACTIVE, Run, RunStatus
 from state.workflows import WorkflowState, consumed_keys
 from tasks.events import lifecycle_event
+from tasks.faults import crash_point
 from tasks.port import ActivationTask
 from tasks.runtime import Runtime
 from tasks.workflow.api import WorkflowDef, workflows
@@ -55,6 +56,8 @@ log = logging.getLogger("flowbridge.workflow")
 
 #: ``snapshot["kind"]`` of a code workflow run.
 WORKFLOW_KIND = "workflow"
+#: Past a busy lock's expiry, when a busy activation looks again.
+BUSY_SLACK_S = 0.25
 #: Activations one call runs while new items keep arriving, before it hands off.
 ROUNDS = 8
 
@@ -139,6 +142,16 @@ def activate(rt: Runtime, run_id: str) -> str:
     for _ in range(ROUNDS):
         with locks.hold(run_id) as fence:
             if fence is None:
+                # A live holder looks at the inbox again after releasing, so this item is
+                # seen; a holder that died keeps the lock until it expires: look then.
+                retry_in = locks.expires_in(run_id) + BUSY_SLACK_S
+                rt.port.dispatch_activation(
+                    ActivationTask(
+                        run_id=run_id,
+                        countdown=retry_in,
+                        time_limit_s=rt.settings.activation_cpu_s,
+                    )
+                )
                 return "busy"
             outcome = _activate_locked(rt, run_id)
         # An item that arrived while the lock was held found it busy: look once more.
@@ -204,9 +217,11 @@ def _activate_locked(rt: Runtime, run_id: str) -> str:
         n=state.last + 1, at=rt.clock(), inputs=tuple(items), commands=tuple(result.commands)
     )
     act = check_limits(act, history, machine)
+    crash_point("before_commit")
     if not wf.commit(run_id, gen=state.gen, activation=act.to_json(), consumed=_keys(items)):
         # Another activation committed first (a lock that expired): its result stands.
         return "lost"
+    crash_point("after_commit")
     if state.blocked is not None:
         wf.set_blocked(run_id, None)
     for warning in result.warnings:
@@ -214,6 +229,7 @@ def _activate_locked(rt: Runtime, run_id: str) -> str:
         rt.store.append_history(run_id, HistoryKind.RUN_WARNING, data={"message": warning})
     history.append(act)
     dispatch(rt, state.run, state.gen, act, history)
+    crash_point("after_dispatch")
     wf.mark_dispatched(run_id, gen=state.gen, n=act.n)
     return "committed"
 

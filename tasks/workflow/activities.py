@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from state.records import RUN_ACTIVE
+from tasks.faults import crash_point
 from tasks.port import ActivityTask
 from tasks.runtime import Runtime
 from tasks.workflow.api import RetryPolicy, activities
@@ -54,6 +55,7 @@ def run_activity(rt: Runtime, task: ActivityTask) -> str:
             exc_info=True,
         )
         return _failed(rt, task, defn.retry, type(exc).__name__, str(exc))
+    crash_point("in_activity")
     return report_outcome(rt, task, value=value)
 
 

@@ -1,0 +1,150 @@
+"""``flowbridge.testing.Runner`` on code workflows: activities, retries, timers, events, cancel.
+
+Workflows and activities register globally by name, so each test names its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from flowbridge import ActivityError, WorkflowContext, activity, workflow
+from flowbridge.testing import Runner
+
+_names = itertools.count()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{next(_names)}"
+
+
+def test_a_saga_books_retries_sleeps_three_days_and_waits_for_an_event() -> None:
+    calls: list[tuple[str, ...]] = []
+    reserve, flaky, name = unique("reserve"), unique("flaky"), unique("trip")
+
+    @activity(reserve)
+    def do_reserve(kind: str) -> str:
+        calls.append(("reserve", kind))
+        return f"{kind}-ok"
+
+    @activity(flaky, retry={"max_attempts": 3, "initial_interval_s": 30})
+    def do_flaky(n: int) -> int:
+        calls.append(("flaky", str(n)))
+        if sum(1 for c in calls if c[0] == "flaky") < 3:
+            raise RuntimeError("try again")
+        return n * 2
+
+    @workflow(name)
+    async def trip(ctx: WorkflowContext, data: Any) -> dict[str, Any]:
+        got = await ctx.all(ctx.activity(do_reserve, "car"), ctx.activity(do_reserve, "hotel"))
+        doubled = await ctx.activity(do_flaky, 21)
+        await ctx.sleep(timedelta(days=3))
+        confirmed = await ctx.wait_event("confirm")
+        ctx.emit("trips", {"got": got})
+        return {"got": got, "doubled": doubled, "confirmed": confirmed}
+
+    r = Runner()
+    run = r.run(name, {})
+    assert run["status"] == "waiting", "sleeping three days took no time; now waiting for confirm"
+    assert sum(1 for c in calls if c[0] == "flaky") == 3, "two retries after their backoff"
+    assert r.clock() >= 3 * 86400
+
+    r.signal(run["run_id"], "confirm", {"ok": 1})
+    run = r.result(run["run_id"])
+    assert run["status"] == "completed", run
+    assert run["output"] == {"got": ["car-ok", "hotel-ok"], "doubled": 42, "confirmed": {"ok": 1}}
+    assert r.emitted("trips") == [{"got": ["car-ok", "hotel-ok"]}]
+
+
+def test_cancel_runs_the_compensation_and_ends_cancelled() -> None:
+    undone: list[str] = []
+    book, undo, name = unique("book"), unique("undo"), unique("cancel-me")
+
+    @activity(book)
+    def do_book(kind: str) -> str:
+        return kind
+
+    @activity(undo)
+    def do_undo(kind: str) -> None:
+        undone.append(kind)
+
+    @workflow(name)
+    async def wf(ctx: WorkflowContext, data: Any) -> None:
+        booked = [await ctx.activity(do_book, "car")]
+        try:
+            await ctx.wait_event("never")
+        except asyncio.CancelledError:
+            for kind in reversed(booked):
+                await ctx.activity(do_undo, kind)
+            raise
+
+    r = Runner()
+    run_id = r.start(name, {})
+    assert r.result(run_id)["status"] == "waiting"
+    assert r.cancel(run_id, "changed my mind")
+    assert r.result(run_id)["status"] == "cancelled"
+    assert undone == ["car"]
+
+
+def test_an_activity_failing_for_good_raises_activity_error_at_the_await() -> None:
+    seen: list[str] = []
+    bad, name = unique("bad"), unique("catches")
+
+    @activity(bad, retry={"max_attempts": 2, "initial_interval_s": 1})
+    def do_bad() -> None:
+        raise ValueError("no such card")
+
+    @workflow(name)
+    async def wf(ctx: WorkflowContext, data: Any) -> str:
+        try:
+            await ctx.activity(do_bad)
+        except ActivityError as exc:
+            seen.append(str(exc))
+            return "handled"
+        return "not reached"
+
+    r = Runner()
+    run = r.run(name, {})
+    assert run["output"] == "handled"
+    assert seen and "no such card" in seen[0]
+
+
+def test_emit_checks_its_arguments() -> None:
+    name = unique("emits")
+
+    @workflow(name)
+    async def wf(ctx: WorkflowContext, data: Any) -> str:
+        with pytest.raises(TypeError, match="must be a str"):
+            ctx.emit("t", {"a": 1}, raw=True)
+        with pytest.raises(TypeError, match="reserves for raw text"):
+            ctx.emit("t", {"$flowbridge:text": "x"})
+        with pytest.raises(TypeError, match="non-empty string"):
+            ctx.emit("", 1)
+        with pytest.raises(ValueError, match=r"<number>\.<number>"):
+            ctx.ref("1.2")
+        ctx.emit("t", "plain text", raw=True)
+        ctx.emit("t", "a JSON string")
+        return "ok"
+
+    r = Runner()
+    assert r.run(name, {})["status"] == "completed"
+    assert [(p.value, p.key) for p in r.published if p.topic == "t"] == [
+        ("plain text", r.published[-1].key),
+        ("a JSON string", r.published[-1].key),
+    ]
+
+
+def test_raw_and_json_values_reach_kafka_as_text_and_as_json() -> None:
+    from state.records import OutboxMessage
+
+    raw = OutboxMessage(id="1", topic="t", key=None, value=OutboxMessage.text("0.1"))
+    as_json = OutboxMessage(id="2", topic="t", key=None, value="0.1")
+    assert raw.wire_value() == b"0.1"
+    assert as_json.wire_value() == b'"0.1"'
+    assert OutboxMessage(id="3", topic="t", key=None, value={"a": [1, 2]}).wire_value() == (
+        b'{"a":[1,2]}'
+    )
