@@ -305,6 +305,44 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Replay code workflow histories against the code of FLOWBRIDGE_APP; 1 if any diverges."""
+    from tasks.loading import load_user_code
+    from tasks.settings import Settings
+    from tasks.workflow.replay import export_history, load_export, replay
+
+    settings = Settings.from_env()
+    load_user_code(settings)
+    if args.save and len(args.sources) != 1:
+        _err("replay", "--save writes one run's history: give one RUN_ID")
+        return EXIT_USAGE
+    store = None
+    reports = []
+    for source in args.sources:
+        try:
+            if Path(source).is_file():
+                doc = load_export(source)
+            else:
+                store = store or _queries().store
+                doc = export_history(store, source)
+        except (LookupError, ValueError) as exc:
+            _err("replay", str(exc))
+            return EXIT_ERROR
+        if args.save:
+            Path(args.save).write_text(json.dumps(doc, indent=1) + "\n")
+        reports.append(replay(doc))
+    if args.json:
+        _print([r.to_json() for r in reports])
+    else:
+        for r in reports:
+            what = f"{r.run_id} ({r.workflow} v{r.version}, {r.activations} activations)"
+            if r.ok:
+                print(f"ok        {what}")
+            else:
+                print(f"DIVERGES  {what}: {r.error}")
+    return 0 if all(r.ok for r in reports) else EXIT_ERROR
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     p = argparse.ArgumentParser(
@@ -397,6 +435,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--once", action="store_true", help="accepted for compatibility: one pass is the default"
     )
     rc.set_defaults(fn=cmd_reconcile)
+
+    rp = command(
+        "replay",
+        "replay code workflow runs' histories against the code of FLOWBRIDGE_APP, writing "
+        "nothing: exits 1 if a deploy of that code would block one of them",
+    )
+    rp.add_argument(
+        "sources",
+        nargs="+",
+        metavar="RUN_ID|FILE",
+        help="a run id in the state store, or a history file written by --save",
+    )
+    rp.add_argument(
+        "--save", default=None, metavar="FILE", help="also write the run's history to FILE"
+    )
+    rp.add_argument("--json", action="store_true", help="print the reports as JSON")
+    rp.set_defaults(fn=cmd_replay)
     return p
 
 

@@ -1,4 +1,4 @@
-"""Run blueprints in your own tests: one process, no Kafka, Redis or worker, a virtual clock.
+"""Run blueprints and workflows in your tests: one process, no Kafka, Redis or worker, virtual time.
 
     from flowbridge.testing import Runner
 
@@ -13,6 +13,11 @@ Celery. Tasks run one at a time in this process instead, the state lives in an
 in-memory store (or the one you pass), and time is virtual: a retry's backoff
 or a ``sleep`` of a day is skipped, not waited for. What Kafka would receive
 (``ctx.emit`` values, ``run.*`` events) is collected in ``published``.
+
+Code workflows (``@workflow``) run the same way: activities in this process,
+``ctx.sleep`` on the virtual clock, ``signal`` for ``ctx.wait_event``, ``ref``
+or ``kafka_workflow`` for kafka-workflow's messages. ``replay`` checks saved
+histories of live runs against the code you are about to deploy.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from bridge.api.views import history_json, run_json
@@ -38,8 +44,10 @@ from tasks.reconciler import reconcile_once
 from tasks.registry import BlueprintRegistry, NodeRegistry, blueprints, nodes
 from tasks.runtime import Runtime
 from tasks.settings import Settings
+from tasks.workflow.replay import ReplayReport, export_history, load_export
+from tasks.workflow.replay import replay as replay_history
 
-__all__ = ["Published", "Runner", "RunnerError", "VirtualClock"]
+__all__ = ["Published", "ReplayReport", "Runner", "RunnerError", "VirtualClock", "replay"]
 
 #: Tasks one ``drain`` runs at most: a run that keeps scheduling work forever stops here.
 MAX_STEPS = 100_000
@@ -242,6 +250,10 @@ class Runner:
         """Values published by ``ctx.emit`` (and ``run.*`` events), optionally of one topic."""
         return [p.value for p in self.published if topic is None or p.topic == topic]
 
+    def export(self, run_id: str) -> dict[str, Any]:
+        """A code workflow run's history as ``flowbridge replay --save`` writes it."""
+        return export_history(self.store, run_id)
+
     # --- internals -------------------------------------------------------------------------
     def _blueprint_ids(self) -> set[str]:
         return {bp.id for bp in self.rt.blueprints.all()}
@@ -264,3 +276,14 @@ class Runner:
                 str(value["node"]),
                 attempt=int(value.get("attempt", 1)),
             )
+
+
+def replay(source: str | Path | Mapping[str, Any]) -> ReplayReport:
+    """Replay a saved history (a file from ``flowbridge replay --save``, or ``Runner.export``).
+
+    Against the workflows registered in this process: ``report.ok`` is False, with
+    the activation and command that diverge, if a deploy of this code would block
+    that run. Keep files of live runs' histories and replay them in your tests.
+    """
+    doc = source if isinstance(source, Mapping) else load_export(source)
+    return replay_history(doc)

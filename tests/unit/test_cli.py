@@ -183,3 +183,51 @@ def test_reconcile_runs_one_pass_with_or_without_once(
     out = flowbridge(cli_env(tmp_path, REDIS_URL=url), "reconcile", *once)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["scanned"] == 0
+
+
+CHANGED_CART = '''
+from flowbridge import workflow
+
+@workflow("kw-ecommerce", version=1)
+async def cart(ctx, arg):
+    """A release that dropped the inactivity timer: old histories no longer replay."""
+    while True:
+        await ctx.ref("main")
+'''
+
+
+def test_replay_checks_live_histories_against_the_code_to_deploy(tmp_path: Path) -> None:
+    """`flowbridge replay RUN_ID` (and a saved file) exits 1 where new code would block the run."""
+    import examples.kafka_workflow  # noqa: F401 - the cart workflow, in this process too
+    from flowbridge.testing import Runner
+    from state import open_store
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = open_store(url)
+    store.migrate()
+    runner = Runner(store=store)
+    runner.kafka_workflow("cart-1", 'new:{"abandonedCartTimeoutMS":50}', workflow="kw-ecommerce")
+    runner.kafka_workflow("cart-1", '{"ref":"main","value":{"type":"updateEmail","email":"a@b"}}')
+    store.close()
+
+    env = cli_env(tmp_path, FLOWBRIDGE_APP="examples.kafka_workflow")
+    saved = tmp_path / "cart-1.json"
+    ok = flowbridge(env, "replay", "cart-1", "--save", str(saved))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("ok        cart-1 (kw-ecommerce v1, 2 activations)"), ok.stdout
+    assert json.loads(saved.read_text())["format"] == "flowbridge.workflow-history/1"
+
+    (tmp_path / "release2.py").write_text(CHANGED_CART)
+    env2 = {**cli_env(tmp_path, FLOWBRIDGE_APP="release2"), "PYTHONPATH": f"{ROOT}:{tmp_path}"}
+    diverged = flowbridge(env2, "replay", str(saved), "--json")
+    assert diverged.returncode == 1
+    (report,) = json.loads(diverged.stdout)
+    assert report["ok"] is False and report["activation"] == 1
+    assert "replaying activation 1" in report["error"], report["error"]
+
+    unknown = flowbridge(env, "replay", "no-such-run")
+    assert unknown.returncode == 1
+    assert "no code workflow run 'no-such-run'" in unknown.stderr
+    (tmp_path / "junk.json").write_text('{"a": 1}')
+    junk = flowbridge(env, "replay", str(tmp_path / "junk.json"))
+    assert junk.returncode == 1 and "not an exported workflow history" in junk.stderr

@@ -148,3 +148,52 @@ def test_raw_and_json_values_reach_kafka_as_text_and_as_json() -> None:
     assert OutboxMessage(id="3", topic="t", key=None, value={"a": [1, 2]}).wire_value() == (
         b'{"a":[1,2]}'
     )
+
+
+def test_replay_accepts_unchanged_code_and_names_where_a_change_diverges(tmp_path: Any) -> None:
+    import json
+
+    from flowbridge.testing import replay
+    from tasks.workflow.api import WorkflowDef, WorkflowRegistry
+    from tasks.workflow.replay import replay as replay_with
+
+    step, other, name = unique("step"), unique("other"), unique("replayed")
+
+    @activity(step)
+    def do_step(n: int) -> int:
+        return n
+
+    @activity(other)
+    def do_other(n: int) -> int:
+        return n
+
+    @workflow(name)
+    async def v1(ctx: WorkflowContext, data: Any) -> int:
+        a = await ctx.activity(do_step, 1)
+        await ctx.wait_event("go")
+        return a + await ctx.activity(do_step, 2)
+
+    async def v2(ctx: WorkflowContext, data: Any) -> int:
+        a = await ctx.activity(do_step, 1)
+        await ctx.wait_event("go")
+        return a + await ctx.activity(do_other, 2)  # renamed the second step
+
+    r = Runner()
+    run_id = r.start(name, {})
+    r.signal(run_id, "go")
+    assert r.result(run_id)["status"] == "completed"
+    saved = tmp_path / "history.json"
+    saved.write_text(json.dumps(r.export(run_id)))
+
+    same = replay(saved)
+    assert same.ok and same.activations >= 3, same
+
+    changed = WorkflowRegistry()
+    changed.register(WorkflowDef(name, 1, v2))
+    diverged = replay_with(json.loads(saved.read_text()), registry=changed)
+    assert not diverged.ok
+    assert diverged.activation is not None and diverged.activation >= 2
+    assert other in str(diverged.error) and step in str(diverged.error)
+
+    missing = replay_with(json.loads(saved.read_text()), registry=WorkflowRegistry())
+    assert not missing.ok and "is not registered" in str(missing.error)
