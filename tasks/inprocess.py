@@ -163,6 +163,10 @@ class InProcessPort:
         due = self.clock() + (task.countdown or 0.0)
         heapq.heappush(self.queue, QueuedTask(due, next(self._seq), activation=task))
 
+    def knows_task(self, name: str) -> bool:
+        """Only ``@activity`` functions run in process: no Celery task is known."""
+        return False
+
     def dispatch_activity(self, task: ActivityTask) -> None:
         """Queue one activity attempt."""
         due = self.clock() + (task.countdown or 0.0)

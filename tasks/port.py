@@ -115,6 +115,10 @@ class TaskPort(Protocol):
         """Send a code workflow run's activation to its run's queue."""
         ...
 
+    def knows_task(self, name: str) -> bool:
+        """Whether a task of that name is registered in this process (a plain Celery task)."""
+        ...
+
     def dispatch_activity(self, task: ActivityTask) -> None:
         """Send one activity attempt (its outcome comes back as an inbox item)."""
         ...

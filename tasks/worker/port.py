@@ -114,6 +114,10 @@ class CeleryPort:
             kwargs["item"] = task.item
         self.app.send_task(WF_ACTIVATE_TASK, kwargs=kwargs, **options)
 
+    def knows_task(self, name: str) -> bool:
+        """Whether this worker's Celery app has a task of that name."""
+        return name in self.app.tasks
+
     def dispatch_activity(self, task: ActivityTask) -> None:
         """Send one activity attempt: flowbridge's activity task, or a Celery task by name."""
         options: dict[str, Any] = {"task_id": task.task_id}

@@ -49,7 +49,12 @@ def dispatch(
     end: Command | None = None
     for cmd in act.commands:
         if cmd.type == "activity":
-            rt.port.dispatch_activity(activity_task(run.run_id, gen, cmd))
+            task = activity_task(run.run_id, gen, cmd)
+            if task.registered or task.queue is not None or rt.port.knows_task(task.name):
+                rt.port.dispatch_activity(task)
+            else:
+                # Sent by name, Celery would drop it as unregistered: the run would hang.
+                _unknown_activity(rt, task)
         elif cmd.type == "timer":
             due = float(cmd.payload["fire_at"])
             timers_put.append((int(cmd.seq or 0), due))
@@ -96,6 +101,20 @@ def activity_task(run_id: str, gen: int, cmd: Command, *, attempt: int = 1) -> A
         timeout_s=timeout,
         registered=defn is not None,
     )
+
+
+def _unknown_activity(rt: Runtime, task: ActivityTask) -> None:
+    from tasks.workflow.activation import deliver
+
+    message = (
+        f"no activity {task.name!r} is registered (@activity in a FLOWBRIDGE_APP module) and "
+        "no Celery task of that name is known here; a task of another Celery app needs "
+        "queue= naming where its workers listen"
+    )
+    error = {"name": task.name, "type": "UnknownActivity", "message": message}
+    key = f"r:{task.gen}.{task.seq}"
+    item = Input(key=key, type="result", seq=task.seq, gen=task.gen, error=error)
+    deliver(rt, task.run_id, item)
 
 
 def outstanding_activities(history: Sequence[Activation]) -> list[Command]:

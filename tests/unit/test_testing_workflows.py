@@ -197,3 +197,16 @@ def test_replay_accepts_unchanged_code_and_names_where_a_change_diverges(tmp_pat
 
     missing = replay_with(json.loads(saved.read_text()), registry=WorkflowRegistry())
     assert not missing.ok and "is not registered" in str(missing.error)
+
+
+def test_an_activity_nobody_registered_fails_at_the_await_with_what_to_do() -> None:
+    name = unique("typo")
+
+    @workflow(name)
+    async def wf(ctx: WorkflowContext, data: Any) -> Any:
+        return await ctx.activity("chrage-card", 10)
+
+    run = Runner().run(name, {})
+    assert run["status"] == "failed"
+    assert "no activity 'chrage-card' is registered" in run["error"], run["error"]
+    assert "queue=" in run["error"]
