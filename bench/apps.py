@@ -28,7 +28,7 @@ from typing import Any
 import redis
 from celery import Celery, signals
 
-from flowbridge import NodeContext, node, register_blueprint
+from flowbridge import NodeContext, WorkflowContext, activity, node, register_blueprint, workflow
 
 __all__ = [
     "BASELINE_QUEUE",
@@ -88,6 +88,23 @@ STEPS = 10
 register_blueprint(linear("bench.chain50", CHAIN_LENGTH))
 register_blueprint(linear("bench.chain10", STEPS))
 register_blueprint({"id": "bench.one", "nodes": [{"id": "only", "uses": "bench.noop"}]})
+
+
+@activity("bench.noop-activity")
+def noop_activity(i: int) -> int:
+    """An activity that does nothing: what is measured is the workflow engine's cost."""
+    return i
+
+
+@workflow("bench.wf10")
+async def wf10(ctx: WorkflowContext, data: Any) -> int:
+    """``STEPS`` sequential activities: DBOS's ten ``@DBOS.step`` in one ``@DBOS.workflow``."""
+    total = 0
+    for i in range(STEPS):
+        total += await ctx.activity(noop_activity, i)
+    return total
+
+
 register_blueprint({"id": "bench.stamp", "nodes": [{"id": "stamp", "uses": "bench.stamp"}]})
 
 

@@ -481,6 +481,20 @@ class Stack:
             self.redis.close()
 
 
+def reconcile(stack: Stack, **env: str) -> dict[str, int]:
+    """One ``flowbridge reconcile --once`` pass in the stack's environment (plus ``env``)."""
+    out = subprocess.run(
+        [str(BIN / "flowbridge"), "reconcile", "--once"],
+        env={**stack.env, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    report: dict[str, int] = json.loads(out.stdout)
+    return report
+
+
 def stack_env(kafka: KafkaEndpoint | Service, iso: Isolation, **extra: str) -> dict[str, str]:
     """The environment of every flowbridge process of one test."""
     env = {

@@ -10,26 +10,13 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import BIN, Stack, on_both_brokers, on_both_stores
+from tests.conftest import BIN, Stack, on_both_brokers, on_both_stores, reconcile
 
 pytestmark = pytest.mark.e2e
 
 
 def history(stack: Stack, run_id: str) -> list[tuple[str, str | None]]:
     return [(h.kind, h.node_id) for h in stack.store.get_history(run_id)]
-
-
-def reconcile(stack: Stack, **env: str) -> dict[str, int]:
-    out = subprocess.run(
-        [str(BIN / "flowbridge"), "reconcile", "--once"],
-        env={**stack.env, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    report: dict[str, int] = json.loads(out.stdout)
-    return report
 
 
 @on_both_stores

@@ -11,32 +11,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.conftest import BIN, Stack, on_both_brokers, on_both_stores
+from tests.conftest import Stack, on_both_brokers, on_both_stores, reconcile
 
 pytestmark = pytest.mark.e2e
 
 SAGA = "kw-trip-booking-saga"
-
-
-def reconcile(stack: Stack, **env: str) -> dict[str, int]:
-    """One ``flowbridge reconcile --once`` pass; its report."""
-    out = subprocess.run(
-        [str(BIN / "flowbridge"), "reconcile", "--once"],
-        env={**stack.env, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    report: dict[str, int] = json.loads(out.stdout)
-    return report
 
 
 def kinds(stack: Stack, run_id: str) -> list[str]:
