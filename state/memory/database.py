@@ -48,6 +48,7 @@ class RunRow:
     updated_at: float
     reconciled_at: float | None = None
     expires_at: float | None = None
+    attempt: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS runs (
     updated_at REAL NOT NULL,
     bucket INTEGER NOT NULL,
     reconciled_at REAL,
-    expires_at REAL
+    expires_at REAL,
+    attempt INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS runs_expires ON runs (expires_at) WHERE expires_at IS NOT NULL;
 -- (status, time bucket) index: the reconciler and `flowbridge runs` read it, never scan runs.
@@ -138,6 +139,9 @@ def migrate(db: Database) -> SchemaChange:
                 f"flowbridge ({SCHEMA_VERSION}): upgrade flowbridge"
             )
         elif row["version"] < SCHEMA_VERSION:
-            # Version 2 only added tables (created above): recording it is the upgrade.
+            # Version 2 only added tables (created above); version 3 adds runs.attempt.
+            columns = {r["name"] for r in c.execute("PRAGMA table_info(runs)")}
+            if "attempt" not in columns:
+                c.execute("ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1")
             c.execute("UPDATE schema_version SET version = ? WHERE id = 1", (SCHEMA_VERSION,))
         return SchemaChange(before=before, after=SCHEMA_VERSION)

@@ -68,7 +68,8 @@ class SQLiteTxn(Transaction):
     def run_view(self, run_id: str) -> RunView | None:
         """Status, fence, last progress and last stall claim of a run."""
         row = self.c.execute(
-            "SELECT run_id, status, fence, updated_at, reconciled_at FROM runs WHERE run_id = ?",
+            "SELECT run_id, status, fence, updated_at, reconciled_at, attempt FROM runs "
+            "WHERE run_id = ?",
             (run_id,),
         ).fetchone()
         return None if row is None else view_of(row)
@@ -220,6 +221,23 @@ class SQLiteTxn(Transaction):
         self.c.execute(
             "UPDATE waits SET woken = ? WHERE run_id = ? AND woken IS NULL",
             (_CANCELLED if cancelled else _CLOSED, run_id),
+        )
+
+    def set_attempt(self, run_id: str, attempt: int) -> None:
+        """Set the run's attempt."""
+        self.c.execute("UPDATE runs SET attempt = ? WHERE run_id = ?", (attempt, run_id))
+
+    def revive(self, run_id: str) -> None:
+        """Clear the run's retention expiry."""
+        self.c.execute("UPDATE runs SET expires_at = NULL WHERE run_id = ?", (run_id,))
+
+    def reset_nodes(self, run_id: str, node_ids: Sequence[str], iteration: int) -> None:
+        """Delete the node records, their waits and the arrivals they made."""
+        keys = [(run_id, n, iteration) for n in node_ids]
+        self.c.executemany(f"DELETE FROM nodes WHERE {_KEY}", keys)  # noqa: S608 - fixed SQL
+        self.c.executemany(f"DELETE FROM waits WHERE {_KEY}", keys)  # noqa: S608 - fixed SQL
+        self.c.executemany(
+            "DELETE FROM arrivals WHERE run_id = ? AND predecessor = ? AND iteration = ?", keys
         )
 
     # --- nodes ----------------------------------------------------------------------------

@@ -83,6 +83,15 @@ class Txn(Protocol):
     def end_waits(self, run_id: str, *, cancelled: bool) -> None:
         """A finished run's waits can never wake anything: end them all."""
 
+    def set_attempt(self, run_id: str, attempt: int) -> None:
+        """Set the run's attempt (a retry)."""
+
+    def revive(self, run_id: str) -> None:
+        """A finished run lives again: clear its retention expiry."""
+
+    def reset_nodes(self, run_id: str, node_ids: Sequence[str], iteration: int) -> None:
+        """Delete node records with their waits and the arrivals they made (a retry)."""
+
     # --- nodes ----------------------------------------------------------------------------
     def insert_nodes(
         self, run_id: str, node_ids: Sequence[str], iteration: int, status: str, *, now: float
