@@ -37,16 +37,17 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 
+from bridge.api.dlq import REPLAY_HEADER
 from bridge.errors import MessageError
-from bridge.messages import CancelJob, NodeJob, StartJob, parse_event, parse_job
+from bridge.messages import CancelJob, NodeJob, OperateJob, StartJob, parse_event, parse_job
 from bridge.reload import BlueprintWatcher
 from bridge.settings import BridgeSettings, KafkaSettings
 from bridge.topics import ensure_topics
 from state.constants import RUN_FAILED
 from state.errors import StateError
 from state.records import Run
-from tasks.engine import cancel_run, deliver_event, start_run
-from tasks.errors import UnknownBlueprintError
+from tasks.engine import cancel_run, deliver_event, pause_run, resume_run, retry_run, start_run
+from tasks.errors import RetryError, UnknownBlueprintError
 from tasks.events import lifecycle_event
 from tasks.runtime import Runtime
 
@@ -58,6 +59,22 @@ log = logging.getLogger("flowbridge.bridge")
 RETRY_PAUSE_S = 1.0
 #: How long start-up waits for the topics' partitions to show in the client's metadata.
 TOPIC_METADATA_WAIT_S = 30.0
+
+
+def _header(rec: Any, name: str) -> str | None:
+    for key, value in rec.headers or ():
+        if key == name and value is not None:
+            return bytes(value).decode(errors="replace")
+    return None
+
+
+def origin_of(rec: Any) -> str:
+    """``topic:partition:offset`` of the record, or of the original a replay re-produced.
+
+    The bridge names what a record creates (a start's run id, an event's id) by it, so
+    replaying one record twice (``bridge.api.dlq``) starts one run and delivers one event.
+    """
+    return _header(rec, REPLAY_HEADER) or f"{rec.topic}:{rec.partition}:{rec.offset}"
 
 
 class _Backpressure(Exception):
@@ -234,6 +251,8 @@ class Bridge:
                 self._node(job)
             elif isinstance(job, CancelJob):
                 cancel_run(self.rt, job.run_id, job.reason or "cancelled by request")
+            elif isinstance(job, OperateJob):
+                self._operate(job)
             self.stats.dispatched += 1
         except MessageError as exc:
             self._dead_letter(rec, exc.reason)
@@ -250,9 +269,7 @@ class Bridge:
 
     def _start(self, job: StartJob, rec: Any) -> None:
         # The same record always names the same run, so a redelivery cannot start a second one.
-        run_id = job.run_id or str(
-            uuid.uuid5(uuid.NAMESPACE_URL, f"{rec.topic}:{rec.partition}:{rec.offset}")
-        )
+        run_id = job.run_id or str(uuid.uuid5(uuid.NAMESPACE_URL, origin_of(rec)))
         try:
             bp = self.rt.blueprints.get(job.blueprint, job.version)
         except UnknownBlueprintError as exc:
@@ -284,14 +301,33 @@ class Bridge:
                 data={"reason": f"run is {run.status}"},
             )
             return
-        self.rt.dispatch(bp, run.run_id, job.node, attempt=job.attempt or 1)
+        self.rt.dispatch(
+            bp, run.run_id, job.node, attempt=job.attempt or 1, run_attempt=run.attempt
+        )
+
+    def _operate(self, job: OperateJob) -> None:
+        """Retry, pause or resume a run; one that cannot be is recorded in its history."""
+        done = False
+        try:
+            if job.action == "retry":
+                attempt = retry_run(self.rt, job.run_id, job.from_nodes or None)
+                log.info("run %s: retried as attempt %d", job.run_id, attempt)
+                return
+            if job.action == "pause":
+                done = pause_run(self.rt, job.run_id)
+            else:
+                done = resume_run(self.rt, job.run_id)
+        except RetryError as exc:
+            # Checked by the CLI and the HTTP API before they publish: a late or repeated
+            # request (another operator was first), not bad input for the DLQ.
+            log.warning("run %s: retry not applied: %s", job.run_id, exc)
+            return
+        log.info("run %s: %s %s", job.run_id, job.action, "applied" if done else "not applied")
 
     def _event(self, rec: Any) -> None:
         ev = parse_event(rec.value, max_bytes=self.settings.max_message_bytes)
         # Without an id, the record's position names the event: a redelivery is a duplicate.
-        event_id = ev.event_id or str(
-            uuid.uuid5(uuid.NAMESPACE_URL, f"{rec.topic}:{rec.partition}:{rec.offset}")
-        )
+        event_id = ev.event_id or str(uuid.uuid5(uuid.NAMESPACE_URL, origin_of(rec)))
         delivery = deliver_event(self.rt, ev.run_id, ev.name, event_id=event_id, payload=ev.payload)
         if delivery.outcome == "no-run":
             raise MessageError(f"unknown run {ev.run_id!r} (event {ev.name!r})")
@@ -334,6 +370,9 @@ class Bridge:
             ("flowbridge-source-partition", str(rec.partition).encode()),
             ("flowbridge-source-offset", str(rec.offset).encode()),
         ]
+        replayed = _header(rec, REPLAY_HEADER)
+        if replayed is not None:
+            headers.append((REPLAY_HEADER, replayed.encode()))
         log.warning("dead-lettering %s:%d:%d: %s", rec.topic, rec.partition, rec.offset, reason)
         try:
             self._dlq.send(

@@ -9,6 +9,7 @@ They extend the root in ``state.errors``::
     │   └── ConditionError      an edge condition does not parse or uses something forbidden
     ├── UnknownBlueprintError   no blueprint registered with that id/version
     ├── UnknownNodeError        no node implementation registered for a ``uses`` name
+    ├── RetryError              a run cannot be retried (not finished, never started, no such node)
     └── NodeError               raised by node code to steer retries (``retryable``, ``delay``)
 
 Each constructor keeps its positional arguments in ``args`` so the errors
@@ -32,6 +33,7 @@ __all__ = [
     "BlueprintError",
     "ConditionError",
     "NodeError",
+    "RetryError",
     "UnknownBlueprintError",
     "UnknownNodeError",
 ]
@@ -148,3 +150,7 @@ class NodeError(FlowbridgeError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class RetryError(FlowbridgeError):
+    """A run cannot be retried as asked; the message says why and what to do instead."""

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from state.records import OutboxMessage
 from state.protocol import StateStore
+from state.records import OutboxMessage
 from tasks.engine import execute_node, fire_from_chord
 from tasks.port import NodeTask
 
@@ -229,6 +229,7 @@ def run_queued(port: InProcessPort, item: QueuedTask, rt: Any) -> None:
                 attempt=step.retry_attempt or 1,
                 countdown=step.countdown,
                 branch=True,
+                run_attempt=loaded[0].attempt,
             )
             # The replacement keeps its place in the chord, as Celery's Task.replace does.
             port._push(nxt, chord=item.chord)

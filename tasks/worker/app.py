@@ -98,6 +98,7 @@ def run_branch(
                 attempt=step.retry_attempt or 1,
                 countdown=step.countdown,
                 branch=True,
+                run_attempt=loaded[0].attempt,
             )
             # The replacement keeps this task's place in the chord.
             return self.replace(rt.port.signature(nxt))  # type: ignore[no-any-return]
