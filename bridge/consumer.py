@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 from bridge.api.dlq import REPLAY_HEADER
 from bridge.errors import MessageError
 from bridge.messages import CancelJob, NodeJob, OperateJob, StartJob, parse_event, parse_job
+from bridge.metrics import BridgeMetrics
 from bridge.reload import BlueprintWatcher
 from bridge.settings import BridgeSettings, KafkaSettings
 from bridge.topics import ensure_topics
@@ -57,6 +58,8 @@ log = logging.getLogger("flowbridge.bridge")
 
 #: How long a paused partition waits before the failed record is tried again.
 RETRY_PAUSE_S = 1.0
+#: How often the consumer lag gauges are updated.
+LAG_EVERY_S = 2.0
 #: How long start-up waits for the topics' partitions to show in the client's metadata.
 TOPIC_METADATA_WAIT_S = 30.0
 
@@ -100,8 +103,11 @@ class Bridge:
         kafka: KafkaSettings,
         settings: BridgeSettings,
         watcher: BlueprintWatcher | None = None,
+        metrics: BridgeMetrics | None = None,
     ) -> None:
         """Prepare the bridge; nothing connects until ``run``."""
+        self.metrics = metrics
+        self._lag_due = 0.0
         self.rt = runtime
         self.watcher = watcher
         self.kafka = kafka
@@ -178,6 +184,7 @@ class Bridge:
                     self.watcher.poll()
                 self._resume_due()
                 batch = consumer.poll(timeout_ms=200)
+                self._measure_lag(consumer)
                 for tp, records in batch.items():
                     if self._stop.is_set():
                         break
@@ -242,7 +249,7 @@ class Bridge:
         try:
             if rec.topic == self.events_topic:
                 self._event(rec)
-                self.stats.dispatched += 1
+                self._handled(rec, "dispatched")
                 return
             job = parse_job(rec.value, max_bytes=self.settings.max_message_bytes)
             if isinstance(job, StartJob):
@@ -253,7 +260,7 @@ class Bridge:
                 cancel_run(self.rt, job.run_id, job.reason or "cancelled by request")
             elif isinstance(job, OperateJob):
                 self._operate(job)
-            self.stats.dispatched += 1
+            self._handled(rec, "dispatched")
         except MessageError as exc:
             self._dead_letter(rec, exc.reason)
             if exc.is_start and exc.run_id:
@@ -381,3 +388,25 @@ class Bridge:
         except Exception as exc:
             raise _Backpressure(f"DLQ write failed: {exc}") from exc
         self.stats.dead_lettered += 1
+        self._handled(rec, "dead_lettered")
+        if self.metrics is not None:
+            self.metrics.dead_lettered(reason)
+
+    def _handled(self, rec: Any, outcome: str) -> None:
+        if outcome == "dispatched":
+            self.stats.dispatched += 1
+        if self.metrics is not None:
+            self.metrics.handled(rec.topic, outcome)
+
+    def _measure_lag(self, consumer: KafkaConsumer) -> None:
+        """Consumer lag per assigned partition, from the fetches' high-water marks."""
+        now = time.monotonic()
+        if self.metrics is None or now < self._lag_due:
+            return
+        self._lag_due = now + LAG_EVERY_S
+        lags: dict[TopicPartition, int] = {}
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is not None:
+                lags[tp] = max(high - consumer.position(tp), 0)
+        self.metrics.consumer_lag(lags)
