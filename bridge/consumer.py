@@ -404,9 +404,13 @@ class Bridge:
         if self.metrics is None or now < self._lag_due:
             return
         self._lag_due = now + LAG_EVERY_S
-        lags: dict[TopicPartition, int] = {}
-        for tp in consumer.assignment():
-            high = consumer.highwater(tp)
-            if high is not None:
-                lags[tp] = max(high - consumer.position(tp), 0)
+        assigned = list(consumer.assignment())
+        highs = {tp: consumer.highwater(tp) for tp in assigned}
+        unknown = [tp for tp, high in highs.items() if high is None]
+        if unknown:
+            # No fetch has said yet (an idle partition): ask the broker.
+            highs.update(consumer.end_offsets(unknown))
+        lags = {
+            tp: max(int(h) - consumer.position(tp), 0) for tp, h in highs.items() if h is not None
+        }
         self.metrics.consumer_lag(lags)

@@ -10,6 +10,7 @@ They extend the root in ``state.errors``::
     ├── UnknownBlueprintError   no blueprint registered with that id/version
     ├── UnknownNodeError        no node implementation registered for a ``uses`` name
     ├── RetryError              a run cannot be retried (not finished, never started, no such node)
+    ├── NodeFailedError         a node failed for good: the task fails, so Celery and Flower see it
     └── NodeError               raised by node code to steer retries (``retryable``, ``delay``)
 
 Each constructor keeps its positional arguments in ``args`` so the errors
@@ -33,6 +34,7 @@ __all__ = [
     "BlueprintError",
     "ConditionError",
     "NodeError",
+    "NodeFailedError",
     "RetryError",
     "UnknownBlueprintError",
     "UnknownNodeError",
@@ -154,3 +156,12 @@ class NodeError(FlowbridgeError):
 
 class RetryError(FlowbridgeError):
     """A run cannot be retried as asked; the message says why and what to do instead."""
+
+
+class NodeFailedError(FlowbridgeError):
+    """Raised by the ``run_node`` task after the engine recorded that a node failed for good.
+
+    The engine has committed the failure (and the run's) before; raising only makes the
+    Celery task end as FAILURE, so Flower and Celery's ``task-failed`` events count
+    workflow failures. Its message is the node's error.
+    """

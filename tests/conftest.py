@@ -388,9 +388,12 @@ class Stack:
         return proc
 
     def start_worker(
-        self, name: str = "worker", concurrency: int = 2, **env: str
+        self, name: str = "worker", concurrency: int = 2, *, events: bool = False, **env: str
     ) -> subprocess.Popen[bytes]:
-        """Start a worker (``env`` overrides the stack's environment for it alone)."""
+        """Start a worker (``env`` overrides the stack's environment for it alone).
+
+        ``events``: send Celery task events (``-E``), as Flower needs.
+        """
         proc = self.start(
             name,
             [
@@ -405,6 +408,7 @@ class Stack:
                 "--without-heartbeat",
                 "-n",
                 f"{name}-{self.iso.prefix}@%h",
+                *(["-E"] if events else []),
             ],
             **env,
         )

@@ -15,6 +15,7 @@ from typing import Any
 from celery import Celery, Task
 
 from tasks.constants import BRANCH_TASK, JOIN_TASK, RECONCILE_TASK, RUN_NODE_TASK
+from tasks.errors import NodeFailedError
 from tasks.runtime import Runtime, open_state
 from tasks.settings import Settings
 from tasks.worker.config import celery_config
@@ -65,16 +66,25 @@ def _delivery(task: Task) -> dict[str, Any]:
     }
 
 
-@app.task(name=RUN_NODE_TASK, bind=True, ignore_result=True)
+# ``throws``: an expected failure, logged in one line without a traceback.
+@app.task(name=RUN_NODE_TASK, bind=True, ignore_result=True, throws=(NodeFailedError,))
 def run_node(
     self: Task, run_id: str, node_id: str, iteration: int = 0, attempt: int = 1, wake: bool = False
 ) -> str:
-    """Run one attempt of one node (at least once; its state effects apply once)."""
+    """Run one attempt of one node (at least once; its state effects apply once).
+
+    Returns how the attempt ended (``completed``, ``retry``, ``waiting``, ...), which
+    Flower shows as the result of a succeeded task. A node that failed for good raises
+    ``NodeFailedError`` after the engine committed the failure: the task fails (acked,
+    never redelivered), and Flower and Celery events count it as a failure.
+    """
     from tasks.engine import execute_node
 
-    step = execute_node(
-        get_runtime(), run_id, node_id, iteration, attempt, wake=wake, **_delivery(self)
-    )
+    rt = get_runtime()
+    step = execute_node(rt, run_id, node_id, iteration, attempt, wake=wake, **_delivery(self))
+    if step.kind == "failed":
+        rec = rt.store.get_node(run_id, node_id, iteration)
+        raise NodeFailedError(rec.error if rec is not None and rec.error else f"{node_id} failed")
     return step.kind
 
 

@@ -591,6 +591,7 @@ def test_public_surface_is_pinned() -> None:
         "BlueprintError",
         "ConditionError",
         "NodeError",
+        "NodeFailedError",
         "RetryError",
         "UnknownBlueprintError",
         "UnknownNodeError",
