@@ -37,8 +37,8 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 
-from bridge.api.dlq import REPLAY_HEADER
 from bridge.errors import MessageError
+from bridge.headers import dead_letter_headers, origin_of, trace_of
 from bridge.messages import CancelJob, NodeJob, OperateJob, StartJob, parse_event, parse_job
 from bridge.metrics import BridgeMetrics
 from bridge.reload import BlueprintWatcher
@@ -51,6 +51,7 @@ from tasks.engine import cancel_run, deliver_event, pause_run, resume_run, retry
 from tasks.errors import RetryError, UnknownBlueprintError
 from tasks.events import lifecycle_event
 from tasks.runtime import Runtime
+from tasks.tracing import span
 
 __all__ = ["Bridge"]
 
@@ -62,22 +63,6 @@ RETRY_PAUSE_S = 1.0
 LAG_EVERY_S = 2.0
 #: How long start-up waits for the topics' partitions to show in the client's metadata.
 TOPIC_METADATA_WAIT_S = 30.0
-
-
-def _header(rec: Any, name: str) -> str | None:
-    for key, value in rec.headers or ():
-        if key == name and value is not None:
-            return bytes(value).decode(errors="replace")
-    return None
-
-
-def origin_of(rec: Any) -> str:
-    """``topic:partition:offset`` of the record, or of the original a replay re-produced.
-
-    The bridge names what a record creates (a start's run id, an event's id) by it, so
-    replaying one record twice (``bridge.api.dlq``) starts one run and delivers one event.
-    """
-    return _header(rec, REPLAY_HEADER) or f"{rec.topic}:{rec.partition}:{rec.offset}"
 
 
 class _Backpressure(Exception):
@@ -223,7 +208,12 @@ class Bridge:
             if tp in self._paused:
                 break
             try:
-                self.handle(rec)
+                with span(
+                    f"flowbridge.bridge {tp.topic}",
+                    parent=trace_of(rec),
+                    attributes={"messaging.kafka.offset": rec.offset, "messaging.source": tp.topic},
+                ):
+                    self.handle(rec)
             except _Backpressure as exc:
                 log.warning("pausing %s at offset %d: %s", tp, rec.offset, exc)
                 self.stats.paused += 1
@@ -371,15 +361,7 @@ class Bridge:
 
     def _dead_letter(self, rec: Any, reason: str) -> None:
         assert self._dlq is not None
-        headers = [
-            ("flowbridge-error", reason.encode()),
-            ("flowbridge-source-topic", rec.topic.encode()),
-            ("flowbridge-source-partition", str(rec.partition).encode()),
-            ("flowbridge-source-offset", str(rec.offset).encode()),
-        ]
-        replayed = _header(rec, REPLAY_HEADER)
-        if replayed is not None:
-            headers.append((REPLAY_HEADER, replayed.encode()))
+        headers = dead_letter_headers(rec, reason)
         log.warning("dead-lettering %s:%d:%d: %s", rec.topic, rec.partition, rec.offset, reason)
         try:
             self._dlq.send(

@@ -77,7 +77,8 @@ class OutboxRelay:
                 r.topic,
                 key=None if r.key is None else r.key.encode(),
                 value=json.dumps(r.value, separators=(",", ":")).encode(),
-                headers=[("flowbridge-id", r.id.encode())],
+                headers=[("flowbridge-id", r.id.encode())]
+                + [(k, v.encode()) for k, v in r.headers],
             )
             for r in rows
         ]

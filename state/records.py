@@ -209,6 +209,8 @@ class OutboxMessage:
     key: str | None
     value: JSON
     created_at: float = 0.0
+    #: Kafka headers to send besides ``flowbridge-id`` (the trace context: ``traceparent``).
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

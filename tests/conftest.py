@@ -307,7 +307,12 @@ class Stack:
         return int(raw or 0)
 
     def produce(
-        self, value: bytes | dict[str, object], *, key: str | None = None, topic: str = "jobs"
+        self,
+        value: bytes | dict[str, object],
+        *,
+        key: str | None = None,
+        topic: str = "jobs",
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         """Publish a raw record to one of the test's topics."""
         from kafka import KafkaProducer
@@ -322,11 +327,19 @@ class Stack:
             )
             self.__dict__["_producer"] = producer
         producer.send(
-            self.settings.topic(topic), key=None if key is None else key.encode(), value=data
+            self.settings.topic(topic),
+            key=None if key is None else key.encode(),
+            value=data,
+            headers=headers,
         ).get(timeout=30)
 
-    def read_topic(self, name: str, count: int, timeout: float = 30.0) -> list[Any]:
-        """Read ``count`` records of one of the test's topics from the beginning (no group)."""
+    def read_topic(
+        self, name: str, count: int, timeout: float = 30.0, *, prefixed: bool = True
+    ) -> list[Any]:
+        """Read ``count`` records of one of the test's topics from the beginning (no group).
+
+        ``prefixed=False``: ``name`` is the whole topic name (one a node emits to).
+        """
         from kafka import KafkaConsumer, TopicPartition
 
         consumer = KafkaConsumer(
@@ -335,7 +348,7 @@ class Stack:
             fetch_max_wait_ms=50,
             max_partition_fetch_bytes=16 << 20,
         )
-        topic = self.settings.topic(name)
+        topic = self.settings.topic(name) if prefixed else name
         try:
             deadline = time.monotonic() + timeout
             parts: set[int] | None = None

@@ -27,13 +27,12 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from bridge.errors import DeadLetterError, KafkaUnavailableError
+from bridge.headers import REPLAY_HEADER
 from bridge.settings import KafkaSettings
 from tasks.settings import Settings
 
 __all__ = ["REPLAY_HEADER", "DeadLetter", "DeadLetters"]
 
-#: The header a replayed record carries: ``topic:partition:offset`` of the original.
-REPLAY_HEADER = "flowbridge-replay-of"
 #: How long a read of the DLQ waits for the broker before giving up.
 READ_TIMEOUT_S = 30.0
 

@@ -101,6 +101,7 @@ class OutboxRow:
     key: str | None
     value: str
     created_at: float
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(eq=False)

@@ -336,7 +336,12 @@ class MemoryTxn:
         for m in messages:
             if m.id not in self.db.outbox:
                 row = OutboxRow(
-                    id=m.id, topic=m.topic, key=m.key, value=dumps(m.value), created_at=now
+                    id=m.id,
+                    topic=m.topic,
+                    key=m.key,
+                    value=dumps(m.value),
+                    created_at=now,
+                    headers=tuple(m.headers),
                 )
                 self._put(self.db.outbox, m.id, row)
 

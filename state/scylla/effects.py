@@ -101,12 +101,20 @@ class Effects:
 
 
 def _outbox_json(m: OutboxMessage) -> dict[str, Any]:
-    return {"id": m.id, "topic": m.topic, "key": m.key, "value": m.value, "at": m.created_at}
+    d = {"id": m.id, "topic": m.topic, "key": m.key, "value": m.value, "at": m.created_at}
+    if m.headers:
+        d["headers"] = [list(h) for h in m.headers]
+    return d
 
 
 def _outbox_from(d: dict[str, Any]) -> OutboxMessage:
     return OutboxMessage(
-        id=d["id"], topic=d["topic"], key=d["key"], value=d["value"], created_at=d["at"]
+        id=d["id"],
+        topic=d["topic"],
+        key=d["key"],
+        value=d["value"],
+        created_at=d["at"],
+        headers=tuple((str(k), str(v)) for k, v in d.get("headers", ())),
     )
 
 

@@ -154,6 +154,7 @@ _TABLES: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS {ks}.outbox (
         hour bigint, shard int, created_at double, id text,
         topic text, key text, value text,
+        headers text,  -- schema 3: extra Kafka headers (the trace context), JSON
         PRIMARY KEY ((hour, shard), created_at, id)
     ) WITH CLUSTERING ORDER BY (created_at ASC, id ASC) AND gc_grace_seconds = """
     + str(CHURN_GC_GRACE_S),
@@ -219,7 +220,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             ("woke_event", "text"),
         )
     ),
-    3: ("ALTER TABLE {ks}.runs ADD attempt int",),
+    3: ("ALTER TABLE {ks}.runs ADD attempt int", "ALTER TABLE {ks}.outbox ADD headers text"),
 }
 
 
@@ -379,9 +380,9 @@ STATEMENTS: dict[str, str] = {
     "WHERE status = ? AND day = ? AND bucket = ?",
     "buckets_get": "SELECT bucket FROM {ks}.run_index_buckets WHERE status = ? AND day = ?",
     # outbox
-    "outbox_put": "INSERT INTO {ks}.outbox (hour, shard, created_at, id, topic, key, value) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
-    "outbox_get": "SELECT created_at, id, topic, key, value FROM {ks}.outbox "
+    "outbox_put": "INSERT INTO {ks}.outbox (hour, shard, created_at, id, topic, key, value, "
+    "headers) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+    "outbox_get": "SELECT created_at, id, topic, key, value, headers FROM {ks}.outbox "
     "WHERE hour = ? AND shard = ? AND created_at >= ? LIMIT ?",
     "outbox_del": "DELETE FROM {ks}.outbox WHERE hour = ? AND shard = ? AND created_at = ? "
     "AND id = ?",

@@ -117,7 +117,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     topic TEXT NOT NULL,
     key TEXT,
     value TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    headers TEXT
 );
 """
 
@@ -139,9 +140,14 @@ def migrate(db: Database) -> SchemaChange:
                 f"flowbridge ({SCHEMA_VERSION}): upgrade flowbridge"
             )
         elif row["version"] < SCHEMA_VERSION:
-            # Version 2 only added tables (created above); version 3 adds runs.attempt.
-            columns = {r["name"] for r in c.execute("PRAGMA table_info(runs)")}
-            if "attempt" not in columns:
-                c.execute("ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1")
+            # Version 2 only added tables (created above); version 3 adds runs.attempt and
+            # outbox.headers.
+            for table, column, ddl in (
+                ("runs", "attempt", "attempt INTEGER NOT NULL DEFAULT 1"),
+                ("outbox", "headers", "headers TEXT"),
+            ):
+                columns = {r["name"] for r in c.execute(f"PRAGMA table_info({table})")}
+                if column not in columns:
+                    c.execute(f"ALTER TABLE {table} ADD COLUMN {ddl}")
             c.execute("UPDATE schema_version SET version = ? WHERE id = 1", (SCHEMA_VERSION,))
         return SchemaChange(before=before, after=SCHEMA_VERSION)

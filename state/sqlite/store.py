@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from state.codec import loads
+from state.codec import load_headers, loads
 from state.constants import DEFAULT_RETENTION_S
 from state.errors import ConfigError
 from state.keys import bucket_of
@@ -268,6 +268,7 @@ class SQLiteStore(TransactionalStore):
                 key=r["key"],
                 value=loads(r["value"]),
                 created_at=r["created_at"],
+                headers=load_headers(r["headers"]),
             )
             for r in rows
         ]

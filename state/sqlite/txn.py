@@ -10,7 +10,7 @@ import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from state.codec import dumps
+from state.codec import dump_headers, dumps
 from state.keys import bucket_of
 from state.records import NODE_ACTIVE, Arrival, NodeState, NodeStatus, OutboxMessage, Run
 from state.rules import KEEP, RunView, Wait
@@ -312,9 +312,12 @@ class SQLiteTxn(Transaction):
     def add_outbox(self, messages: Sequence[OutboxMessage], *, now: float) -> None:
         """Add outbox rows by stable id (``INSERT OR IGNORE``)."""
         self.c.executemany(
-            "INSERT OR IGNORE INTO outbox (id, topic, key, value, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            [(m.id, m.topic, m.key, dumps(m.value), now) for m in messages],
+            "INSERT OR IGNORE INTO outbox (id, topic, key, value, created_at, headers) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (m.id, m.topic, m.key, dumps(m.value), now, dump_headers(m.headers))
+                for m in messages
+            ],
         )
 
     # --- waits and the inbox --------------------------------------------------------------

@@ -18,6 +18,7 @@ from tasks.constants import BRANCH_TASK, JOIN_TASK, RECONCILE_TASK, RUN_NODE_TAS
 from tasks.errors import NodeFailedError
 from tasks.runtime import Runtime, open_state
 from tasks.settings import Settings
+from tasks.tracing import TRACE_HEADERS, span
 from tasks.worker.config import celery_config
 from tasks.worker.port import CeleryPort
 
@@ -58,6 +59,30 @@ def reset_runtime(runtime: Runtime | None = None) -> None:
         _runtime_pid = os.getpid() if runtime is not None else None
 
 
+def _trace_parent(task: Task) -> dict[str, str]:
+    """The trace context the task message carries (``tasks.tracing``), if any."""
+    found: dict[str, str] = {}
+    nested = getattr(task.request, "headers", None) or {}
+    for name in TRACE_HEADERS:
+        value = getattr(task.request, name, None) or nested.get(name)
+        if isinstance(value, str):
+            found[name] = value
+    return found
+
+
+def _attempt_span(task: Task, run_id: str, node_id: str, attempt: int) -> Any:
+    return span(
+        f"flowbridge.node {node_id}",
+        parent=_trace_parent(task),
+        attributes={
+            "flowbridge.run_id": run_id,
+            "flowbridge.node": node_id,
+            "flowbridge.attempt": attempt,
+            "celery.task_id": str(task.request.id),
+        },
+    )
+
+
 def _delivery(task: Task) -> dict[str, Any]:
     """What the engine needs to know of this delivery: redelivered, and by which worker."""
     return {
@@ -81,7 +106,10 @@ def run_node(
     from tasks.engine import execute_node
 
     rt = get_runtime()
-    step = execute_node(rt, run_id, node_id, iteration, attempt, wake=wake, **_delivery(self))
+    with _attempt_span(self, run_id, node_id, attempt) as current:
+        step = execute_node(rt, run_id, node_id, iteration, attempt, wake=wake, **_delivery(self))
+        if current is not None:
+            current.set_attribute("flowbridge.outcome", step.kind)
     if step.kind == "failed":
         rec = rt.store.get_node(run_id, node_id, iteration)
         raise NodeFailedError(rec.error if rec is not None and rec.error else f"{node_id} failed")
@@ -96,7 +124,8 @@ def run_branch(
     from tasks.engine import execute_node
 
     rt = get_runtime()
-    step = execute_node(rt, run_id, node_id, iteration, attempt, chord=True, **_delivery(self))
+    with _attempt_span(self, run_id, node_id, attempt):
+        step = execute_node(rt, run_id, node_id, iteration, attempt, chord=True, **_delivery(self))
     if step.next_node is not None or step.retry_attempt is not None:
         loaded = rt.load_run(run_id)
         if loaded is not None and loaded[1] is not None and isinstance(rt.port, CeleryPort):
