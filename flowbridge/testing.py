@@ -28,7 +28,7 @@ from state.constants import RUN_TERMINAL
 from state.errors import FlowbridgeError
 from state.protocol import StateStore
 from tasks.blueprint import Blueprint, check
-from tasks.engine import cancel_run, deliver_event, start_run
+from tasks.engine import cancel_run, deliver_event, pause_run, resume_run, retry_run, start_run
 from tasks.inprocess import InProcessPort, Published, VirtualClock, run_queued
 from tasks.loading import known_uses
 from tasks.reconciler import reconcile_once
@@ -163,6 +163,24 @@ class Runner:
     def cancel(self, run_id: str, reason: str = "cancelled") -> bool:
         """Cancel the run (revoking its queued tasks) and drain; whether it applied."""
         applied = cancel_run(self.rt, run_id, reason)
+        self.drain()
+        return applied
+
+    def retry(self, run_id: str, *from_nodes: str) -> int:
+        """Retry a finished run from ``from_nodes`` (default: its failed nodes), drain; attempt."""
+        attempt = retry_run(self.rt, run_id, list(from_nodes) or None)
+        self.drain()
+        return attempt
+
+    def pause(self, run_id: str) -> bool:
+        """Pause the run (no node starts until ``resume``) and drain; whether it applied."""
+        applied = pause_run(self.rt, run_id)
+        self.drain()
+        return applied
+
+    def resume(self, run_id: str) -> bool:
+        """Resume a paused run and drain; whether it applied."""
+        applied = resume_run(self.rt, run_id)
         self.drain()
         return applied
 

@@ -18,6 +18,10 @@ def main() -> int:
         level=os.environ.get("FLOWBRIDGE_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # kafka-python logs every connection at INFO (the DLQ page reads the topic each time).
+    logging.getLogger("kafka").setLevel(
+        os.environ.get("FLOWBRIDGE_KAFKA_LOG_LEVEL", "WARNING").upper()
+    )
     try:
         import uvicorn
 

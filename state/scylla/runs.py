@@ -253,7 +253,13 @@ class Runs:
                 return RetryOutcome(
                     applied=False, attempt=view.attempt, status=view.status, moved=tuple(moved)
                 )
-            reset_rows = self.s.node_rows([(run_id, n, 0) for n in reset])
+            # At SERIAL: the token each delete is conditional on must be the current one.
+            reset_rows = [
+                rows[0] if rows and rows[0].get("status") is not None else None
+                for rows in _ok(
+                    c.run_all([("node_get", (run_id, n, 0)) for n in reset], serial=True)
+                )
+            ]
             tokens = tuple(
                 (n, str(r["lwt_op"]))
                 for n, r in zip(reset, reset_rows, strict=True)

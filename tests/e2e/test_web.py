@@ -128,6 +128,18 @@ def test_the_json_api_needs_the_token_and_answers_through_the_queries(stack: Sta
         )
 
 
+def shown(browser: Any, element_id: str) -> str:
+    """The text of ``#element_id`` once the page that has it loaded (a form posts, then redirects)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    found = WebDriverWait(browser, 30).until(
+        expected_conditions.presence_of_element_located((By.ID, element_id))
+    )
+    return str(found.text)
+
+
 def test_fail_fix_and_retry_a_run_from_the_browser(stack: Stack, browser: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -142,14 +154,14 @@ def test_fail_fix_and_retry_a_run_from_the_browser(stack: Stack, browser: Any) -
     assert browser.current_url.endswith("/login"), "pages need a login"
     browser.find_element(By.ID, "token").send_keys("wrong")
     browser.find_element(By.ID, "login").click()
-    assert browser.find_element(By.ID, "wrong").is_displayed()
+    assert "not right" in shown(browser, "wrong")
     browser.find_element(By.ID, "token").send_keys(TOKEN)
     browser.find_element(By.ID, "login").click()
 
-    row = browser.find_element(By.ID, "runs").text
+    row = shown(browser, "runs")
     assert run["run_id"] in row and "failed" in row
     browser.find_element(By.LINK_TEXT, run["run_id"]).click()
-    assert "fix is broken" in browser.find_element(By.ID, "error").text
+    assert "fix is broken" in shown(browser, "error")
     status = {
         g.get_attribute("data-node"): g.get_attribute("data-status")
         for g in browser.find_elements(By.CSS_SELECTOR, "#dag g.node")
@@ -160,7 +172,7 @@ def test_fail_fix_and_retry_a_run_from_the_browser(stack: Stack, browser: Any) -
     stack.redis.delete(f"{stack.iso.redis_prefix}broken:fix")  # "fix the node"
     Select(browser.find_element(By.ID, "retry-node")).select_by_visible_text("fix")
     browser.find_element(By.ID, "retry").click()
-    assert "retry requested" in browser.find_element(By.ID, "message").text
+    assert "retry requested" in shown(browser, "message")
     deadline = time.monotonic() + 30
     while browser.find_element(By.ID, "status").text != "completed":
         assert time.monotonic() < deadline, browser.find_element(By.ID, "status").text
@@ -176,9 +188,9 @@ def test_fail_fix_and_retry_a_run_from_the_browser(stack: Stack, browser: Any) -
         browser.save_screenshot(str(SCREENSHOT))
 
     browser.get(f"{url}/dlq")
-    assert "value is not JSON" in browser.find_element(By.ID, "dlq").text
+    assert "value is not JSON" in shown(browser, "dlq")
     browser.find_element(By.CSS_SELECTOR, "button.replay").click()
-    assert "replayed" in browser.find_element(By.ID, "message").text
+    assert "replayed" in shown(browser, "message")
     stack.wait_for(
         lambda: len(stack.read_topic("dlq", 2, timeout=2)) == 2, what="the replay failed again"
     )
