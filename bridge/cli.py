@@ -149,6 +149,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         run_input = {} if args.input is None else args.input
         existing = client.queries.record(args.run_id) if args.run_id else None
+        if existing is not None and existing.rejected:
+            # Its start was rejected (unknown blueprint, bad input): this start replaces it.
+            existing = None
         if existing is not None:
             differs = existing.input != run_input or existing.blueprint_id != args.blueprint
             _err(

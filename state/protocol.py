@@ -103,6 +103,15 @@ class StateStore(Protocol):
     def resume_run(self, run_id: str) -> bool:
         """Resume a paused run once: ``running``, or ``waiting`` if no node is pending/running."""
 
+    def restart_rejected(
+        self, run: Run, *, start_nodes: Sequence[str], outbox: Sequence[OutboxMessage] = ()
+    ) -> bool:
+        """Replace the record a rejected start left (failed, no snapshot) with ``run``, once.
+
+        True only for the caller that replaced it; a run that ever started is never
+        replaced (``retry_run`` is for those).
+        """
+
     def retry_run(
         self,
         run_id: str,

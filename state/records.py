@@ -174,6 +174,11 @@ class Run:
         """Whether the run has finished (completed, failed or cancelled)."""
         return self.status in RUN_TERMINAL
 
+    @property
+    def rejected(self) -> bool:
+        """Whether this is the failed record a rejected start left (it never started)."""
+        return self.status == RunStatus.FAILED and not self.snapshot
+
 
 @dataclass(frozen=True, kw_only=True)
 class NodeState:

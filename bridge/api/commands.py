@@ -75,7 +75,8 @@ class Commands:
             )
         if not run.snapshot:
             raise RunStateError(
-                f"run {run_id!r} never started (its start was rejected: {run.error})",
+                f"run {run_id!r} never started (its start was rejected: {run.error}); replay "
+                "its DLQ record (flowbridge dlq replay) or start it again with --run-id",
                 run_id=run_id,
                 status=run.status,
             )

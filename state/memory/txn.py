@@ -217,6 +217,11 @@ class MemoryTxn:
             if wait.woken is None:
                 self._put(waits, key, wait._replace(woken=_CANCELLED if cancelled else _CLOSED))
 
+    def delete_run(self, run_id: str) -> None:
+        """Delete the run's row."""
+        if run_id in self.db.runs:
+            self._drop(self.db.runs, run_id)
+
     def set_attempt(self, run_id: str, attempt: int) -> None:
         """Set the run's attempt."""
         row = self.db.runs.get(run_id)

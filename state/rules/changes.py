@@ -237,6 +237,8 @@ class RunChange(NamedTuple):
     attempt: int | None = None
     #: A finished run lives again: its rows lose the retention expiry they were given.
     revive: bool = False
+    #: ``record`` replaces the run's row (a rejected start's, ``operator.restart_rejected``).
+    replace: bool = False
 
     @property
     def applied(self) -> bool:

@@ -5,6 +5,10 @@
   the engine starts no node of it until it is resumed.
 - ``resume``: a paused run is ``running`` again, or ``waiting`` when every
   live node is parked.
+- ``restart_rejected``: a start the bridge rejected (an unknown blueprint, bad
+  input) left a failed record without a blueprint snapshot, so a waiting client
+  was answered; a later start of that run id (its DLQ record replayed once the
+  blueprint exists, or the client sending it again) replaces that record once.
 - ``retry``: a finished run (completed, failed, cancelled) is ``running`` again
   as its next attempt. The node records the caller names are reset (deleted,
   with their waits and the arrivals they made) and the nodes it re-runs from
@@ -19,10 +23,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from state.history import HistoryKind
-from state.records import RUN_RUNNABLE, RUN_TERMINAL, Arrival, NodeState, RunStatus
+from state.records import (
+    RUN_RUNNABLE,
+    RUN_TERMINAL,
+    Arrival,
+    NodeState,
+    OutboxMessage,
+    Run,
+    RunStatus,
+)
+from state.rules import runs
 from state.rules.changes import Condition, Event, RunChange, RunView, Verdict
 
-__all__ = ["moved", "pause", "resume", "retry"]
+__all__ = ["moved", "pause", "restart_rejected", "resume", "retry"]
 
 _PAUSED = frozenset({RunStatus.PAUSED})
 
@@ -105,5 +118,35 @@ def retry(
         skipped_nodes=tuple(skipped),
         arrivals=tuple(arrivals),
         attempt=run.attempt + 1,
+        revive=True,
+    )
+
+
+def restart_rejected(
+    existing: Run | None,
+    run: Run,
+    *,
+    start_nodes: Sequence[str],
+    outbox: Sequence[OutboxMessage],
+    now: float,
+) -> RunChange:
+    """Replace a rejected start's record with ``run`` and its start nodes, once."""
+    if existing is None or not existing.rejected:
+        return RunChange(
+            verdict=Verdict.REFUSED,
+            run_id=run.run_id,
+            previous=None if existing is None else existing.status,
+        )
+    created = runs.create(None, run, start_nodes=start_nodes, outbox=outbox, now=now)
+    return created._replace(
+        previous=existing.status,
+        condition=Condition(status_in=frozenset({RunStatus.FAILED}), as_read=True),
+        history=(
+            Event(
+                kind=HistoryKind.RUN_CREATED,
+                data={"blueprint": run.blueprint_id, "was": "rejected"},
+            ),
+        ),
+        replace=True,
         revive=True,
     )

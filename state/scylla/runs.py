@@ -210,6 +210,40 @@ class Runs:
         )
         return applied
 
+    def restart_rejected(
+        self, run: Run, *, start_nodes: Sequence[str], outbox: Sequence[OutboxMessage] = ()
+    ) -> bool:
+        """Replace a rejected start's record with ``run``, once (compare-and-set on its token)."""
+        row = self.s.run_row(run.run_id, serial=True)
+        at, ts = self.s.now()
+        change = operator.restart_rejected(
+            run_of(row), run, start_nodes=start_nodes, outbox=outbox, now=at
+        )
+        if row is None or not change.applied or change.record is None:
+            return False
+        new = change.record
+        eff = dataclasses.replace(self.w.run_effects(change, at=at, ts=ts, row=row), revive=True)
+        op = uuid.uuid4().hex
+        params = (
+            0,
+            new.blueprint_id,
+            new.version,
+            dumps(new.input),
+            dumps(new.snapshot),
+            at,
+            new.status,
+            at,
+            op,
+            encode_effects(eff),
+            run.run_id,
+            row["lwt_op"],
+        )
+        reread = functools.partial(self.s.run_row, run.run_id, serial=True)
+        applied, _ = self.s.conn().lwt("run_restart", params, op, reread)
+        if applied:
+            self.fx.apply_run(run.run_id, eff, op)
+        return applied
+
     def retry_run(
         self,
         run_id: str,

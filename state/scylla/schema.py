@@ -257,6 +257,10 @@ STATEMENTS: dict[str, str] = {
     "run_rewrite": "UPDATE {ks}.runs USING TTL ? SET blueprint_id = ?, version = ?, input = ?, "
     "snapshot = ?, created_at = ?, status = ?, status_at = ?, output = ?, error = ?, fence = ?, "
     "reconciled_at = ?, attempt = ?, lwt_op = ?, effects = ? WHERE run_id = ? IF lwt_op = ?",
+    # A rejected start's record replaced by the run (compare-and-set on its token; no TTL).
+    "run_restart": "UPDATE {ks}.runs USING TTL ? SET blueprint_id = ?, version = ?, input = ?, "
+    "snapshot = ?, created_at = ?, status = ?, status_at = ?, output = null, error = null, "
+    "lwt_op = ?, effects = ? WHERE run_id = ? IF lwt_op = ?",
     # A retry: a finished run's next attempt (no TTL: it lives again).
     "run_retry": "UPDATE {ks}.runs USING TTL ? SET status = ?, status_at = ?, output = null, "
     "error = null, attempt = ?, lwt_op = ?, effects = ? WHERE run_id = ? "

@@ -231,6 +231,12 @@ class ScyllaStore:
         """Resume a paused run once (running, or waiting if no node is pending or running)."""
         return self._runs.resume_run(run_id, busy=lambda: self._waits.run_busy(run_id))
 
+    def restart_rejected(
+        self, run: Run, *, start_nodes: Sequence[str], outbox: Sequence[OutboxMessage] = ()
+    ) -> bool:
+        """Replace a rejected start's record with ``run`` and its start nodes, once."""
+        return self._runs.restart_rejected(run, start_nodes=start_nodes, outbox=outbox)
+
     def retry_run(
         self,
         run_id: str,

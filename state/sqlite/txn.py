@@ -223,6 +223,11 @@ class SQLiteTxn(Transaction):
             (_CANCELLED if cancelled else _CLOSED, run_id),
         )
 
+    def delete_run(self, run_id: str) -> None:
+        """Delete the run's row and its index entries."""
+        self.c.execute("DELETE FROM run_index WHERE run_id = ?", (run_id,))
+        self.c.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+
     def set_attempt(self, run_id: str, attempt: int) -> None:
         """Set the run's attempt."""
         self.c.execute("UPDATE runs SET attempt = ? WHERE run_id = ?", (attempt, run_id))

@@ -65,6 +65,8 @@ class Writer:
         run_id = change.run_id
         expires_at = now + self.retention_s if change.terminal else None
         if change.record is not None:
+            if change.replace:
+                t.delete_run(run_id)
             t.insert_run(change.record, now=now, expires_at=expires_at)
             if change.start_nodes:
                 t.insert_nodes(run_id, change.start_nodes, 0, NodeStatus.PENDING, now=now)

@@ -166,6 +166,18 @@ class TransactionalStore:
             self._writer(t, now).run(change)
             return change.applied
 
+    def restart_rejected(
+        self, run: Run, *, start_nodes: Sequence[str], outbox: Sequence[OutboxMessage] = ()
+    ) -> bool:
+        """Replace a rejected start's record with ``run`` and its start nodes, once."""
+        now = self._clock()
+        with self._begin() as t:
+            change = operator.restart_rejected(
+                t.run(run.run_id), run, start_nodes=start_nodes, outbox=outbox, now=now
+            )
+            self._writer(t, now).run(change)
+            return change.applied
+
     def retry_run(
         self,
         run_id: str,

@@ -42,6 +42,12 @@ def start_run(
         rt.settings, run_id, "started", blueprint=bp.id, version=bp.version, input=run_input
     )
     created, stored = rt.store.create_run(run, start_nodes=starts, outbox=[started])
+    if not created and stored.rejected:
+        # A start of this id was rejected before (its blueprint was unknown, say) and left a
+        # failed record; this one (its DLQ record replayed, or sent again) starts the run.
+        created = rt.store.restart_rejected(run, start_nodes=starts, outbox=[started])
+        if created:
+            stored = rt.store.get_run(run_id) or stored
     if created:
         rt.notify_outbox()
         rt.metrics.run_started(bp.id)

@@ -192,8 +192,8 @@ def retry_run(rt: Runtime, run_id: str, from_nodes: Sequence[str] | None = None)
             raise RetryError(f"run {run_id!r} is {run.status}: only a finished run is retried")
         if not run.snapshot:
             raise RetryError(
-                f"run {run_id!r} never started (its start was rejected: {run.error}); "
-                "start it again instead"
+                f"run {run_id!r} never started (its start was rejected: {run.error}); replay "
+                "its DLQ record or start it again with the same run id"
             )
         bp = rt.blueprint_of(run)
         scope = RunScope(rt, run, bp)

@@ -23,7 +23,16 @@ from state.constants import (
 )
 from state.protocol import StateStore
 from state.records import Arrival, NodeCompletion
-from tests.contract.helpers import THREADS, StoreSpec, in_parallel, kinds, msg, new_id, started
+from tests.contract.helpers import (
+    THREADS,
+    StoreSpec,
+    in_parallel,
+    kinds,
+    make_run,
+    msg,
+    new_id,
+    started,
+)
 
 
 def _failed_at_b(store: StateStore) -> str:
@@ -274,3 +283,38 @@ def test_a_retried_run_is_no_longer_expired_by_retention(
     assert store.get_node(run_id, "b").status == NODE_PENDING
     assert store.get_arrivals(run_id, "j") == {"a": "completed"}
     assert "run.created" in kinds(store, run_id)
+
+
+# --- a rejected start, started later --------------------------------------------------------
+def test_a_rejected_start_is_replaced_once_by_a_later_start_of_its_run_id(
+    store: StateStore,
+) -> None:
+    run_id = new_id()
+    rejected = make_run(
+        run_id, status=RUN_FAILED, snapshot={}, version="", error="rejected: unknown blueprint"
+    )
+    created, _ = store.create_run(rejected, start_nodes=[])
+    assert created
+    real = make_run(run_id, status="pending", input={"n": 2})
+    results = in_parallel(
+        THREADS, lambda _: store.restart_rejected(real, start_nodes=["a"], outbox=[msg()])
+    )
+    assert sum(results) == 1
+    run = store.get_run(run_id)
+    assert (run.status, run.error, run.input, run.snapshot) == (
+        "pending",
+        None,
+        {"n": 2},
+        real.snapshot,
+    )
+    assert store.get_node(run_id, "a").status == NODE_PENDING
+    assert kinds(store, run_id).count("run.created") == 2, "the rejection stays in the history"
+    assert not store.restart_rejected(real, start_nodes=["a"]), "it is a run now"
+    assert run_id in [r.run_id for r in store.list_runs(status="pending", limit=10_000)]
+    assert run_id not in [r.run_id for r in store.list_runs(status=RUN_FAILED, limit=10_000)]
+
+
+def test_a_failed_run_that_started_is_never_replaced(store: StateStore) -> None:
+    run_id = _failed_at_b(store)
+    assert not store.restart_rejected(make_run(run_id, status="pending"), start_nodes=["a"])
+    assert store.get_node(run_id, "a").output == {"a": 1}

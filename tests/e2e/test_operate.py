@@ -99,10 +99,17 @@ def test_a_dead_lettered_start_is_listed_and_replayed_once(
     stack.start_worker()
     stack.produce({"v": 1, "type": "start", "blueprint": "later", "input": {"n": 1}}, key="k1")
     stack.wait_for(lambda: len(stack.read_topic("dlq", 1, timeout=2)) == 1, what="dead-lettered")
+    # A start that names its run: rejected, it leaves that run failed (a waiting client hears).
+    named = {"v": 1, "type": "start", "run_id": "r-later", "blueprint": "later", "input": {}}
+    stack.produce(named, key="r-later")
+    assert stack.client.handle("r-later").result(timeout=30)["status"] == "failed"
+    refused = cli(stack, "retry", "r-later")
+    assert refused.returncode == 1 and "replay its DLQ record" in refused.stderr
 
     listed = cli(stack, "dlq", "list", "--json", "--reason", "unknown blueprint")
     assert listed.returncode == 0, listed.stderr
-    (letter,) = json.loads(listed.stdout)
+    letter, named_letter = json.loads(listed.stdout)
+    assert json.loads(named_letter["value"])["run_id"] == "r-later"
     assert "unknown blueprint 'later'" in letter["reason"]
     assert letter["source"]["topic"] == stack.settings.topic("jobs")
     assert json.loads(letter["value"])["blueprint"] == "later"
@@ -124,11 +131,19 @@ def test_a_dead_lettered_start_is_listed_and_replayed_once(
         assert out.returncode == 0, out.stderr
 
     def later_runs() -> list[str]:
-        return [r.run_id for r in stack.store.list_runs(limit=100) if r.blueprint_id == "later"]
+        return sorted(
+            r.run_id
+            for r in stack.store.list_runs(limit=100)
+            if r.blueprint_id == "later" and r.run_id != "r-later"
+        )
 
     stack.wait_for(lambda: later_runs(), what="the replayed start")
     (run_id,) = later_runs()
+    named_run = stack.client.handle("r-later").result(timeout=30)
+    assert named_run["status"] == "completed", "the replay started the run it had named"
+    kinds = [h.kind for h in stack.store.get_history("r-later")]
+    assert kinds.count("run.created") == 2 and kinds.count("run.completed") == 1
     assert stack.client.handle(run_id).result(timeout=30)["status"] == "completed"
     time.sleep(1)
     assert len(later_runs()) == 1, "a replay is idempotent by the original's position"
-    assert stack.effects("x") == 1
+    assert stack.effects("x") == 2, "one run per original record"
