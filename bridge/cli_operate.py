@@ -57,11 +57,11 @@ def _dlq() -> DeadLetters:
 
 def print_timeline(rows: list[dict[str, Any]]) -> None:
     """The timeline as aligned columns: time, node, event, attempt, error."""
-    print(f"{'time':<27} {'node':<20} {'event':<16} {'attempt':<8} error / detail")
+    print(f"{'time':<29} {'node':<20} {'event':<16} {'attempt':<8} error / detail")
     for r in rows:
         attempt = "" if r["attempt"] is None else str(r["attempt"])
         extra = r["error"] or ("" if r["detail"] is None else json.dumps(r["detail"]))
-        print(f"{r['at']:<27} {r['node'] or '-':<20} {r['event']:<16} {attempt:<8} {extra}")
+        print(f"{r['at']:<29} {r['node'] or '-':<20} {r['event']:<16} {attempt:<8} {extra}")
 
 
 def cmd_history(args: argparse.Namespace) -> int:

@@ -19,12 +19,13 @@ _NUMBER = re.compile(r"\d+")
 def reason_class(reason: str) -> str:
     """A DLQ reason without its particulars (names, numbers, details): a label, not a message.
 
-    ``unknown blueprint 'nope' (registered: ...)`` becomes ``unknown blueprint '…'``;
+    ``unknown blueprint 'nope'; registered: ...`` becomes ``unknown blueprint '…'``;
     ``value is not JSON: Expecting value ...`` becomes ``value is not JSON``.
     """
     text = _QUOTED.sub("'…'", reason.split("\n", 1)[0])
-    text = _NUMBER.sub("N", text.split(": ", 1)[0])
-    return text.split(" (", 1)[0][:60]
+    for detail in (": ", "; ", " ("):
+        text = text.split(detail, 1)[0]
+    return _NUMBER.sub("N", text)[:60]
 
 
 class BridgeMetrics:

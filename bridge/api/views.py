@@ -118,7 +118,8 @@ def timeline(events: Iterable[HistoryEvent]) -> list[dict[str, Any]]:
                 "run_attempt": run_attempt,
                 "node": e.node_id,
                 "event": e.kind,
-                "attempt": _attempt_of(e.data) if e.node_id is not None else None,
+                # A node event's attempt is the node's; ``run.retried``'s the run's new one.
+                "attempt": _attempt_of(e.data),
                 "error": _error_of(e.data),
                 "detail": detail or None,
             }
