@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv dev test lint format typecheck pytest bench bench-quick clean services-stop
+.PHONY: venv dev test lint format typecheck pytest browser bench bench-quick clean services-stop
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,15 @@ dev: venv
 	$(PY) scripts/dev.py $(if $(KEEP),--keep) $(DEV_ARGS)
 
 ## Lint, type-check and run every test (what .ci/run calls).
-test: venv lint typecheck pytest
+test: venv browser lint typecheck pytest
+
+## Debian's chromium and chromium-driver for the browser test (tests/e2e/test_web.py), installed
+## when missing: CI starts from a clean machine. Never a downloaded browser build.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	else echo "note: the browser test needs chromium and chromium-driver (sudo apt-get install chromium chromium-driver)"; fi
 
 lint: venv
 	$(VENV)/bin/ruff check .

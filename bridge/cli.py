@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bridge.cli_operate import add_parsers
 from state.constants import (
     RUN_CANCELLED,
     RUN_COMPLETED,
     RUN_FAILED,
+    RUN_PAUSED,
     RUN_PENDING,
     RUN_RUNNING,
     RUN_WAITING,
@@ -36,15 +38,24 @@ EXIT_USAGE = 2
 EXIT_TIMEOUT = 124
 #: 128 + SIGPIPE, what a program killed by a closed pipe exits with.
 EXIT_BROKEN_PIPE = 141
-RUN_STATUSES = (RUN_PENDING, RUN_RUNNING, RUN_WAITING, RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED)
+RUN_STATUSES = (
+    RUN_PENDING,
+    RUN_RUNNING,
+    RUN_WAITING,
+    RUN_PAUSED,
+    RUN_COMPLETED,
+    RUN_FAILED,
+    RUN_CANCELLED,
+)
 DEFAULT_TIMEOUT_S = 60.0
 
 EPILOG = f"""\
 exit codes:
   0    success; with `run --wait`: the run completed
   1    the run failed (`run --wait`), or the command could not do what was asked:
-       no such run, the run has already finished, the run id is taken by another
-       input, a blueprint file is invalid
+       no such run, the run has already finished (or, for `retry`, has not), the
+       run id is taken by another input, a blueprint file is invalid, no such DLQ
+       record
   2    bad usage or configuration (a FLOWBRIDGE_APP module that fails to import,
        Kafka or the state store unreachable)
   3    the run was cancelled (`run --wait`)
@@ -138,6 +149,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         run_input = {} if args.input is None else args.input
         existing = client.queries.record(args.run_id) if args.run_id else None
+        if existing is not None and existing.rejected:
+            # Its start was rejected (unknown blueprint, bad input): this start replaces it.
+            existing = None
         if existing is not None:
             differs = existing.input != run_input or existing.blueprint_id != args.blueprint
             _err(
@@ -184,11 +198,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         _print(view)
         return 0
-    print(f"run {view['run_id']}  {view['blueprint']}@{view['version']}  {view['status']}")
+    attempt = f"  (attempt {view['attempt']})" if view["attempt"] > 1 else ""
+    print(f"run {view['run_id']}  {view['blueprint']}@{view['version']}  {view['status']}{attempt}")
     if view["error"]:
         print(f"  error: {view['error']}")
     for node_id, n in view["nodes"].items():
         line = f"  {node_id:<24} {n['status']:<10} attempts={n['attempts']}"
+        if "waits" in n:
+            waits = n["waits"]
+            what = [f"event {waits['event']!r}"] if waits.get("event") else []
+            what += [f"until {waits['due_at']}"] if waits.get("due_at") else []
+            line += "  waits for " + (" or ".join(what) or "?")
         if n["error"]:
             line += f"  error: {n['error']}"
         print(line)
@@ -197,7 +217,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """List recent runs."""
-    runs = _queries().runs(status=args.status, limit=args.limit)
+    runs = _queries().runs(status=args.status, blueprint=args.blueprint, limit=args.limit)
     if not runs:
         what = f"runs with status {args.status!r}" if args.status else "runs"
         print(f"no {what} in {_state_url()}", file=sys.stderr)
@@ -391,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = command("runs", "list recent runs, newest first")
     ls.add_argument("--status", default=None, choices=RUN_STATUSES, help="only runs in this status")
+    ls.add_argument("--blueprint", default=None, metavar="ID", help="only runs of this blueprint")
     ls.add_argument("--limit", type=int, default=20, metavar="N", help="at most N runs")
     ls.set_defaults(fn=cmd_runs)
 
@@ -435,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--once", action="store_true", help="accepted for compatibility: one pass is the default"
     )
     rc.set_defaults(fn=cmd_reconcile)
+    add_parsers(command, RUN_STATUSES)
 
     rp = command(
         "replay",

@@ -77,6 +77,18 @@ class RunHandle:
         """Send event ``name`` to the run; returns the event id (send it again to retry safely)."""
         return self.client.signal(self.run_id, name, payload, event_id=event_id)
 
+    def pause(self) -> None:
+        """Ask for the run to be paused (``RunStateError`` if it is not runnable)."""
+        self.client.pause(self.run_id)
+
+    def resume(self) -> None:
+        """Ask for the paused run to be resumed (``RunStateError`` if it is not paused)."""
+        self.client.resume(self.run_id)
+
+    def retry(self, *from_nodes: str) -> None:
+        """Ask for the finished run to be retried from ``from_nodes`` (default: failed nodes)."""
+        self.client.retry(self.run_id, *from_nodes)
+
 
 class Client:
     """Publishes start, cancel and event messages; reads runs from the state store."""
@@ -125,6 +137,30 @@ class Client:
     ) -> str:
         """Publish event ``name`` for ``run_id``; duplicates of one ``event_id`` are ignored."""
         return self.commands.signal(run_id, name, payload, event_id=event_id)
+
+    def pause(self, run_id: str) -> None:
+        """Publish a pause of ``run_id``: no node of it starts until it is resumed.
+
+        Raises:
+            RunStateError: no such run, or it is not pending, running or waiting.
+        """
+        self.commands.pause(run_id, check=True)
+
+    def resume(self, run_id: str) -> None:
+        """Publish a resume of the paused run ``run_id``.
+
+        Raises:
+            RunStateError: no such run, or it is not paused.
+        """
+        self.commands.resume(run_id, check=True)
+
+    def retry(self, run_id: str, *from_nodes: str) -> None:
+        """Publish a retry of finished run ``run_id`` from ``from_nodes`` (a new attempt).
+
+        Raises:
+            RunStateError: no such run, not finished, a code workflow run, or no such node.
+        """
+        self.commands.retry(run_id, from_nodes, check=True)
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """The run as JSON, or None."""

@@ -38,18 +38,21 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 
 from bridge.errors import MessageError
+from bridge.headers import dead_letter_headers, origin_of, trace_of
 from bridge.kafka_workflow import apply_kw, is_kw, parse_kw
-from bridge.messages import CancelJob, NodeJob, StartJob, parse_event, parse_job
+from bridge.messages import CancelJob, NodeJob, OperateJob, StartJob, parse_event, parse_job
+from bridge.metrics import BridgeMetrics
 from bridge.reload import BlueprintWatcher
 from bridge.settings import BridgeSettings, KafkaSettings
 from bridge.topics import ensure_topics
 from state.constants import RUN_FAILED
 from state.errors import StateError
 from state.records import Run
-from tasks.errors import UnknownBlueprintError
+from tasks.errors import RetryError, UnknownBlueprintError
 from tasks.events import lifecycle_event
-from tasks.lifecycle import cancel, deliver_event, start
+from tasks.lifecycle import cancel, deliver_event, pause, retry, start, unpause
 from tasks.runtime import Runtime
+from tasks.tracing import span
 
 __all__ = ["Bridge"]
 
@@ -57,6 +60,8 @@ log = logging.getLogger("flowbridge.bridge")
 
 #: How long a paused partition waits before the failed record is tried again.
 RETRY_PAUSE_S = 1.0
+#: How often the consumer lag gauges are updated.
+LAG_EVERY_S = 2.0
 #: How long start-up waits for the topics' partitions to show in the client's metadata.
 TOPIC_METADATA_WAIT_S = 30.0
 
@@ -84,8 +89,11 @@ class Bridge:
         kafka: KafkaSettings,
         settings: BridgeSettings,
         watcher: BlueprintWatcher | None = None,
+        metrics: BridgeMetrics | None = None,
     ) -> None:
         """Prepare the bridge; nothing connects until ``run``."""
+        self.metrics = metrics
+        self._lag_due = 0.0
         self.rt = runtime
         self.watcher = watcher
         self.kafka = kafka
@@ -168,6 +176,7 @@ class Bridge:
                     self.watcher.poll()
                 self._resume_due()
                 batch = consumer.poll(timeout_ms=200)
+                self._measure_lag(consumer)
                 for tp, records in batch.items():
                     if self._stop.is_set():
                         break
@@ -206,7 +215,12 @@ class Bridge:
             if tp in self._paused:
                 break
             try:
-                self.handle(rec)
+                with span(
+                    f"flowbridge.bridge {tp.topic}",
+                    parent=trace_of(rec),
+                    attributes={"messaging.kafka.offset": rec.offset, "messaging.source": tp.topic},
+                ):
+                    self.handle(rec)
             except _Backpressure as exc:
                 log.warning("pausing %s at offset %d: %s", tp, rec.offset, exc)
                 self.stats.paused += 1
@@ -235,7 +249,7 @@ class Bridge:
                     self._kafka_workflow(rec)
                 else:
                     self._event(rec)
-                self.stats.dispatched += 1
+                self._handled(rec, "dispatched")
                 return
             job = parse_job(rec.value, max_bytes=self.settings.max_message_bytes)
             if isinstance(job, StartJob):
@@ -244,7 +258,9 @@ class Bridge:
                 self._node(job)
             elif isinstance(job, CancelJob):
                 cancel(self.rt, job.run_id, job.reason or "cancelled by request")
-            self.stats.dispatched += 1
+            elif isinstance(job, OperateJob):
+                self._operate(job)
+            self._handled(rec, "dispatched")
         except MessageError as exc:
             self._dead_letter(rec, exc.reason)
             if exc.is_start and exc.run_id:
@@ -260,9 +276,7 @@ class Bridge:
 
     def _start(self, job: StartJob, rec: Any) -> None:
         # The same record always names the same run, so a redelivery cannot start a second one.
-        run_id = job.run_id or str(
-            uuid.uuid5(uuid.NAMESPACE_URL, f"{rec.topic}:{rec.partition}:{rec.offset}")
-        )
+        run_id = job.run_id or str(uuid.uuid5(uuid.NAMESPACE_URL, origin_of(rec)))
         try:
             start(self.rt, job.blueprint, job.input, run_id=run_id, version=job.version)
         except UnknownBlueprintError as exc:
@@ -293,7 +307,28 @@ class Bridge:
                 data={"reason": f"run is {run.status}"},
             )
             return
-        self.rt.dispatch(bp, run.run_id, job.node, attempt=job.attempt or 1)
+        self.rt.dispatch(
+            bp, run.run_id, job.node, attempt=job.attempt or 1, run_attempt=run.attempt
+        )
+
+    def _operate(self, job: OperateJob) -> None:
+        """Retry, pause or resume a run; one that cannot be is recorded in its history."""
+        done = False
+        try:
+            if job.action == "retry":
+                attempt = retry(self.rt, job.run_id, job.from_nodes or None)
+                log.info("run %s: retried as attempt %d", job.run_id, attempt)
+                return
+            if job.action == "pause":
+                done = pause(self.rt, job.run_id)
+            else:
+                done = unpause(self.rt, job.run_id)
+        except RetryError as exc:
+            # Checked by the CLI and the HTTP API before they publish: a late or repeated
+            # request (another operator was first), not bad input for the DLQ.
+            log.warning("run %s: retry not applied: %s", job.run_id, exc)
+            return
+        log.info("run %s: %s %s", job.run_id, job.action, "applied" if done else "not applied")
 
     def _kafka_workflow(self, rec: Any) -> None:
         msg = parse_kw(
@@ -303,14 +338,12 @@ class Bridge:
             default_workflow=self.rt.settings.kw_workflow,
             max_bytes=self.settings.max_message_bytes,
         )
-        apply_kw(self.rt, msg, where=f"{rec.topic}:{rec.partition}:{rec.offset}")
+        apply_kw(self.rt, msg, where=origin_of(rec))
 
     def _event(self, rec: Any) -> None:
         ev = parse_event(rec.value, max_bytes=self.settings.max_message_bytes)
         # Without an id, the record's position names the event: a redelivery is a duplicate.
-        event_id = ev.event_id or str(
-            uuid.uuid5(uuid.NAMESPACE_URL, f"{rec.topic}:{rec.partition}:{rec.offset}")
-        )
+        event_id = ev.event_id or str(uuid.uuid5(uuid.NAMESPACE_URL, origin_of(rec)))
         delivery = deliver_event(self.rt, ev.run_id, ev.name, event_id=event_id, payload=ev.payload)
         if delivery.outcome == "no-run":
             raise MessageError(f"unknown run {ev.run_id!r} (event {ev.name!r})")
@@ -347,12 +380,7 @@ class Bridge:
 
     def _dead_letter(self, rec: Any, reason: str) -> None:
         assert self._dlq is not None
-        headers = [
-            ("flowbridge-error", reason.encode()),
-            ("flowbridge-source-topic", rec.topic.encode()),
-            ("flowbridge-source-partition", str(rec.partition).encode()),
-            ("flowbridge-source-offset", str(rec.offset).encode()),
-        ]
+        headers = dead_letter_headers(rec, reason)
         log.warning("dead-lettering %s:%d:%d: %s", rec.topic, rec.partition, rec.offset, reason)
         try:
             self._dlq.send(
@@ -361,3 +389,29 @@ class Bridge:
         except Exception as exc:
             raise _Backpressure(f"DLQ write failed: {exc}") from exc
         self.stats.dead_lettered += 1
+        self._handled(rec, "dead_lettered")
+        if self.metrics is not None:
+            self.metrics.dead_lettered(reason)
+
+    def _handled(self, rec: Any, outcome: str) -> None:
+        if outcome == "dispatched":
+            self.stats.dispatched += 1
+        if self.metrics is not None:
+            self.metrics.handled(rec.topic, outcome)
+
+    def _measure_lag(self, consumer: KafkaConsumer) -> None:
+        """Consumer lag per assigned partition, from the fetches' high-water marks."""
+        now = time.monotonic()
+        if self.metrics is None or now < self._lag_due:
+            return
+        self._lag_due = now + LAG_EVERY_S
+        assigned = list(consumer.assignment())
+        highs = {tp: consumer.highwater(tp) for tp in assigned}
+        unknown = [tp for tp, high in highs.items() if high is None]
+        if unknown:
+            # No fetch has said yet (an idle partition): ask the broker.
+            highs.update(consumer.end_offsets(unknown))
+        lags = {
+            tp: max(int(h) - consumer.position(tp), 0) for tp, h in highs.items() if h is not None
+        }
+        self.metrics.consumer_lag(lags)

@@ -6,7 +6,7 @@ from typing import Any
 
 from state.errors import FlowbridgeError
 
-__all__ = ["KafkaUnavailableError", "MessageError", "RunStateError"]
+__all__ = ["DeadLetterError", "KafkaUnavailableError", "MessageError", "RunStateError"]
 
 
 class MessageError(FlowbridgeError):
@@ -45,3 +45,7 @@ class RunStateError(FlowbridgeError):
         super().__init__(message)
         self.run_id = run_id
         self.status = status
+
+
+class DeadLetterError(FlowbridgeError):
+    """A dead-lettered record cannot be found or replayed as asked (the message says why)."""

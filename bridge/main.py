@@ -64,13 +64,26 @@ def main() -> int:
     )
     presence.announce()
     presence.start_refresh()
-    bridge = Bridge(runtime=runtime, kafka=kafka, settings=bridge_settings, watcher=watcher)
+    metrics = None
+    if settings.metrics_port:
+        from bridge.metrics import BridgeMetrics
+        from tasks.worker.metrics import process_metrics, serve_metrics
+
+        runtime.metrics = process_metrics()
+        metrics = BridgeMetrics()
+        serve_metrics(
+            settings.metrics_port, multiprocess=bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        )
+    bridge = Bridge(
+        runtime=runtime, kafka=kafka, settings=bridge_settings, watcher=watcher, metrics=metrics
+    )
     bridge.install_signal_handlers()
     relay = OutboxRelay(
         store=runtime.store,
         wait_hint=port.wait_for_outbox_hint,
         kafka=kafka,
         settings=bridge_settings,
+        metrics=metrics,
     )
     relay.start()
     try:

@@ -13,7 +13,16 @@ from typing import Any
 
 from bridge.errors import MessageError
 
-__all__ = ["CancelJob", "EventJob", "Job", "NodeJob", "StartJob", "parse_event", "parse_job"]
+__all__ = [
+    "CancelJob",
+    "EventJob",
+    "Job",
+    "NodeJob",
+    "OperateJob",
+    "StartJob",
+    "parse_event",
+    "parse_job",
+]
 
 VERSION = 1
 _ID = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,200}$")
@@ -47,7 +56,19 @@ class CancelJob:
     reason: str | None = None
 
 
-Job = StartJob | NodeJob | CancelJob
+@dataclass(frozen=True)
+class OperateJob:
+    """An operator's action on a run: ``retry`` (from nodes), ``pause`` or ``resume``."""
+
+    action: str
+    run_id: str
+    from_nodes: tuple[str, ...] = ()
+
+
+Job = StartJob | NodeJob | CancelJob | OperateJob
+
+#: The operator's actions a jobs message may carry.
+OPERATE = ("retry", "pause", "resume")
 
 
 def _ident(obj: dict[str, Any], key: str, *, required: bool = True) -> str | None:
@@ -152,7 +173,14 @@ def parse_job(value: bytes | None, *, max_bytes: int) -> Job:
         if reason is not None and not isinstance(reason, str):
             raise MessageError(f"field 'reason' must be a string, got {type(reason).__name__}")
         return CancelJob(run_id=_ident(obj, "run_id") or "", reason=reason)
-    raise MessageError(f"unknown type {kind!r} (expected 'start', 'node' or 'cancel')")
+    if kind in OPERATE:
+        nodes = obj.get("from", [])
+        if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
+            raise MessageError("field 'from' must be a list of node ids")
+        return OperateJob(action=kind, run_id=_ident(obj, "run_id") or "", from_nodes=tuple(nodes))
+    raise MessageError(
+        f"unknown type {kind!r} (expected 'start', 'node', 'cancel', 'retry', 'pause' or 'resume')"
+    )
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from kafka import KafkaProducer
 from redis.exceptions import RedisError
 
+from bridge.metrics import BridgeMetrics
 from bridge.settings import BridgeSettings, KafkaSettings
 from state.protocol import StateStore
 
@@ -35,8 +36,10 @@ class OutboxRelay:
         wait_hint: Callable[[float], bool],
         kafka: KafkaSettings,
         settings: BridgeSettings,
+        metrics: BridgeMetrics | None = None,
     ) -> None:
         """Relay ``store``'s outbox; ``wait_hint(timeout_s)`` blocks until a worker's hint."""
+        self.metrics = metrics
         self.store = store
         self.wait_hint = wait_hint
         self.kafka = kafka
@@ -63,6 +66,8 @@ class OutboxRelay:
     def relay_once(self) -> int:
         """Publish one batch of pending rows; returns how many."""
         rows = self.store.pending_outbox(limit=BATCH)
+        if self.metrics is not None:
+            self.metrics.outbox(pending=len(rows), published=0)
         if not rows:
             return 0
         producer = self._producer_()
@@ -71,7 +76,8 @@ class OutboxRelay:
                 r.topic,
                 key=None if r.key is None else r.key.encode(),
                 value=r.wire_value(),
-                headers=[("flowbridge-id", r.id.encode())],
+                headers=[("flowbridge-id", r.id.encode())]
+                + [(k, v.encode()) for k, v in r.headers],
             )
             for r in rows
         ]
@@ -80,6 +86,8 @@ class OutboxRelay:
             f.get(timeout=30)
         self.store.delete_outbox([r.id for r in rows])
         self.published += len(rows)
+        if self.metrics is not None:
+            self.metrics.outbox(pending=0, published=len(rows))
         return len(rows)
 
     def _wait_for_hint(self) -> None:

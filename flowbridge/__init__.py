@@ -2,7 +2,8 @@
 
 Celery projects often have a ``tasks.py`` of their own that would shadow our
 ``tasks`` package; ``from flowbridge import node, Result`` always works.
-``Client`` is loaded on first access so that node modules do not import Kafka.
+``Client`` (and ``RunStateError``, what its operator actions raise) are loaded on first
+access so that node modules do not import Kafka.
 """
 
 from typing import Any
@@ -32,6 +33,7 @@ __all__ = [
     "RefError",
     "Result",
     "RunHandle",
+    "RunStateError",
     "WorkflowContext",
     "activity",
     "node",
@@ -46,4 +48,8 @@ def __getattr__(name: str) -> Any:
         from bridge import client
 
         return getattr(client, name)
+    if name == "RunStateError":
+        from bridge.errors import RunStateError
+
+        return RunStateError
     raise AttributeError(f"module 'flowbridge' has no attribute {name!r}")

@@ -38,7 +38,7 @@ from state.protocol import StateStore
 from tasks.blueprint import Blueprint, check
 from tasks.engine import start_run
 from tasks.inprocess import InProcessPort, Published, VirtualClock, run_queued
-from tasks.lifecycle import cancel, deliver_event, resume_ref, start
+from tasks.lifecycle import cancel, deliver_event, pause, resume_ref, retry, start, unpause
 from tasks.loading import known_uses
 from tasks.reconciler import reconcile_once
 from tasks.registry import BlueprintRegistry, NodeRegistry, blueprints, nodes
@@ -221,6 +221,24 @@ class Runner:
     def cancel(self, run_id: str, reason: str = "cancelled") -> bool:
         """Cancel the run (revoking its queued tasks) and drain; whether it applied."""
         applied = cancel(self.rt, run_id, reason)
+        self.drain()
+        return applied
+
+    def retry(self, run_id: str, *from_nodes: str) -> int:
+        """Retry a finished run from ``from_nodes`` (default: its failed nodes), drain; attempt."""
+        attempt = retry(self.rt, run_id, list(from_nodes) or None)
+        self.drain()
+        return attempt
+
+    def pause(self, run_id: str) -> bool:
+        """Pause the run (no node starts until ``resume``) and drain; whether it applied."""
+        applied = pause(self.rt, run_id)
+        self.drain()
+        return applied
+
+    def resume(self, run_id: str) -> bool:
+        """Resume a paused run and drain; whether it applied."""
+        applied = unpause(self.rt, run_id)
         self.drain()
         return applied
 

@@ -29,7 +29,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flowbridge.dev import Service, start_redis, start_tansu  # noqa: E402
+from flowbridge.dev import Service, free_port, start_redis, start_tansu  # noqa: E402
 
 BIN = Path(sys.executable).parent
 EXAMPLE_APP = "examples.shop"
@@ -49,6 +49,8 @@ ENV_FILE_KEYS = (
     "FLOWBRIDGE_STATE_URL",
     "FLOWBRIDGE_APP",
     "FLOWBRIDGE_BLUEPRINTS",
+    "FLOWBRIDGE_BRIDGE_METRICS_PORT",
+    "FLOWBRIDGE_WORKER_METRICS_PORT",
     "PYTHONPATH",
     "PATH",
 )
@@ -229,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
             FLOWBRIDGE_BEAT_SCHEDULE=str(dev / "beat-schedule"),
             PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         )
+        # One host: each process serves /metrics on a port of its own (the Procfile reads them).
+        env.setdefault("FLOWBRIDGE_BRIDGE_METRICS_PORT", str(free_port()))
+        env.setdefault("FLOWBRIDGE_WORKER_METRICS_PORT", str(free_port()))
         state = env["FLOWBRIDGE_STATE_URL"]
         print(f"kafka (tansu): {kafka.url}   redis: {redis.url}   state: {state}")
         print(
@@ -264,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
             print(why_it_stopped(procs_log), file=sys.stderr)
             return 1
         print(f"up: bridge, worker, beat; blueprints: {loaded}")
+        print(
+            f"metrics: http://127.0.0.1:{env['FLOWBRIDGE_BRIDGE_METRICS_PORT']}/metrics (bridge), "
+            f"http://127.0.0.1:{env['FLOWBRIDGE_WORKER_METRICS_PORT']}/metrics (worker)"
+        )
         first = args.run or ("order" if example else None)
         if first is not None:
             run_input = json.dumps(EXAMPLE_INPUT) if args.run is None else args.input

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["dumps", "loads"]
+__all__ = ["dump_headers", "dumps", "load_headers", "loads"]
 
 
 #: One encoder for every call (``json.dumps`` with options builds a new one each time).
@@ -24,3 +24,13 @@ def dumps(value: Any) -> str:
 def loads(text: str | None) -> Any:
     """Decode stored JSON text; None (a missing column) stays None."""
     return None if text is None else json.loads(text)
+
+
+def dump_headers(headers: tuple[tuple[str, str], ...]) -> str | None:
+    """An outbox row's extra Kafka headers as stored (None: none)."""
+    return dumps([list(h) for h in headers]) if headers else None
+
+
+def load_headers(text: str | None) -> tuple[tuple[str, str], ...]:
+    """What ``dump_headers`` stored."""
+    return tuple((str(k), str(v)) for k, v in loads(text) or ())

@@ -12,6 +12,7 @@ from state.records import (
     NODE_ACTIVE,
     NODE_SETTLED,
     RUN_ACTIVE,
+    RUN_RUNNABLE,
     RUN_TERMINAL,
     ArrivalOutcome,
     NodeStatus,
@@ -36,7 +37,9 @@ __all__ = [
     "RUN_CANCELLED",
     "RUN_COMPLETED",
     "RUN_FAILED",
+    "RUN_PAUSED",
     "RUN_PENDING",
+    "RUN_RUNNABLE",
     "RUN_RUNNING",
     "RUN_TERMINAL",
     "RUN_WAITING",
@@ -47,7 +50,9 @@ __all__ = [
 
 #: Schema version this code writes; ``flowbridge migrate`` brings a store up to it.
 #: 2: waits, timers and the event inbox (Scylla: new tables and node columns).
-SCHEMA_VERSION: Final = 3
+#: 3: code workflows (``wf_*`` tables).
+#: 4: the run's attempt (``runs.attempt``), which ``retry_run`` advances; outbox headers.
+SCHEMA_VERSION: Final = 4
 
 #: Width of the (status, time bucket) index buckets; the reconciler reads whole buckets.
 STATUS_BUCKET_S: Final = 60
@@ -64,6 +69,7 @@ RUN_WAITING: Final = RunStatus.WAITING
 RUN_COMPLETED: Final = RunStatus.COMPLETED
 RUN_FAILED: Final = RunStatus.FAILED
 RUN_CANCELLED: Final = RunStatus.CANCELLED
+RUN_PAUSED: Final = RunStatus.PAUSED
 
 NODE_PENDING: Final = NodeStatus.PENDING
 NODE_RUNNING: Final = NodeStatus.RUNNING

@@ -31,6 +31,13 @@ class HistoryKind(StrEnum):
     RUN_CANCELLED = "run.cancelled"
     #: A code workflow ignored an input: a ref nobody awaits, a late result (data: the message).
     RUN_WARNING = "run.warning"
+    #: An operator paused the run: no node starts until it is resumed.
+    RUN_PAUSED = "run.paused"
+    #: An operator resumed a paused run (data: the status it resumed to).
+    RUN_RESUMED = "run.resumed"
+    #: An operator retried a finished run (data: its new attempt, the nodes it re-runs from,
+    #: the node records it reset, the status it had).
+    RUN_RETRIED = "run.retried"
     #: The reconciler claimed a stall of the run (data: how many jobs it re-emits).
     RUN_RECONCILED = "run.reconciled"
     #: A delivery claimed the node for an attempt (data: attempt and delivery numbers).

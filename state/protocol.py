@@ -10,7 +10,7 @@ or a second reconciler cannot apply it twice; what each one decides is
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from state.records import (
@@ -22,6 +22,7 @@ from state.records import (
     NodeCompletion,
     NodeState,
     OutboxMessage,
+    RetryOutcome,
     Run,
     SchemaChange,
     Wakeup,
@@ -97,6 +98,45 @@ class StateStore(Protocol):
         Returns ``(applied, run_before)``; ``run_before`` is None when a marker
         was written. A finished run is left alone (``applied`` False). With a
         ``fence`` older than the run's, raises ``StaleFenceError``.
+        """
+
+    # --- an operator's actions (``state.rules.operator``) --------------------
+    def pause_run(self, run_id: str) -> bool:
+        """Pause a pending, running or waiting run once; True if this call paused it."""
+
+    def resume_run(self, run_id: str) -> bool:
+        """Resume a paused run once: ``running``, or ``waiting`` if no node is pending/running."""
+
+    def restart_rejected(
+        self, run: Run, *, start_nodes: Sequence[str], outbox: Sequence[OutboxMessage] = ()
+    ) -> bool:
+        """Replace the record a rejected start left (failed, no snapshot) with ``run``, once.
+
+        True only for the caller that replaced it; a run that ever started is never
+        replaced (``retry_run`` is for those).
+        """
+
+    def retry_run(
+        self,
+        run_id: str,
+        *,
+        from_nodes: Sequence[str],
+        reset: Sequence[str],
+        expect: Mapping[str, str],
+        skipped: Sequence[str] = (),
+        arrivals: Sequence[Arrival] = (),
+        outbox: Sequence[OutboxMessage] = (),
+    ) -> RetryOutcome:
+        """Start a finished run's next attempt once, re-running ``from_nodes`` (iteration 0).
+
+        The records in ``reset`` are deleted with their waits and the arrivals
+        they made, then ``from_nodes`` are created ``pending``, and ``skipped``
+        records and ``arrivals`` are added where missing (what kept nodes that
+        completed on the finished run would have written); every other record
+        is kept. ``expect`` maps kept records to the status the caller
+        read (``""``: no record); if one has moved since (a node in flight
+        completed), nothing is written and ``moved`` names them. The run's
+        attempt grows by one; a finished run's retention expiry is lifted.
         """
 
     # --- nodes -----------------------------------------------------------

@@ -16,6 +16,7 @@ __all__ = [
     "NODE_ACTIVE",
     "NODE_SETTLED",
     "RUN_ACTIVE",
+    "RUN_RUNNABLE",
     "RUN_TERMINAL",
     "TEXT_VALUE",
     "Arrival",
@@ -29,6 +30,7 @@ __all__ = [
     "NodeState",
     "NodeStatus",
     "OutboxMessage",
+    "RetryOutcome",
     "Run",
     "RunStatus",
     "SchemaChange",
@@ -48,6 +50,8 @@ class RunStatus(StrEnum):
     RUNNING = "running"
     #: Every live node is parked on an event or a timer (the reconciler's timer pass wakes it).
     WAITING = "waiting"
+    #: Held by an operator: no node starts (in-flight ones finish); ``resume`` continues it.
+    PAUSED = "paused"
     #: Finished: no node is pending, running or waiting on the taken paths.
     COMPLETED = "completed"
     #: Finished: a node failed for good (and no fallback or join tolerated it), or a start failed.
@@ -110,8 +114,12 @@ class DeliveryOutcome(StrEnum):
     FINISHED = "finished"
 
 
-#: Run statuses that can still change.
+#: Run statuses that can still change (a paused run too: its in-flight nodes still commit).
 RUN_ACTIVE: frozenset[RunStatus] = frozenset(
+    {RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED}
+)
+#: Run statuses in which nodes are dispatched and claimed (active, not paused).
+RUN_RUNNABLE: frozenset[RunStatus] = frozenset(
     {RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING}
 )
 #: Run statuses that never change again.
@@ -160,11 +168,18 @@ class Run:
     fence: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
+    #: 1, then one more for each ``retry_run`` (part of its node tasks' ids).
+    attempt: int = 1
 
     @property
     def terminal(self) -> bool:
         """Whether the run has finished (completed, failed or cancelled)."""
         return self.status in RUN_TERMINAL
+
+    @property
+    def rejected(self) -> bool:
+        """Whether this is the failed record a rejected start left (it never started)."""
+        return self.status == RunStatus.FAILED and not self.snapshot
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -206,6 +221,8 @@ class OutboxMessage:
     key: str | None
     value: JSON
     created_at: float = 0.0
+    #: Kafka headers to send besides ``flowbridge-id`` (the trace context: ``traceparent``).
+    headers: tuple[tuple[str, str], ...] = ()
 
     @staticmethod
     def text(text: str) -> JSON:
@@ -273,6 +290,20 @@ class CommitResult:
     node: NodeState
     #: The run's status after the commit.
     run_status: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryOutcome:
+    """What ``StateStore.retry_run`` did."""
+
+    #: Whether this call started the run's next attempt.
+    applied: bool
+    #: The run's attempt after the call (the new one when applied; 0: no such run).
+    attempt: int = 0
+    #: The run's status as the call read it (None: no such run).
+    status: str | None = None
+    #: Kept node records whose status was not the one the caller expected (then not applied).
+    moved: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from state.records import OutboxMessage
+from tasks.tracing import current_headers
 
 __all__ = ["NodeContext", "Result", "RunContext"]
 
@@ -122,7 +123,12 @@ class NodeContext:
         msg_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"flowbridge:{self.idempotency_key}:emit:{n}"))
         self.emitted.append(
             OutboxMessage(
-                id=msg_id, topic=topic, key=self.run_id if key is None else key, value=value
+                id=msg_id,
+                topic=topic,
+                key=self.run_id if key is None else key,
+                value=value,
+                # The node attempt's span: consumers of the record continue its trace.
+                headers=current_headers(),
             )
         )
 

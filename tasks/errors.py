@@ -9,6 +9,8 @@ They extend the root in ``state.errors``::
     │   └── ConditionError      an edge condition does not parse or uses something forbidden
     ├── UnknownBlueprintError   no blueprint registered with that id/version
     ├── UnknownNodeError        no node implementation registered for a ``uses`` name
+    ├── RetryError              a run cannot be retried (not finished, never started, no such node)
+    ├── NodeFailedError         a node failed for good: the task fails, so Celery and Flower see it
     └── NodeError               raised by node code to steer retries (``retryable``, ``delay``)
 
 Each constructor keeps its positional arguments in ``args`` so the errors
@@ -28,13 +30,22 @@ if TYPE_CHECKING:
     from tasks.blueprint.validate import ValidationIssue
 
 __all__ = [
+    "WORKFLOW_RETRY",
     "AppImportError",
     "BlueprintError",
     "ConditionError",
     "NodeError",
+    "NodeFailedError",
+    "RetryError",
     "UnknownBlueprintError",
     "UnknownNodeError",
 ]
+
+#: Why a code workflow run is not retried (``{run_id}``): a retry re-runs blueprint nodes.
+WORKFLOW_RETRY = (
+    "run {run_id!r} is a code workflow: retry re-runs blueprint runs from a node; start the "
+    "workflow again (a new run id) once its activity or code is fixed"
+)
 
 
 def _listing(names: Iterable[str]) -> str:
@@ -148,3 +159,16 @@ class NodeError(FlowbridgeError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class RetryError(FlowbridgeError):
+    """A run cannot be retried as asked; the message says why and what to do instead."""
+
+
+class NodeFailedError(FlowbridgeError):
+    """Raised by the ``run_node`` task after the engine recorded that a node failed for good.
+
+    The engine has committed the failure (and the run's) before; raising only makes the
+    Celery task end as FAILURE, so Flower and Celery's ``task-failed`` events count
+    workflow failures. Its message is the node's error.
+    """

@@ -8,6 +8,7 @@ from typing import Any
 
 from state.records import OutboxMessage
 from tasks.settings import Settings
+from tasks.tracing import current_headers
 
 __all__ = ["lifecycle_event"]
 
@@ -20,4 +21,5 @@ def lifecycle_event(settings: Settings, run_id: str, kind: str, **fields: Any) -
         topic=settings.topic("runs"),
         key=run_id,
         value=value,
+        headers=current_headers(),
     )

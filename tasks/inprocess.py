@@ -264,6 +264,7 @@ def run_queued(port: InProcessPort, item: QueuedTask, rt: Any) -> None:
                 attempt=step.retry_attempt or 1,
                 countdown=step.countdown,
                 branch=True,
+                run_attempt=loaded[0].attempt,
             )
             # The replacement keeps its place in the chord, as Celery's Task.replace does.
             port._push(nxt, chord=item.chord)

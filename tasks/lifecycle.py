@@ -8,20 +8,23 @@ reconciler call these functions and never need to know which kind a run is.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from state.records import RUN_ACTIVE, Delivery, DeliveryOutcome, Run
 from tasks.engine import cancel_run as cancel_blueprint_run
 from tasks.engine import deliver_event as deliver_blueprint_event
+from tasks.engine import dispatch_pending, retry_run
 from tasks.engine import start_run as start_blueprint_run
-from tasks.errors import UnknownBlueprintError
+from tasks.errors import WORKFLOW_RETRY, RetryError, UnknownBlueprintError
+from tasks.port import ActivationTask
 from tasks.runtime import Runtime
 from tasks.workflow.activation import deliver, is_workflow, start_workflow
 from tasks.workflow.api import workflows
 from tasks.workflow.dispatch import outstanding_activities
 from tasks.workflow.history import Activation, Input
 
-__all__ = ["cancel", "deliver_event", "resume_ref", "start"]
+__all__ = ["cancel", "deliver_event", "pause", "resume_ref", "retry", "start", "unpause"]
 
 log = logging.getLogger("flowbridge.runs")
 
@@ -105,3 +108,40 @@ def resume_ref(
     item = Input(key=f"ref:{key}", type="ref", id=ref_id, value=value, error=error)
     new = deliver(rt, run_id, item)
     return Delivery(outcome=DeliveryOutcome.STORED if new else DeliveryOutcome.DUPLICATE)
+
+
+def pause(rt: Runtime, run_id: str) -> bool:
+    """Pause a runnable run: no node (or workflow activation) starts until it is resumed.
+
+    What is in flight finishes: a running node commits, an activity's outcome waits
+    in the workflow's inbox.
+    """
+    return rt.store.pause_run(run_id)
+
+
+def unpause(rt: Runtime, run_id: str) -> bool:
+    """Resume a paused run: dispatch what it left pending, or activate the workflow."""
+    applied = rt.store.resume_run(run_id)
+    if not applied:
+        return False
+    run = rt.store.get_run(run_id)
+    if run is not None and is_workflow(run):
+        rt.port.dispatch_activation(
+            ActivationTask(run_id=run_id, time_limit_s=rt.settings.activation_cpu_s)
+        )
+    else:
+        dispatch_pending(rt, run_id)
+    return True
+
+
+def retry(rt: Runtime, run_id: str, from_nodes: Sequence[str] | None = None) -> int:
+    """Retry a finished blueprint run from ``from_nodes``; its new attempt.
+
+    Raises:
+        RetryError: the run cannot be retried (a code workflow run is never: see
+            ``WORKFLOW_RETRY``).
+    """
+    run = rt.store.get_run(run_id)
+    if run is not None and is_workflow(run):
+        raise RetryError(WORKFLOW_RETRY.format(run_id=run_id))
+    return retry_run(rt, run_id, from_nodes)

@@ -16,9 +16,14 @@ from typing import Any, Protocol
 __all__ = ["ActivationTask", "ActivityTask", "NodeTask", "RunLocks", "TaskPort", "task_id"]
 
 
-def task_id(run_id: str, node_id: str, iteration: int, attempt: int) -> str:
-    """Deterministic task id of one attempt of one node, so cancel can revoke it."""
-    return f"{run_id}:{node_id}:{iteration}:{attempt}"
+def task_id(run_id: str, node_id: str, iteration: int, attempt: int, run_attempt: int = 1) -> str:
+    """Deterministic task id of one attempt of one node, so cancel can revoke it.
+
+    A retried run's tasks carry its attempt (``:r2``): workers remember revoked ids,
+    and a revoke of the first attempt's task must not discard the retry's.
+    """
+    base = f"{run_id}:{node_id}:{iteration}:{attempt}"
+    return base if run_attempt == 1 else f"{base}:r{run_attempt}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,11 +42,13 @@ class NodeTask:
     timeout_s: float | None = None
     #: A chord header (a branch that advances node by node inside the chord).
     branch: bool = False
+    #: The run's attempt (``Run.attempt``: one more per retry).
+    run_attempt: int = 1
 
     @property
     def task_id(self) -> str:
         """The id the task is sent with."""
-        base = task_id(self.run_id, self.node_id, self.iteration, self.attempt)
+        base = task_id(self.run_id, self.node_id, self.iteration, self.attempt, self.run_attempt)
         return f"{base}:wake" if self.wake else base
 
 

@@ -82,6 +82,7 @@ def reconcile_once(rt: Runtime, *, now: float | None = None) -> dict[str, int]:
                 log.info("run %s reconciled: %s", run_id, ", ".join(actions))
     if emitted:
         rt.notify_outbox()
+    rt.metrics.reconciler_pass(report)
     return report
 
 

@@ -18,6 +18,7 @@ from state.protocol import StateStore
 from state.records import Run
 from tasks.blueprint import Blueprint
 from tasks.constants import SNAPSHOT_CACHE_SIZE
+from tasks.metrics import Metrics, NullMetrics
 from tasks.port import NodeTask, TaskPort
 from tasks.registry import BlueprintRegistry, NodeRegistry, blueprints, nodes
 from tasks.settings import Settings
@@ -53,6 +54,7 @@ class Runtime:
         clock: Callable[[], float] | None = None,
         node_registry: NodeRegistry | None = None,
         blueprint_registry: BlueprintRegistry | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """Use ``port`` to reach the queue; open (lazily) the store ``settings`` name."""
         self.settings = settings
@@ -62,6 +64,8 @@ class Runtime:
         self.port = port
         self.nodes: NodeRegistry = node_registry or nodes
         self.blueprints: BlueprintRegistry = blueprint_registry or blueprints
+        #: Where the engine reports what it counts (a process installs its exporter).
+        self.metrics: Metrics = metrics or NullMetrics()
         self._snapshots: OrderedDict[str, Blueprint] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -112,6 +116,7 @@ class Runtime:
         countdown: float | None = None,
         wake: bool = False,
         branch: bool = False,
+        run_attempt: int = 1,
     ) -> NodeTask:
         """The task of one node attempt, with the node's timeout as its time limit."""
         return NodeTask(
@@ -123,6 +128,7 @@ class Runtime:
             wake=wake,
             timeout_s=bp.node(node_id).config.timeout_s,
             branch=branch,
+            run_attempt=run_attempt,
         )
 
     def dispatch(
@@ -135,6 +141,7 @@ class Runtime:
         attempt: int = 1,
         countdown: float | None = None,
         wake: bool = False,
+        run_attempt: int = 1,
     ) -> None:
         """Send one node attempt to its run's queue."""
         self.port.dispatch(
@@ -146,6 +153,7 @@ class Runtime:
                 attempt=attempt,
                 countdown=countdown,
                 wake=wake,
+                run_attempt=run_attempt,
             )
         )
 

@@ -96,6 +96,9 @@ class Settings:
     unacked_restore_s: float | None = None
     #: FLOWBRIDGE_PREFETCH: Celery's worker_prefetch_multiplier.
     prefetch: int = 4
+    #: FLOWBRIDGE_METRICS_PORT: where a worker or the bridge serves Prometheus ``/metrics``
+    #: (0: not served).
+    metrics_port: int = 0
     #: FLOWBRIDGE_SOFT_SHUTDOWN_S: on SIGTERM/SIGQUIT, running tasks get this long to finish.
     soft_shutdown_s: float = 20.0
     #: FLOWBRIDGE_RECONCILE_INTERVAL_S: how often beat runs the reconciler.
@@ -144,6 +147,7 @@ class Settings:
                 env, "FLOWBRIDGE_VISIBILITY_TIMEOUT_S", 600.0, minimum=1.0
             ),
             prefetch=env_int(env, "FLOWBRIDGE_PREFETCH", 4, minimum=1),
+            metrics_port=env_int(env, "FLOWBRIDGE_METRICS_PORT", 0),
             unacked_restore_s=(
                 env_float(env, "FLOWBRIDGE_UNACKED_RESTORE_S", 0.0, minimum=1.0)
                 if env.get("FLOWBRIDGE_UNACKED_RESTORE_S", "").strip()

@@ -409,9 +409,12 @@ class Stack:
         return proc
 
     def start_worker(
-        self, name: str = "worker", concurrency: int = 2, **env: str
+        self, name: str = "worker", concurrency: int = 2, *, events: bool = False, **env: str
     ) -> subprocess.Popen[bytes]:
-        """Start a worker (``env`` overrides the stack's environment for it alone)."""
+        """Start a worker (``env`` overrides the stack's environment for it alone).
+
+        ``events``: send Celery task events (``-E``), as Flower needs.
+        """
         proc = self.start(
             name,
             [
@@ -426,6 +429,7 @@ class Stack:
                 "--without-heartbeat",
                 "-n",
                 f"{name}-{self.iso.prefix}@%h",
+                *(["-E"] if events else []),
             ],
             **env,
         )
@@ -435,7 +439,7 @@ class Stack:
         )
         return proc
 
-    def start_bridge(self, name: str = "bridge") -> subprocess.Popen[bytes]:
+    def start_bridge(self, name: str = "bridge", **env: str) -> subprocess.Popen[bytes]:
         """Start a bridge and wait until it has created its topics and subscribed.
 
         Records produced before that would auto-create the topics with the
@@ -443,7 +447,7 @@ class Stack:
         """
         log = self.iso.tmp_path / f"{name}.log"
         seen = log.read_bytes().count(b"bridge consuming") if log.exists() else 0
-        proc = self.start(name, [str(BIN / "python"), "-m", "bridge"])
+        proc = self.start(name, [str(BIN / "python"), "-m", "bridge"], **env)
         self.wait_for(
             lambda: (
                 proc.poll() is not None
@@ -453,6 +457,28 @@ class Stack:
             what=f"{name} subscribed",
         )
         return proc
+
+    def start_web(self, name: str = "web", **env: str) -> str:
+        """Start the web process on a free port; returns its base URL once it answers."""
+        import urllib.request
+
+        from flowbridge.dev import free_port
+
+        port = free_port()
+        proc = self.start(name, [str(BIN / "python"), "-m", "bridge.web"], PORT=str(port), **env)
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"web exited with {proc.returncode}\n{self.logs()}")
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        self.wait_for(up, timeout=30, what="web up")
+        return url
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         proc = self.procs[name]

@@ -11,13 +11,17 @@ from typing import Any
 from bridge.api.queries import Queries
 from bridge.api.views import history_json, run_json, run_summary
 
-__all__ = ["Commands", "Queries", "history_json", "run_json", "run_summary"]
+__all__ = ["Commands", "DeadLetters", "Queries", "history_json", "run_json", "run_summary"]
 
 
 def __getattr__(name: str) -> Any:
-    """Load ``Commands`` (and with it Kafka) on first access."""
+    """Load ``Commands`` and ``DeadLetters`` (and with them Kafka) on first access."""
     if name == "Commands":
         from bridge.api.commands import Commands
 
         return Commands
+    if name == "DeadLetters":
+        from bridge.api.dlq import DeadLetters
+
+        return DeadLetters
     raise AttributeError(f"module 'bridge.api' has no attribute {name!r}")

@@ -1,4 +1,7 @@
-"""Commands on runs, published to Kafka for the bridge to apply: start, cancel, signal.
+"""Commands on runs, published to Kafka for the bridge to apply: start, cancel, signal, retry...
+
+Also ``retry`` (from nodes), ``pause`` and ``resume``: an operator's actions,
+which the bridge applies through ``tasks.engine.operate``.
 
 A command is a message on ``<prefix>flowbridge.jobs`` or ``.events``; the
 bridge applies it (idempotently). ``check=True`` refuses a cancel or signal
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from kafka import KafkaProducer
@@ -19,7 +23,8 @@ from kafka.errors import KafkaError
 from bridge.api.queries import Queries
 from bridge.errors import KafkaUnavailableError, RunStateError
 from bridge.settings import KafkaSettings
-from state.constants import RUN_TERMINAL
+from state.constants import RUN_PAUSED, RUN_RUNNABLE, RUN_TERMINAL
+from tasks.errors import WORKFLOW_RETRY
 from tasks.settings import Settings
 
 __all__ = ["Commands"]
@@ -57,6 +62,69 @@ class Commands:
             raise RunStateError(f"no run {run_id!r}", run_id=run_id, status=None)
         if run.status in RUN_TERMINAL:
             raise RunStateError(f"run {run_id!r} is {run.status}", run_id=run_id, status=run.status)
+
+    def check_retry(self, run_id: str, from_nodes: Sequence[str] = ()) -> None:
+        """Raise ``RunStateError`` unless the run finished, started, and has the nodes named."""
+        run = self.queries.record(run_id)
+        if run is None:
+            raise RunStateError(f"no run {run_id!r}", run_id=run_id, status=None)
+        if run.status not in RUN_TERMINAL:
+            raise RunStateError(
+                f"run {run_id!r} is {run.status}: only a finished run is retried",
+                run_id=run_id,
+                status=run.status,
+            )
+        if not run.snapshot:
+            raise RunStateError(
+                f"run {run_id!r} never started (its start was rejected: {run.error}); replay "
+                "its DLQ record (flowbridge dlq replay) or start it again with --run-id",
+                run_id=run_id,
+                status=run.status,
+            )
+        if run.snapshot.get("kind") == "workflow":
+            raise RunStateError(
+                WORKFLOW_RETRY.format(run_id=run_id), run_id=run_id, status=run.status
+            )
+        ids = [n.get("id") for n in run.snapshot.get("nodes", []) if isinstance(n, dict)]
+        for node in from_nodes:
+            if node not in ids:
+                raise RunStateError(
+                    f"run {run_id!r} has no node {node!r} "
+                    f"(its blueprint has: {', '.join(map(str, ids))})",
+                    run_id=run_id,
+                    status=run.status,
+                )
+
+    def _check_status(self, run_id: str, allowed: frozenset[str], what: str) -> None:
+        run = self.queries.record(run_id)
+        if run is None:
+            raise RunStateError(f"no run {run_id!r}", run_id=run_id, status=None)
+        if run.status not in allowed:
+            raise RunStateError(
+                f"run {run_id!r} is {run.status}: {what}", run_id=run_id, status=run.status
+            )
+
+    def retry(self, run_id: str, from_nodes: Sequence[str] = (), *, check: bool = False) -> None:
+        """Publish a retry of a finished run from ``from_nodes`` (default: its failed nodes)."""
+        if check:
+            self.check_retry(run_id, from_nodes)
+        self._send(
+            "jobs", run_id, {"v": 1, "type": "retry", "run_id": run_id, "from": list(from_nodes)}
+        )
+
+    def pause(self, run_id: str, *, check: bool = False) -> None:
+        """Publish a pause: no node of the run starts until it is resumed."""
+        if check:
+            self._check_status(
+                run_id, frozenset(RUN_RUNNABLE), "only a pending, running or waiting run is paused"
+            )
+        self._send("jobs", run_id, {"v": 1, "type": "pause", "run_id": run_id})
+
+    def resume(self, run_id: str, *, check: bool = False) -> None:
+        """Publish a resume of a paused run."""
+        if check:
+            self._check_status(run_id, frozenset({RUN_PAUSED}), "only a paused run is resumed")
+        self._send("jobs", run_id, {"v": 1, "type": "resume", "run_id": run_id})
 
     def start(
         self,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.api.views import history_json, run_json, run_summary
+from bridge.api.views import history_json, run_json, run_summary, timeline
 from state.protocol import StateStore
 from state.records import Run
 
@@ -31,10 +31,47 @@ class Queries:
         run = self.store.get_run(run_id)
         return None if run is None else run_json(self.store, run)
 
-    def runs(self, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """Recent runs, newest first: id, blueprint, version, status, times."""
-        return [run_summary(r) for r in self.store.list_runs(status=status, limit=limit)]
+    def runs(
+        self,
+        *,
+        status: str | None = None,
+        blueprint: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Recent runs, newest first: id, blueprint, version, status, times (a page of them)."""
+        return [
+            run_summary(r)
+            for r in self.records(status=status, blueprint=blueprint, limit=limit, offset=offset)
+        ]
+
+    def records(
+        self,
+        *,
+        status: str | None = None,
+        blueprint: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[Run]:
+        """Stored runs, newest first, with a status and/or blueprint (a page: offset, limit).
+
+        The store indexes runs by status only, so a blueprint filter reads further back.
+        """
+        wanted = offset + limit
+        scan = wanted if blueprint is None else max(wanted * 10, 1000)
+        found = self.store.list_runs(status=status, limit=scan)
+        if blueprint is not None:
+            found = [r for r in found if r.blueprint_id == blueprint]
+        return found[offset:wanted]
 
     def history(self, run_id: str) -> list[dict[str, Any]]:
         """The run's history in commit order (empty for an unknown run)."""
         return history_json(self.store.get_history(run_id))
+
+    def timeline(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's history as a timeline: time, node, event, attempt, error (``views``)."""
+        return timeline(self.store.get_history(run_id))
+
+    def context(self, run_id: str) -> dict[str, Any]:
+        """The run's context (one value per key)."""
+        return self.store.get_context(run_id)

@@ -5,19 +5,43 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from state.history import HistoryKind
 from state.protocol import StateStore
-from state.records import HistoryEvent, Run
+from state.records import HistoryEvent, NodeStatus, Run
 from tasks.timefmt import iso_utc
 
-__all__ = ["history_json", "run_json", "run_summary"]
+__all__ = ["history_json", "run_json", "run_summary", "timeline", "waits_of"]
 
 
-def run_json(store: StateStore, run: Run) -> dict[str, Any]:
-    """``{"run_id","blueprint","version","status","input","output","error","nodes",...}``."""
+def waits_of(events: Iterable[HistoryEvent]) -> dict[str, dict[str, Any]]:
+    """What each node last parked on: ``{node: {"event", "due_at"}}`` (from ``node.waiting``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if e.kind == HistoryKind.NODE_WAITING and e.node_id is not None:
+            data = e.data if isinstance(e.data, dict) else {}
+            due = data.get("due_at")
+            out[e.node_id] = {
+                "event": data.get("event"),
+                "due_at": None if due is None else iso_utc(due),
+            }
+    return out
+
+
+def run_json(
+    store: StateStore, run: Run, history: list[HistoryEvent] | None = None
+) -> dict[str, Any]:
+    """``{"run_id","blueprint","version","status","input","output","error","nodes",...}``.
+
+    A waiting node says what it waits for (``waits``: event name, due time).
+    """
     if run.snapshot.get("kind") == "workflow":
         return _workflow_json(store, run)
     node_ids = [n["id"] for n in run.snapshot.get("nodes", []) if isinstance(n, dict)]
     recs = store.get_nodes(run.run_id, node_ids) if node_ids else {}
+    parked = [n for n, r in recs.items() if r.status == NodeStatus.WAITING]
+    waits = (
+        waits_of(store.get_history(run.run_id) if history is None else history) if parked else {}
+    )
     return {
         "run_id": run.run_id,
         "blueprint": run.blueprint_id,
@@ -32,10 +56,12 @@ def run_json(store: StateStore, run: Run) -> dict[str, Any]:
                 "attempts": r.attempts,
                 "output": r.output,
                 "error": r.error,
+                **({"waits": waits.get(n, {})} if r.status == NodeStatus.WAITING else {}),
             }
             for n in node_ids
             if (r := recs.get(n)) is not None
         },
+        "attempt": run.attempt,
         "created_at": iso_utc(run.created_at),
         "updated_at": iso_utc(run.updated_at),
     }
@@ -61,6 +87,7 @@ def _workflow_json(store: StateStore, run: Run) -> dict[str, Any]:
         "generation": state.gen if state is not None else 0,
         "activations": len(history),
         "blocked": state.blocked if state is not None else None,
+        "attempt": run.attempt,
         "created_at": iso_utc(run.created_at),
         "updated_at": iso_utc(run.updated_at),
     }
@@ -85,3 +112,44 @@ def history_json(events: Iterable[HistoryEvent]) -> list[dict[str, Any]]:
         {"seq": e.seq, "at": iso_utc(e.at), "kind": e.kind, "node": e.node_id, "data": e.data}
         for e in events
     ]
+
+
+def _attempt_of(data: Any) -> Any:
+    return data.get("attempt") if isinstance(data, dict) else None
+
+
+def _error_of(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return None
+    for key in ("error", "reason"):
+        if data.get(key):
+            return str(data[key])
+    return None
+
+
+def timeline(events: Iterable[HistoryEvent]) -> list[dict[str, Any]]:
+    """The history as a readable timeline: time, node, event, the node's attempt, error.
+
+    ``run_attempt`` is the run's attempt each event belongs to (one more after each
+    ``run.retried``).
+    """
+    rows: list[dict[str, Any]] = []
+    run_attempt = 1
+    for e in events:
+        if e.kind == HistoryKind.RUN_RETRIED:
+            run_attempt = _attempt_of(e.data) or run_attempt + 1
+        data = e.data if isinstance(e.data, dict) else {}
+        detail = {k: v for k, v in data.items() if k not in ("attempt", "error", "reason")}
+        rows.append(
+            {
+                "at": iso_utc(e.at),
+                "run_attempt": run_attempt,
+                "node": e.node_id,
+                "event": e.kind,
+                # A node event's attempt is the node's; ``run.retried``'s the run's new one.
+                "attempt": _attempt_of(e.data),
+                "error": _error_of(e.data),
+                "detail": detail or None,
+            }
+        )
+    return rows

@@ -49,6 +49,7 @@ class RunRow:
     updated_at: float
     reconciled_at: float | None = None
     expires_at: float | None = None
+    attempt: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,6 +102,7 @@ class OutboxRow:
     key: str | None
     value: str
     created_at: float
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(eq=False)

@@ -205,7 +205,12 @@ class MemoryStore(TransactionalStore):
         with self._locked() as db:
             return [
                 OutboxMessage(
-                    id=m.id, topic=m.topic, key=m.key, value=loads(m.value), created_at=m.created_at
+                    id=m.id,
+                    topic=m.topic,
+                    key=m.key,
+                    value=loads(m.value),
+                    created_at=m.created_at,
+                    headers=m.headers,
                 )
                 for m in itertools.islice(db.outbox.values(), limit)
             ]

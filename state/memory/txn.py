@@ -42,6 +42,7 @@ def run_of(row: RunRow) -> Run:
         fence=row.fence,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        attempt=row.attempt,
     )
 
 
@@ -100,6 +101,7 @@ class MemoryTxn:
             fence=row.fence,
             progress_at=row.updated_at,
             reconciled_at=row.reconciled_at,
+            attempt=row.attempt,
         )
 
     def run_status(self, run_id: str) -> RunView | None:
@@ -215,6 +217,41 @@ class MemoryTxn:
             if wait.woken is None:
                 self._put(waits, key, wait._replace(woken=_CANCELLED if cancelled else _CLOSED))
 
+    def delete_run(self, run_id: str) -> None:
+        """Delete the run's row."""
+        if run_id in self.db.runs:
+            self._drop(self.db.runs, run_id)
+
+    def set_attempt(self, run_id: str, attempt: int) -> None:
+        """Set the run's attempt."""
+        row = self.db.runs.get(run_id)
+        if row is not None:
+            self._put(self.db.runs, run_id, replace(row, attempt=attempt))
+
+    def revive(self, run_id: str) -> None:
+        """Clear the run's retention expiry."""
+        row = self.db.runs.get(run_id)
+        if row is not None:
+            self._put(self.db.runs, run_id, replace(row, expires_at=None))
+
+    def reset_nodes(self, run_id: str, node_ids: Sequence[str], iteration: int) -> None:
+        """Delete the node records, their waits and the arrivals they made."""
+        nodes, waits = self.db.nodes.get(run_id, {}), self.db.waits.get(run_id, {})
+        gone = set(node_ids)
+        for node_id in node_ids:
+            if (node_id, iteration) in nodes:
+                self._drop(nodes, (node_id, iteration))
+            if (node_id, iteration) in waits:
+                self._drop(waits, (node_id, iteration))
+        for (rid, _, it), joined in self.db.arrivals.items():
+            if rid == run_id and it == iteration:
+                for pred in [p for p in joined if p in gone]:
+                    self._drop(joined, pred)
+
+    def _drop(self, table: MutableMapping[K, V], key: K) -> None:
+        old = table.pop(key)
+        self._undo.append(lambda: table.__setitem__(key, old))
+
     # --- nodes ----------------------------------------------------------------------------
     def insert_nodes(
         self, run_id: str, node_ids: Sequence[str], iteration: int, status: str, *, now: float
@@ -304,7 +341,12 @@ class MemoryTxn:
         for m in messages:
             if m.id not in self.db.outbox:
                 row = OutboxRow(
-                    id=m.id, topic=m.topic, key=m.key, value=dumps(m.value), created_at=now
+                    id=m.id,
+                    topic=m.topic,
+                    key=m.key,
+                    value=dumps(m.value),
+                    created_at=now,
+                    headers=tuple(m.headers),
                 )
                 self._put(self.db.outbox, m.id, row)
 

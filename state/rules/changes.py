@@ -194,6 +194,8 @@ class RunView(NamedTuple):
     progress_at: float = 0.0
     #: When a stall of the run was last claimed.
     reconciled_at: float | None = None
+    #: The run's attempt (1, then one more per retry).
+    attempt: int = 1
 
 
 class RunChange(NamedTuple):
@@ -222,6 +224,21 @@ class RunChange(NamedTuple):
     start_nodes: tuple[str, ...] = ()
     #: Cancel the run's active nodes with this reason.
     cancel_nodes: str | None = None
+    # --- a retry (``rules.operator.retry``) ---
+    #: Node records (iteration 0) to delete with their waits and the arrivals they made.
+    reset_nodes: tuple[str, ...] = ()
+    #: Node records (iteration 0) to create ``pending`` once the reset ones are gone.
+    pending_nodes: tuple[str, ...] = ()
+    #: Node records (iteration 0) to create ``skipped`` if missing, and arrivals to add: what
+    #: kept nodes' completions would have written on a live run.
+    skipped_nodes: tuple[str, ...] = ()
+    arrivals: tuple[Arrival, ...] = ()
+    #: The run's new attempt (None: unchanged).
+    attempt: int | None = None
+    #: A finished run lives again: its rows lose the retention expiry they were given.
+    revive: bool = False
+    #: ``record`` replaces the run's row (a rejected start's, ``operator.restart_rejected``).
+    replace: bool = False
 
     @property
     def applied(self) -> bool:

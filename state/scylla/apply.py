@@ -64,11 +64,11 @@ class Applier:
     def create_nodes(
         self, run_id: str, iteration: int, ids: Sequence[str], status: str, at: float, ttl: int
     ) -> None:
-        """Create node records ``IF NOT EXISTS`` (who creates them does not matter)."""
+        """Create node records that have none (who creates them does not matter)."""
         if not ids:
             return
         items = [
-            ("node_create", (run_id, n, iteration, status, at, uuid.uuid4().hex, UNSET, ttl))
+            ("node_create", (ttl, status, at, uuid.uuid4().hex, UNSET, run_id, n, iteration))
             for n in ids
         ]
         c = self.s.conn()
@@ -76,13 +76,14 @@ class Applier:
             if isinstance(result, _Ambiguous):
                 for _ in range(MAX_CAS_ROUNDS):
                     reread = functools.partial(
-                        self.s.node_row, run_id, params[1], iteration, serial=True
+                        self.s.node_row, run_id, params[6], iteration, serial=True
                     )
-                    if reread() is not None:
+                    found = reread()
+                    if found is not None and found.get("status") is not None:
                         break
                     c.lwt("node_create", params, None, reread)
                 else:
-                    raise StateError(f"run {run_id!r}: creating node {params[1]!r} timed out")
+                    raise StateError(f"run {run_id!r}: creating node {params[6]!r} timed out")
             elif isinstance(result, Exception):
                 raise result
 
@@ -148,6 +149,8 @@ class Applier:
     def apply_run(self, run_id: str, eff: Effects, op: str) -> None:
         """Apply a run write's effects, then mark them."""
         c = self.s.conn()
+        if eff.revive:
+            self._apply_retry(run_id, eff)
         terminal = eff.index is not None and eff.index.status in RUN_TERMINAL
         ttl = self.s.ttl if terminal else 0
         if eff.start_nodes:
@@ -164,6 +167,50 @@ class Applier:
         if eff.finish:
             self.expire_run(run_id)
         c.execute("run_effects_done", (ttl, eff.ts, {op}, run_id))
+
+    def _apply_retry(self, run_id: str, eff: Effects) -> None:
+        """A retry's effects: reset records, drop their arrivals, lift the TTL, create pending.
+
+        Applied again after a crash, each part is harmless: a record is deleted only
+        while its token is the one the retry read (a re-created record has another),
+        the deletes are stamped with the retry's time (later writes survive them),
+        and pending records are created ``IF NOT EXISTS``.
+        """
+        c = self.s.conn()
+        for node_id, token in eff.reset:
+            params = (run_id, node_id, 0, token)
+            for _ in range(MAX_CAS_ROUNDS):
+                result = c.run_all([("node_reset", params)])[0]
+                if not isinstance(result, _Ambiguous):
+                    if isinstance(result, Exception):
+                        raise result
+                    break
+                row = self.s.node_row(run_id, node_id, 0, serial=True)
+                if row is None or row.get("lwt_op") != token:
+                    break
+            else:
+                raise StateError(f"run {run_id!r}: resetting node {node_id!r} timed out")
+        deletes: list[tuple[str, tuple[Any, ...]]] = [
+            ("arrival_del", (eff.ts, run_id, j, 0, p)) for j, p in eff.unarrive
+        ]
+        deletes += [("wait_del", (eff.ts, run_id, n, 0)) for n, _ in eff.reset]
+        _ok(c.run_all(deletes))
+        if eff.revive:
+            revive = Retention(self.s, ttl=0)
+            dirs, rows = revive.node_rows(run_id)
+            for row in rows:
+                revive.expire_node(row)
+            revive.expire_rest(run_id, dirs)
+        ids = [*eff.retry_pending, *eff.skipped, *(a[0] for a in eff.arrivals)]
+        if ids:
+            _ok(c.run_all(self.w.directory(run_id, 0, ids, eff.at, 0, eff.ts)))
+        _ok(
+            c.run_all(
+                [("arrival_put", (run_id, j, 0, p, o, 0, eff.ts)) for j, p, o in eff.arrivals]
+            )
+        )
+        self.create_nodes(run_id, 0, eff.retry_pending, NodeStatus.PENDING, eff.at, 0)
+        self.create_nodes(run_id, 0, eff.skipped, NodeStatus.SKIPPED, eff.at, 0)
 
     def repair_run(self, row: Row) -> None:
         """Apply a run row's unapplied effects, if any."""

@@ -84,6 +84,15 @@ class Effects:
     wake_run: bool = False
     #: ``(bucket, due_at, park_op)`` of the node's timer hint, deleted once it has fired.
     timer: tuple[int, float, str] | None = None
+    # --- a retry (schema 3) ---
+    #: ``(node_id, lwt_op)`` of records to delete, each only if its token is still that one.
+    reset: tuple[tuple[str, str], ...] = ()
+    #: ``(join_id, predecessor)`` arrivals the reset records made, deleted as of ``ts``.
+    unarrive: tuple[tuple[str, str], ...] = ()
+    #: Records to create pending after the reset (iteration 0).
+    retry_pending: tuple[str, ...] = ()
+    #: Lift the retention TTL from the run's rows (a finished run lives again).
+    revive: bool = False
 
     @property
     def empty(self) -> bool:
@@ -92,12 +101,20 @@ class Effects:
 
 
 def _outbox_json(m: OutboxMessage) -> dict[str, Any]:
-    return {"id": m.id, "topic": m.topic, "key": m.key, "value": m.value, "at": m.created_at}
+    d = {"id": m.id, "topic": m.topic, "key": m.key, "value": m.value, "at": m.created_at}
+    if m.headers:
+        d["headers"] = [list(h) for h in m.headers]
+    return d
 
 
 def _outbox_from(d: dict[str, Any]) -> OutboxMessage:
     return OutboxMessage(
-        id=d["id"], topic=d["topic"], key=d["key"], value=d["value"], created_at=d["at"]
+        id=d["id"],
+        topic=d["topic"],
+        key=d["key"],
+        value=d["value"],
+        created_at=d["at"],
+        headers=tuple((str(k), str(v)) for k, v in d.get("headers", ())),
     )
 
 
@@ -140,6 +157,14 @@ def encode_effects(e: Effects) -> str:
         d["wake"] = True
     if e.timer is not None:
         d["timer"] = list(e.timer)
+    if e.reset:
+        d["reset"] = [list(r) for r in e.reset]
+    if e.unarrive:
+        d["unarrive"] = [list(u) for u in e.unarrive]
+    if e.retry_pending:
+        d["retry_pending"] = list(e.retry_pending)
+    if e.revive:
+        d["revive"] = True
     return json.dumps(d, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -180,4 +205,8 @@ def decode_effects(text: str | None) -> Effects | None:
         timer=None
         if d.get("timer") is None
         else (int(d["timer"][0]), float(d["timer"][1]), str(d["timer"][2])),
+        reset=tuple((str(r[0]), str(r[1])) for r in d.get("reset", ())),
+        unarrive=tuple((str(u[0]), str(u[1])) for u in d.get("unarrive", ())),
+        retry_pending=tuple(d.get("retry_pending", ())),
+        revive=d.get("revive", False),
     )

@@ -117,9 +117,10 @@ class Nodes:
         run_status = run["status"] if run is not None else RunStatus.FAILED
         for _ in range(MAX_CAS_ROUNDS):
             at, ts = self.s.now()
-            change = nodes.complete(
-                node_of(row), None if run is None else run["status"], cp, now=at
-            )
+            # Staged as for a live run even when the run read is finished: ``apply_node``
+            # checks the run again when it applies them (this read is not at SERIAL), and a
+            # retry that made the run live meanwhile applies them again (``Runs.retry_run``).
+            change = nodes.complete(node_of(row), None if run is None else "running", cp, now=at)
             if row is not None and change.verdict is Verdict.REFUSED:
                 self.fx.repair_node(row, run, reread_run=False)
                 stored_node = node_of(row)
@@ -272,7 +273,7 @@ class Nodes:
         return cancelled
 
     def fire_join(self, run_id: str, join_id: str, iteration: int = 0) -> bool:
-        """Create the join's pending record once (``INSERT ... IF NOT EXISTS``)."""
+        """Create the join's pending record once (``IF status = null``: only if it has none)."""
         key = (run_id, join_id, iteration)
         run = self.s.run_row(run_id)
         at, ts = self.s.now()
@@ -285,7 +286,7 @@ class Nodes:
         ttl = self.s.ttl_for(run)
         c = self.s.conn()
         c.execute("dir_put", (run_id, iteration, join_id, at, ttl, ts))
-        params = (run_id, join_id, iteration, change.node.status, at, op, encode_effects(eff), ttl)
+        params = (ttl, change.node.status, at, op, encode_effects(eff), run_id, join_id, iteration)
         reread = functools.partial(self.s.node_row, *key, serial=True)
         for _ in range(MAX_CAS_ROUNDS):
             applied, row = c.lwt("node_create", params, op, reread)

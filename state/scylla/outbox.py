@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from state.codec import load_headers
 from state.errors import SchemaError
 from state.keys import shard_of
 from state.records import OutboxMessage
@@ -88,6 +89,7 @@ class Outbox:
                     key=r["key"],
                     value=json.loads(r["value"]),
                     created_at=r["created_at"],
+                    headers=load_headers(r.get("headers")),
                 )
             )
         if len(self.s.outbox_locs) > 100_000:

@@ -28,16 +28,17 @@ MARK_MARGIN_US: Final = 5_000_000
 class Retention:
     """Gives a finished run's rows the retention TTL."""
 
-    def __init__(self, session: Session) -> None:
-        """Rewrite through ``session``'s connection, with its TTL."""
+    def __init__(self, session: Session, *, ttl: int | None = None) -> None:
+        """Rewrite through ``session``'s connection, with its TTL (``ttl=0``: lift it, a retry)."""
         self.s = session
+        self.ttl_override = ttl
 
     def _c(self) -> _Conn:
         return self.s.conn()
 
     @property
     def _ttl(self) -> int:
-        return self.s.ttl
+        return self.s.ttl if self.ttl_override is None else self.ttl_override
 
     def node_rows(self, run_id: str) -> tuple[list[Row], list[Row]]:
         """The run's directory entries and its node rows (to repair, then ``expire_node``)."""
@@ -206,6 +207,7 @@ class Retention:
                     _u(r["error"]),
                     _u(r["fence"]),
                     _u(r["reconciled_at"]),
+                    _u(r.get("attempt")),
                     r["lwt_op"],
                     _u(r["effects"]),
                     *key,

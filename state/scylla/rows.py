@@ -98,6 +98,7 @@ def run_of(row: Row | None, *, snapshot: bool = True) -> Run | None:
         fence=row.get("fence") or 0,
         created_at=row.get("created_at") or 0.0,
         updated_at=progress_of(row),
+        attempt=row.get("attempt") or 1,
     )
 
 
@@ -111,6 +112,7 @@ def view_of(row: Row | None) -> RunView | None:
         fence=row.get("fence") or 0,
         progress_at=progress_of(row),
         reconciled_at=row.get("reconciled_at"),
+        attempt=row.get("attempt") or 1,
     )
 
 

@@ -20,19 +20,28 @@ and stall claims a compare-and-set on the row's last LWT token (``lwt_op``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Final
 
 from state.codec import dumps, loads
 from state.errors import StateError
-from state.records import HistoryEvent, OutboxMessage, Run
-from state.rules import RunChange, RunView, runs
+from state.records import (
+    NODE_ACTIVE,
+    RUN_TERMINAL,
+    Arrival,
+    HistoryEvent,
+    OutboxMessage,
+    RetryOutcome,
+    Run,
+)
+from state.rules import RunChange, RunView, operator, runs
 from state.scylla.apply import RUN_CAS_ROUNDS, Applier, backoff
 from state.scylla.driver import Row, _ok
-from state.scylla.effects import Effects, HistoryItem, encode_effects
-from state.scylla.rows import pending_effects, run_of, timeuuid, unset, view_of
+from state.scylla.effects import Effects, HistoryItem, decode_effects, encode_effects
+from state.scylla.rows import node_of, padded, pending_effects, run_of, timeuuid, unset, view_of
 from state.scylla.session import MAX_CAS_ROUNDS, Session
 from state.scylla.writes import Writes
 
@@ -187,6 +196,160 @@ class Runs:
                 return True, run_of(before)
             row = self.s.run_row(run_id, serial=True)
         raise StateError(f"run {run_id!r}: cancel lost {MAX_CAS_ROUNDS} races")
+
+    # --- an operator's actions ------------------------------------------------------------
+    def pause_run(self, run_id: str) -> bool:
+        """Pause a runnable run once (``IF status IN`` the runnable statuses)."""
+        applied, _ = self.fx.transition(run_id, operator.pause)
+        return applied
+
+    def resume_run(self, run_id: str, *, busy: Callable[[], bool]) -> bool:
+        """Resume a paused run once (``IF status = 'paused'``); ``busy`` reads its nodes."""
+        applied, _ = self.fx.transition(
+            run_id, lambda v: operator.resume(v, busy=v.status == "paused" and busy())
+        )
+        return applied
+
+    def restart_rejected(
+        self, run: Run, *, start_nodes: Sequence[str], outbox: Sequence[OutboxMessage] = ()
+    ) -> bool:
+        """Replace a rejected start's record with ``run``, once (compare-and-set on its token)."""
+        row = self.s.run_row(run.run_id, serial=True)
+        at, ts = self.s.now()
+        change = operator.restart_rejected(
+            run_of(row), run, start_nodes=start_nodes, outbox=outbox, now=at
+        )
+        if row is None or not change.applied or change.record is None:
+            return False
+        new = change.record
+        eff = dataclasses.replace(self.w.run_effects(change, at=at, ts=ts, row=row), revive=True)
+        op = uuid.uuid4().hex
+        params = (
+            0,
+            new.blueprint_id,
+            new.version,
+            dumps(new.input),
+            dumps(new.snapshot),
+            at,
+            new.status,
+            at,
+            op,
+            encode_effects(eff),
+            run.run_id,
+            row["lwt_op"],
+        )
+        reread = functools.partial(self.s.run_row, run.run_id, serial=True)
+        applied, _ = self.s.conn().lwt("run_restart", params, op, reread)
+        if applied:
+            self.fx.apply_run(run.run_id, eff, op)
+        return applied
+
+    def retry_run(
+        self,
+        run_id: str,
+        *,
+        from_nodes: Sequence[str],
+        reset: Sequence[str],
+        expect: Mapping[str, str],
+        skipped: Sequence[str] = (),
+        arrivals: Sequence[Arrival] = (),
+        outbox: Sequence[OutboxMessage] = (),
+    ) -> RetryOutcome:
+        """Start a finished run's next attempt once (``IF status IN`` the finished statuses).
+
+        The kept records are read before the run row's LWT; a node of them that
+        commits between that read and the LWT wrote its follow-ups for a finished
+        run (only its history), so after the LWT its effects are applied again
+        on the live run (each is idempotent).
+        """
+        c = self.s.conn()
+        for round_ in range(MAX_CAS_ROUNDS):
+            row = self.s.run_row(run_id, serial=True)
+            view = view_of(row)
+            if row is None or view is None:
+                return RetryOutcome(applied=False)
+            kept_keys = [(run_id, n, 0) for n in expect]
+            found = {
+                k[1]: rec
+                for k, r in zip(kept_keys, self.s.node_rows(kept_keys), strict=True)
+                if (rec := node_of(r)) is not None and rec.status
+            }
+            moved = operator.moved(expect, found)
+            change = operator.retry(
+                view,
+                from_nodes=from_nodes,
+                reset=reset,
+                skipped=skipped,
+                arrivals=arrivals,
+                moved_nodes=moved,
+            )
+            if not change.applied or change.attempt is None:
+                return RetryOutcome(
+                    applied=False, attempt=view.attempt, status=view.status, moved=tuple(moved)
+                )
+            # At SERIAL: the token each delete is conditional on must be the current one.
+            reset_rows = [
+                rows[0] if rows and rows[0].get("status") is not None else None
+                for rows in _ok(
+                    c.run_all([("node_get", (run_id, n, 0)) for n in reset], serial=True)
+                )
+            ]
+            tokens = tuple(
+                (n, str(r["lwt_op"]))
+                for n, r in zip(reset, reset_rows, strict=True)
+                if r is not None and r.get("status") is not None and r.get("lwt_op")
+            )
+            gone = set(reset)
+            unarrive: list[tuple[str, str]] = []
+            for d in c.execute("dir_get", (run_id,)):
+                if d["iteration"] == 0:
+                    for a in c.execute("arrival_get", (run_id, d["node_id"], 0)):
+                        if a["predecessor"] in gone:
+                            unarrive.append((d["node_id"], a["predecessor"]))
+            at, ts = self.s.now()
+            change = change._replace(outbox=tuple(outbox))
+            eff = dataclasses.replace(
+                self.w.run_effects(change, at=at, ts=ts, row=row),
+                reset=tokens,
+                unarrive=tuple(unarrive),
+                retry_pending=change.pending_nodes,
+                skipped=change.skipped_nodes,
+                arrivals=tuple((a.join_id, a.predecessor, a.outcome) for a in change.arrivals),
+                revive=True,
+            )
+            op = uuid.uuid4().hex
+            params = (
+                0,
+                change.status,
+                at,
+                change.attempt,
+                op,
+                encode_effects(eff),
+                run_id,
+                *padded(RUN_TERMINAL),
+            )
+            reread = functools.partial(self.s.run_row, run_id, serial=True)
+            applied, _ = c.lwt("run_retry", params, op, reread)
+            if applied:
+                assert change.attempt is not None
+                self.fx.apply_run(run_id, eff, op)
+                self._catch_up(run_id, {n: s for n, s in expect.items() if s in NODE_ACTIVE})
+                return RetryOutcome(applied=True, attempt=change.attempt, status=view.status)
+            backoff(round_)
+        raise StateError(f"run {run_id!r}: a retry lost {MAX_CAS_ROUNDS} races")
+
+    def _catch_up(self, run_id: str, active: Mapping[str, str]) -> None:
+        """Apply again, on the live run, the effects of kept nodes that settled meanwhile."""
+        if not active:
+            return
+        keys = [(run_id, n, 0) for n in active]
+        run = self.s.run_row(run_id)
+        for key, row in zip(keys, self.s.node_rows(keys), strict=True):
+            if row is None or row.get("status") in NODE_ACTIVE or not row.get("lwt_op"):
+                continue
+            eff = decode_effects(row.get("effects"))
+            if eff is not None:
+                self.fx.apply_node(key, eff, row["lwt_op"], run)
 
     # --- fences and stall claims ----------------------------------------------------------
     def advance_fence(self, run_id: str) -> int:

@@ -96,6 +96,7 @@ _TABLES: tuple[str, ...] = (
         error text,           -- LWT
         fence int,            -- LWT
         reconciled_at double, -- LWT (the reconciler issue)
+        attempt int,          -- LWT (schema 4): 1, then one more per retry (null: 1)
         lwt_op text,          -- LWT: token of the last conditional write, settles a CAS timeout
         effects text,         -- LWT: staged follow-up writes of that conditional write
         effects_done set<text>, -- plain: lwt_op tokens whose effects are all applied
@@ -153,6 +154,7 @@ _TABLES: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS {ks}.outbox (
         hour bigint, shard int, created_at double, id text,
         topic text, key text, value text,
+        headers text,  -- schema 4: extra Kafka headers (the trace context), JSON
         PRIMARY KEY ((hour, shard), created_at, id)
     ) WITH CLUSTERING ORDER BY (created_at ASC, id ASC) AND gc_grace_seconds = """
     + str(CHURN_GC_GRACE_S),
@@ -252,6 +254,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             ("woke_event", "text"),
         )
     ),
+    4: ("ALTER TABLE {ks}.runs ADD attempt int", "ALTER TABLE {ks}.outbox ADD headers text"),
 }
 
 
@@ -276,8 +279,8 @@ STATEMENTS: dict[str, str] = {
     "IF version = ?",
     # runs
     "run_get": "SELECT run_id, blueprint_id, version, input, snapshot, created_at, status, "
-    "status_at, output, error, fence, reconciled_at, lwt_op, effects, effects_done, progress_at, "
-    "bucket, WRITETIME(status) AS status_wt FROM {ks}.runs WHERE run_id = ?",
+    "status_at, output, error, fence, reconciled_at, attempt, lwt_op, effects, effects_done, "
+    "progress_at, bucket, WRITETIME(status) AS status_wt FROM {ks}.runs WHERE run_id = ?",
     "run_create": "INSERT INTO {ks}.runs (run_id, blueprint_id, version, input, snapshot, "
     "created_at, status, status_at, output, error, fence, lwt_op, effects) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
@@ -287,7 +290,15 @@ STATEMENTS: dict[str, str] = {
     # Retention: the same values again with a TTL, compare-and-set on the last LWT's token.
     "run_rewrite": "UPDATE {ks}.runs USING TTL ? SET blueprint_id = ?, version = ?, input = ?, "
     "snapshot = ?, created_at = ?, status = ?, status_at = ?, output = ?, error = ?, fence = ?, "
-    "reconciled_at = ?, lwt_op = ?, effects = ? WHERE run_id = ? IF lwt_op = ?",
+    "reconciled_at = ?, attempt = ?, lwt_op = ?, effects = ? WHERE run_id = ? IF lwt_op = ?",
+    # A rejected start's record replaced by the run (compare-and-set on its token; no TTL).
+    "run_restart": "UPDATE {ks}.runs USING TTL ? SET blueprint_id = ?, version = ?, input = ?, "
+    "snapshot = ?, created_at = ?, status = ?, status_at = ?, output = null, error = null, "
+    "lwt_op = ?, effects = ? WHERE run_id = ? IF lwt_op = ?",
+    # A retry: a finished run's next attempt (no TTL: it lives again).
+    "run_retry": "UPDATE {ks}.runs USING TTL ? SET status = ?, status_at = ?, output = null, "
+    "error = null, attempt = ?, lwt_op = ?, effects = ? WHERE run_id = ? "
+    "IF status IN (?, ?, ?, ?, ?, ?)",
     # The row marker of an INSERT has its own liveness: give it the TTL too (no LWT column).
     "run_marker": "INSERT INTO {ks}.runs (run_id) VALUES (?) USING TTL ? AND TIMESTAMP ?",
     # Fenced cancel: as run_transition, and only while the fence is the one the caller checked.
@@ -310,9 +321,12 @@ STATEMENTS: dict[str, str] = {
     "wait_due, wait_bucket, wait_op, woken, woke_event, WRITETIME(status) AS status_wt "
     "FROM {ks}.nodes "
     "WHERE run_id = ? AND node_id = ? AND iteration = ?",
-    "node_create": "INSERT INTO {ks}.nodes (run_id, node_id, iteration, status, attempts, "
-    "deliveries, edges_taken, updated_at, lwt_op, effects) VALUES (?, ?, ?, ?, 0, 0, [], ?, ?, ?) "
-    "IF NOT EXISTS USING TTL ?",
+    # ``IF status = null``, not ``IF NOT EXISTS``: a record a retry reset (deleted) can leave
+    # cells stamped ahead of the delete (the retention rewrite's marks), and it must count as
+    # absent. Parameters: ttl, status, at, op, effects, then the key.
+    "node_create": "UPDATE {ks}.nodes USING TTL ? SET status = ?, attempts = 0, deliveries = 0, "
+    "edges_taken = [], updated_at = ?, lwt_op = ?, effects = ? "
+    "WHERE run_id = ? AND node_id = ? AND iteration = ? IF status = null",
     "node_begin": "UPDATE {ks}.nodes USING TTL ? SET status = 'running', attempts = ?, "
     "deliveries = ?, updated_at = ?, lwt_op = ?, effects = ? "
     "WHERE run_id = ? AND node_id = ? AND iteration = ? "
@@ -362,6 +376,9 @@ STATEMENTS: dict[str, str] = {
     "node_consumed": "UPDATE {ks}.nodes USING TTL ? SET wait_event = ?, woken = 'event', "
     "woke_event = ?, updated_at = ?, lwt_op = ?, effects = ? "
     "WHERE run_id = ? AND node_id = ? AND iteration = ? IF status = 'running' AND lwt_op = ?",
+    # A retry resets a record: deleted only if no conditional write changed it since it was read.
+    "node_reset": "DELETE FROM {ks}.nodes WHERE run_id = ? AND node_id = ? AND iteration = ? "
+    "IF lwt_op = ?",
     "node_marker": "INSERT INTO {ks}.nodes (run_id, node_id, iteration) VALUES (?, ?, ?) "
     "USING TTL ? AND TIMESTAMP ?",
     "node_effects_done": "UPDATE {ks}.nodes USING TTL ? AND TIMESTAMP ? "
@@ -374,6 +391,9 @@ STATEMENTS: dict[str, str] = {
     # arrivals
     "arrival_put": "INSERT INTO {ks}.arrivals (run_id, join_id, iteration, predecessor, outcome) "
     "VALUES (?, ?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?",
+    # Stamped with the retry's time: a later arrival of the re-run node is never deleted.
+    "arrival_del": "DELETE FROM {ks}.arrivals USING TIMESTAMP ? WHERE run_id = ? AND join_id = ? "
+    "AND iteration = ? AND predecessor = ?",
     "arrival_get": "SELECT predecessor, outcome, WRITETIME(outcome) AS wt FROM {ks}.arrivals "
     "WHERE run_id = ? AND join_id = ? AND iteration = ?",
     # context
@@ -398,9 +418,9 @@ STATEMENTS: dict[str, str] = {
     "WHERE status = ? AND day = ? AND bucket = ?",
     "buckets_get": "SELECT bucket FROM {ks}.run_index_buckets WHERE status = ? AND day = ?",
     # outbox
-    "outbox_put": "INSERT INTO {ks}.outbox (hour, shard, created_at, id, topic, key, value) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
-    "outbox_get": "SELECT created_at, id, topic, key, value FROM {ks}.outbox "
+    "outbox_put": "INSERT INTO {ks}.outbox (hour, shard, created_at, id, topic, key, value, "
+    "headers) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+    "outbox_get": "SELECT created_at, id, topic, key, value, headers FROM {ks}.outbox "
     "WHERE hour = ? AND shard = ? AND created_at >= ? LIMIT ?",
     "outbox_del": "DELETE FROM {ks}.outbox WHERE hour = ? AND shard = ? AND created_at = ? "
     "AND id = ?",
@@ -409,6 +429,8 @@ STATEMENTS: dict[str, str] = {
     # waits (plain)
     "wait_put": "INSERT INTO {ks}.waits (run_id, node_id, iteration, event, due_at, at) "
     "VALUES (?, ?, ?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?",
+    "wait_del": "DELETE FROM {ks}.waits USING TIMESTAMP ? WHERE run_id = ? AND node_id = ? "
+    "AND iteration = ?",
     "wait_get": "SELECT event, due_at, at FROM {ks}.waits "
     "WHERE run_id = ? AND node_id = ? AND iteration = ?",
     "waits_get": "SELECT node_id, iteration, event, due_at, at, WRITETIME(at) AS wt "

@@ -49,6 +49,7 @@ from state.records import (
     NodeCompletion,
     NodeState,
     OutboxMessage,
+    RetryOutcome,
     Run,
     SchemaChange,
     Wakeup,
@@ -223,6 +224,43 @@ class ScyllaStore:
     def find_stalled(self, *, status: str, older_than: float, limit: int = 100) -> list[str]:
         """Run ids in ``status`` without progress since ``older_than``."""
         return self._index.find_stalled(status=status, older_than=older_than, limit=limit)
+
+    # --- an operator's actions ------------------------------------------------------------
+    def pause_run(self, run_id: str) -> bool:
+        """Pause a runnable run once."""
+        return self._runs.pause_run(run_id)
+
+    def resume_run(self, run_id: str) -> bool:
+        """Resume a paused run once (running, or waiting if no node is pending or running)."""
+        return self._runs.resume_run(run_id, busy=lambda: self._waits.run_busy(run_id))
+
+    def restart_rejected(
+        self, run: Run, *, start_nodes: Sequence[str], outbox: Sequence[OutboxMessage] = ()
+    ) -> bool:
+        """Replace a rejected start's record with ``run`` and its start nodes, once."""
+        return self._runs.restart_rejected(run, start_nodes=start_nodes, outbox=outbox)
+
+    def retry_run(
+        self,
+        run_id: str,
+        *,
+        from_nodes: Sequence[str],
+        reset: Sequence[str],
+        expect: Mapping[str, str],
+        skipped: Sequence[str] = (),
+        arrivals: Sequence[Arrival] = (),
+        outbox: Sequence[OutboxMessage] = (),
+    ) -> RetryOutcome:
+        """Start a finished run's next attempt once, re-running ``from_nodes``."""
+        return self._runs.retry_run(
+            run_id,
+            from_nodes=from_nodes,
+            reset=reset,
+            expect=expect,
+            skipped=skipped,
+            arrivals=arrivals,
+            outbox=outbox,
+        )
 
     # --- nodes ----------------------------------------------------------------------------
     def get_node(self, run_id: str, node_id: str, iteration: int = 0) -> NodeState | None:

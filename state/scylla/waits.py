@@ -160,7 +160,7 @@ class Waits:
         raise StateError(f"run {key[0]!r}: un-parking {key[1]!r} timed out {MAX_CAS_ROUNDS} times")
 
     # --- the run's waiting status ---------------------------------------------------------
-    def _run_busy(self, run_id: str) -> bool:
+    def run_busy(self, run_id: str) -> bool:
         """Whether a node of the run is pending or running (read from its node directory).
 
         A row with unapplied effects counts as busy (its successors may not be
@@ -183,7 +183,7 @@ class Waits:
         """After a park: a running run whose nodes are all parked or settled is ``waiting``."""
         row = self.s.run_row(run_id)
         for round_ in range(RUN_CAS_ROUNDS):
-            change = runs.settle_waiting(view_of(row), busy=lambda: self._run_busy(run_id))
+            change = runs.settle_waiting(view_of(row), busy=lambda: self.run_busy(run_id))
             if row is None or not change.applied:
                 return
             if self.fx.flip(row, change):

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from state.codec import dumps
+from state.codec import dump_headers, dumps
 from state.constants import STATUS_BUCKET_S
 from state.keys import bucket_of, shard_of
 from state.records import RUN_TERMINAL, OutboxMessage
@@ -119,7 +119,8 @@ class Writes:
                 created, ts = now, self.s.now()[1]
             hour = int(created // OUTBOX_PARTITION_S)
             shard = shard_of(m.id, OUTBOX_SHARDS)
-            row = (hour, shard, created, m.id, m.topic, unset(m.key), dumps(m.value), ts)
+            headers = unset(dump_headers(m.headers))
+            row = (hour, shard, created, m.id, m.topic, unset(m.key), dumps(m.value), headers, ts)
             writes.append(("outbox_put", row))
         return writes
 

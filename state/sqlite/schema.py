@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS runs (
     updated_at REAL NOT NULL,
     bucket INTEGER NOT NULL,
     reconciled_at REAL,
-    expires_at REAL
+    expires_at REAL,
+    attempt INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS runs_expires ON runs (expires_at) WHERE expires_at IS NOT NULL;
 -- (status, time bucket) index: the reconciler and `flowbridge runs` read it, never scan runs.
@@ -117,7 +118,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     topic TEXT NOT NULL,
     key TEXT,
     value TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    headers TEXT
 );
 """
 
@@ -139,6 +141,14 @@ def migrate(db: Database) -> SchemaChange:
                 f"flowbridge ({SCHEMA_VERSION}): upgrade flowbridge"
             )
         elif row["version"] < SCHEMA_VERSION:
-            # Versions 2 and 3 only added tables (created above): recording it is the upgrade.
+            # Versions 2 and 3 only added tables (created above); version 4 adds runs.attempt
+            # and outbox.headers.
+            for table, column, ddl in (
+                ("runs", "attempt", "attempt INTEGER NOT NULL DEFAULT 1"),
+                ("outbox", "headers", "headers TEXT"),
+            ):
+                columns = {r["name"] for r in c.execute(f"PRAGMA table_info({table})")}
+                if column not in columns:
+                    c.execute(f"ALTER TABLE {table} ADD COLUMN {ddl}")
             c.execute("UPDATE schema_version SET version = ? WHERE id = 1", (SCHEMA_VERSION,))
         return SchemaChange(before=before, after=SCHEMA_VERSION)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from state.codec import loads
+from state.codec import load_headers, loads
 from state.constants import DEFAULT_RETENTION_S
 from state.errors import ConfigError
 from state.keys import bucket_of
@@ -40,6 +40,19 @@ from state.sqlite.workflows import SQLiteWorkflows
 from state.transactional import TransactionalStore
 
 __all__ = ["SQLiteStore", "open_url", "path_of"]
+
+#: ``?`` for each active run status (a query's ``IN (...)``).
+_ACTIVE_MARKS = ", ".join("?" * len(RUN_ACTIVE))
+
+#: Due timers: waits_due is the index; the node and run rows confirm each of its rows.
+_DUE_TIMERS_SQL = (
+    "SELECT w.run_id, w.node_id, w.iteration, w.due_at FROM waits w "  # noqa: S608 - fixed SQL
+    "JOIN nodes n ON n.run_id = w.run_id AND n.node_id = w.node_id "
+    "AND n.iteration = w.iteration JOIN runs r ON r.run_id = w.run_id "
+    "WHERE w.woken IS NULL AND w.due_at IS NOT NULL AND w.due_at <= ? "
+    f"AND n.status = ? AND r.status IN ({_ACTIVE_MARKS}) "
+    "ORDER BY w.due_at LIMIT ?"
+)
 
 #: Every table holding a run's rows (what retention deletes).
 _RUN_TABLES = (
@@ -242,13 +255,7 @@ class SQLiteStore(TransactionalStore):
         """Unfired timers due by ``now``, oldest first, through the by-due-time index."""
         rows = self._db.read(
             lambda c: c.execute(
-                # waits_due is the index; the node and run rows confirm each of its rows.
-                "SELECT w.run_id, w.node_id, w.iteration, w.due_at FROM waits w "
-                "JOIN nodes n ON n.run_id = w.run_id AND n.node_id = w.node_id "
-                "AND n.iteration = w.iteration JOIN runs r ON r.run_id = w.run_id "
-                "WHERE w.woken IS NULL AND w.due_at IS NOT NULL AND w.due_at <= ? "
-                "AND n.status = ? AND r.status IN (?, ?, ?) "
-                "ORDER BY w.due_at LIMIT ?",
+                _DUE_TIMERS_SQL,
                 (now, NodeStatus.WAITING, *sorted(RUN_ACTIVE), limit),
             ).fetchall()
         )
@@ -275,6 +282,7 @@ class SQLiteStore(TransactionalStore):
                 key=r["key"],
                 value=loads(r["value"]),
                 created_at=r["created_at"],
+                headers=load_headers(r["headers"]),
             )
             for r in rows
         ]

@@ -10,7 +10,7 @@ import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from state.codec import dumps
+from state.codec import dump_headers, dumps
 from state.keys import bucket_of
 from state.records import NODE_ACTIVE, Arrival, NodeState, NodeStatus, OutboxMessage, Run
 from state.rules import KEEP, RunView, Wait
@@ -68,7 +68,8 @@ class SQLiteTxn(Transaction):
     def run_view(self, run_id: str) -> RunView | None:
         """Status, fence, last progress and last stall claim of a run."""
         row = self.c.execute(
-            "SELECT run_id, status, fence, updated_at, reconciled_at FROM runs WHERE run_id = ?",
+            "SELECT run_id, status, fence, updated_at, reconciled_at, attempt FROM runs "
+            "WHERE run_id = ?",
             (run_id,),
         ).fetchone()
         return None if row is None else view_of(row)
@@ -222,6 +223,28 @@ class SQLiteTxn(Transaction):
             (_CANCELLED if cancelled else _CLOSED, run_id),
         )
 
+    def delete_run(self, run_id: str) -> None:
+        """Delete the run's row and its index entries."""
+        self.c.execute("DELETE FROM run_index WHERE run_id = ?", (run_id,))
+        self.c.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+
+    def set_attempt(self, run_id: str, attempt: int) -> None:
+        """Set the run's attempt."""
+        self.c.execute("UPDATE runs SET attempt = ? WHERE run_id = ?", (attempt, run_id))
+
+    def revive(self, run_id: str) -> None:
+        """Clear the run's retention expiry."""
+        self.c.execute("UPDATE runs SET expires_at = NULL WHERE run_id = ?", (run_id,))
+
+    def reset_nodes(self, run_id: str, node_ids: Sequence[str], iteration: int) -> None:
+        """Delete the node records, their waits and the arrivals they made."""
+        keys = [(run_id, n, iteration) for n in node_ids]
+        self.c.executemany(f"DELETE FROM nodes WHERE {_KEY}", keys)  # noqa: S608 - fixed SQL
+        self.c.executemany(f"DELETE FROM waits WHERE {_KEY}", keys)  # noqa: S608 - fixed SQL
+        self.c.executemany(
+            "DELETE FROM arrivals WHERE run_id = ? AND predecessor = ? AND iteration = ?", keys
+        )
+
     # --- nodes ----------------------------------------------------------------------------
     def insert_nodes(
         self, run_id: str, node_ids: Sequence[str], iteration: int, status: str, *, now: float
@@ -294,9 +317,12 @@ class SQLiteTxn(Transaction):
     def add_outbox(self, messages: Sequence[OutboxMessage], *, now: float) -> None:
         """Add outbox rows by stable id (``INSERT OR IGNORE``)."""
         self.c.executemany(
-            "INSERT OR IGNORE INTO outbox (id, topic, key, value, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            [(m.id, m.topic, m.key, dumps(m.value), now) for m in messages],
+            "INSERT OR IGNORE INTO outbox (id, topic, key, value, created_at, headers) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (m.id, m.topic, m.key, dumps(m.value), now, dump_headers(m.headers))
+                for m in messages
+            ],
         )
 
     # --- waits and the inbox --------------------------------------------------------------

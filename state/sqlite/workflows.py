@@ -22,6 +22,9 @@ from state.workflows import WorkflowState, WorkflowTimer
 
 __all__ = ["SCHEMA", "TABLES", "SQLiteWorkflows"]
 
+#: One placeholder per active status (paused included: its timers fire into the inbox).
+_ACTIVE_MARKS = ", ".join("?" * len(RUN_ACTIVE))
+
 SCHEMA = """
 -- A code workflow run's generation, last dispatched activation and blocked report.
 CREATE TABLE IF NOT EXISTS wf_runs (
@@ -199,9 +202,10 @@ class SQLiteWorkflows:
         """Due timers of active runs, oldest first, through the due-time index."""
         rows = self._db.read(
             lambda c: c.execute(
-                "SELECT t.run_id, t.gen, t.seq, t.due_at FROM wf_timers t "
+                "SELECT t.run_id, t.gen, t.seq, t.due_at FROM wf_timers t "  # noqa: S608 - fixed SQL
                 "JOIN runs r ON r.run_id = t.run_id "
-                "WHERE t.due_at <= ? AND r.status IN (?, ?, ?) ORDER BY t.due_at LIMIT ?",
+                f"WHERE t.due_at <= ? AND r.status IN ({_ACTIVE_MARKS}) "
+                "ORDER BY t.due_at LIMIT ?",
                 (now, *sorted(str(s) for s in RUN_ACTIVE), limit),
             ).fetchall()
         )

@@ -65,12 +65,26 @@ class Writer:
         run_id = change.run_id
         expires_at = now + self.retention_s if change.terminal else None
         if change.record is not None:
+            if change.replace:
+                t.delete_run(run_id)
             t.insert_run(change.record, now=now, expires_at=expires_at)
             if change.start_nodes:
                 t.insert_nodes(run_id, change.start_nodes, 0, NodeStatus.PENDING, now=now)
         else:
             if change.fence is not None:
                 t.set_fence(run_id, change.fence)
+            if change.reset_nodes:
+                t.reset_nodes(run_id, change.reset_nodes, 0)
+            if change.pending_nodes:
+                t.insert_nodes(run_id, change.pending_nodes, 0, NodeStatus.PENDING, now=now)
+            if change.skipped_nodes:
+                t.insert_nodes(run_id, change.skipped_nodes, 0, NodeStatus.SKIPPED, now=now)
+            if change.arrivals:
+                t.arrive(run_id, 0, change.arrivals)
+            if change.attempt is not None:
+                t.set_attempt(run_id, change.attempt)
+            if change.revive:
+                t.revive(run_id)
             status = change.status if change.status is not None else change.previous
             if status is not None and (change.status is not None or change.progress):
                 t.update_run(

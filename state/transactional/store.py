@@ -10,7 +10,7 @@ stall, or two deliveries of one task are serialised: exactly one applies.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -23,11 +23,12 @@ from state.records import (
     NodeCompletion,
     NodeState,
     OutboxMessage,
+    RetryOutcome,
     Run,
     RunStatus,
     Wakeup,
 )
-from state.rules import RunView, Verdict, nodes, runs, waits
+from state.rules import RunView, Verdict, nodes, operator, runs, waits
 from state.transactional.apply import Writer
 from state.transactional.txn import NodeField, Txn
 
@@ -146,6 +147,73 @@ class TransactionalStore:
             )
             self._writer(t, now).run(change)
             return change.applied
+
+    # --- an operator's actions ------------------------------------------------------------
+    def pause_run(self, run_id: str) -> bool:
+        """Pause a runnable run once."""
+        now = self._clock()
+        with self._begin() as t:
+            change = operator.pause(t.run_status(run_id))
+            self._writer(t, now).run(change)
+            return change.applied
+
+    def resume_run(self, run_id: str) -> bool:
+        """Resume a paused run once: running, or waiting when no node is pending or running."""
+        now = self._clock()
+        with self._begin() as t:
+            view = t.run_status(run_id)
+            change = operator.resume(view, busy=view is not None and t.busy(run_id))
+            self._writer(t, now).run(change)
+            return change.applied
+
+    def restart_rejected(
+        self, run: Run, *, start_nodes: Sequence[str], outbox: Sequence[OutboxMessage] = ()
+    ) -> bool:
+        """Replace a rejected start's record with ``run`` and its start nodes, once."""
+        now = self._clock()
+        with self._begin() as t:
+            change = operator.restart_rejected(
+                t.run(run.run_id), run, start_nodes=start_nodes, outbox=outbox, now=now
+            )
+            self._writer(t, now).run(change)
+            return change.applied
+
+    def retry_run(
+        self,
+        run_id: str,
+        *,
+        from_nodes: Sequence[str],
+        reset: Sequence[str],
+        expect: Mapping[str, str],
+        skipped: Sequence[str] = (),
+        arrivals: Sequence[Arrival] = (),
+        outbox: Sequence[OutboxMessage] = (),
+    ) -> RetryOutcome:
+        """Start a finished run's next attempt once, if the kept records are as expected."""
+        now = self._clock()
+        with self._begin() as t:
+            view = t.run_view(run_id)
+            if view is None:
+                return RetryOutcome(applied=False)
+            found = {n: rec for n in expect if (rec := t.node((run_id, n, 0))) is not None}
+            moved = operator.moved(expect, found)
+            change = operator.retry(
+                view,
+                from_nodes=from_nodes,
+                reset=reset,
+                skipped=skipped,
+                arrivals=arrivals,
+                moved_nodes=moved,
+            )
+            if change.applied and outbox:
+                change = change._replace(outbox=tuple(outbox))
+            self._writer(t, now).run(change)
+            return RetryOutcome(
+                applied=change.applied,
+                attempt=change.attempt if change.attempt is not None else view.attempt,
+                status=view.status,
+                moved=tuple(moved),
+            )
 
     def append_history(
         self, run_id: str, kind: str, *, node_id: str | None = None, data: Any = None

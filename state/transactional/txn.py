@@ -83,6 +83,18 @@ class Txn(Protocol):
     def end_waits(self, run_id: str, *, cancelled: bool) -> None:
         """A finished run's waits can never wake anything: end them all."""
 
+    def delete_run(self, run_id: str) -> None:
+        """Delete the run's row and its status-index entry (its history stays)."""
+
+    def set_attempt(self, run_id: str, attempt: int) -> None:
+        """Set the run's attempt (a retry)."""
+
+    def revive(self, run_id: str) -> None:
+        """A finished run lives again: clear its retention expiry."""
+
+    def reset_nodes(self, run_id: str, node_ids: Sequence[str], iteration: int) -> None:
+        """Delete node records with their waits and the arrivals they made (a retry)."""
+
     # --- nodes ----------------------------------------------------------------------------
     def insert_nodes(
         self, run_id: str, node_ids: Sequence[str], iteration: int, status: str, *, now: float

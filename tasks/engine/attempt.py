@@ -12,6 +12,7 @@ the run, which repairs a crash between the commit and the dispatch.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from state.constants import (
     NODE_SKIPPED,
     NODE_WAITING,
     RUN_ACTIVE,
+    RUN_PAUSED,
     RUN_PENDING,
     RUN_RUNNING,
     RUN_WAITING,
@@ -81,6 +83,9 @@ def execute_node(
 
     if run.status not in RUN_ACTIVE:
         return ignored(f"run is {run.status}")
+    if run.status == RUN_PAUSED:
+        # Left pending (or parked, or running in another delivery): resume dispatches it.
+        return ignored("run is paused")
     scope = RunScope(rt, run, cached_bp or rt.blueprint_of(run))
     if node_id not in scope.bp.node_ids:
         return ignored("no such node")
@@ -116,7 +121,15 @@ def execute_node(
             "without finishing (its worker crashed or was killed while running it)"
         )
         return fail(att, error, retryable=False)
-    return _run(att, worker)
+    started = time.monotonic()
+    step = _run(att, worker)
+    rt.metrics.node_attempt(
+        scope.bp.id,
+        node_id,
+        step.kind if step.kind != "detached" else "completed",
+        time.monotonic() - started,
+    )
+    return step
 
 
 def _context(att: Attempt) -> NodeContext:

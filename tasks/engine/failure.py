@@ -66,6 +66,7 @@ def fail(att: Attempt, error: str, *, retryable: bool, delay_s: float | None = N
     event = scope.lifecycle("failed", error=reason)
     if store.fail_node(run_id, spec.id, it, error=reason, outbox=[event]):
         scope.rt.notify_outbox()
+        scope.rt.metrics.run_finished(scope.bp.id, "failed")
     return Step("failed")
 
 

@@ -100,7 +100,14 @@ def settle(scope: RunScope, node: NodeState, *, repair: bool, plan: Plan | None 
     region = None if repair else chord_region(bp, source)
     if region is not None and len(to_dispatch) >= 2 and set(to_dispatch) <= set(region.chains):
         heads = [
-            scope.rt.node_task(bp, scope.run_id, h, iteration=node.iteration, branch=True)
+            scope.rt.node_task(
+                bp,
+                scope.run_id,
+                h,
+                iteration=node.iteration,
+                branch=True,
+                run_attempt=scope.run.attempt,
+            )
             for h in to_dispatch
         ]
         scope.rt.port.dispatch_chord(heads, join_id=region.join)
@@ -126,9 +133,13 @@ def try_fire(scope: RunScope, join_id: str, iteration: int, *, repair: bool) -> 
         event = scope.lifecycle("failed", error=decision.reason)
         if store.finish_run(scope.run_id, status=RUN_FAILED, error=decision.reason, outbox=[event]):
             scope.rt.notify_outbox()
+            scope.rt.metrics.run_finished(scope.bp.id, RUN_FAILED)
             return True
         return False
-    if not store.fire_join(scope.run_id, join_id, iteration):
+    fired = store.fire_join(scope.run_id, join_id, iteration)
+    if fired:
+        scope.rt.metrics.join_fired(scope.bp.id, join_id)
+    if not fired:
         if repair:
             rec = store.get_node(scope.run_id, join_id, iteration)
             if rec is not None and rec.status == NODE_PENDING:
@@ -165,7 +176,10 @@ def _cancel_losers(scope: RunScope, join_id: str, iteration: int) -> None:
     cancelled = scope.store.cancel_nodes(
         scope.run_id, lose, iteration, reason=f"lost the {name} at join {join_id!r}"
     )
-    ids = [task_id(scope.run_id, n, iteration, max(before[n].attempts, 1)) for n in cancelled]
+    ids = [
+        task_id(scope.run_id, n, iteration, max(before[n].attempts, 1), scope.run.attempt)
+        for n in cancelled
+    ]
     if ids:
         # Best effort: a revoke lives in workers' memory; the store's status is the real guard.
         scope.rt.port.revoke(ids)
@@ -187,6 +201,7 @@ def maybe_finish(scope: RunScope) -> None:
     event = scope.lifecycle("completed", output=output)
     if store.finish_run(scope.run_id, status=RUN_COMPLETED, output=output, outbox=[event]):
         scope.rt.notify_outbox()
+        scope.rt.metrics.run_finished(bp.id, RUN_COMPLETED)
 
 
 def branches(scope: RunScope, join_id: str, iteration: int) -> dict[str, dict[str, Any]]:

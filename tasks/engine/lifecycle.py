@@ -42,8 +42,15 @@ def start_run(
         rt.settings, run_id, "started", blueprint=bp.id, version=bp.version, input=run_input
     )
     created, stored = rt.store.create_run(run, start_nodes=starts, outbox=[started])
+    if not created and stored.rejected:
+        # A start of this id was rejected before (its blueprint was unknown, say) and left a
+        # failed record; this one (its DLQ record replayed, or sent again) starts the run.
+        created = rt.store.restart_rejected(run, start_nodes=starts, outbox=[started])
+        if created:
+            stored = rt.store.get_run(run_id) or stored
     if created:
         rt.notify_outbox()
+        rt.metrics.run_started(bp.id)
         # Just created: its start nodes are pending and its blueprint is the one in hand.
         for node_id in starts:
             rt.dispatch(bp, run_id, node_id)
@@ -55,7 +62,13 @@ def start_run(
     recs = rt.store.get_nodes(run_id, stored_bp.analysis.start_nodes)
     for node_id, rec in recs.items():
         if rec.status == NODE_PENDING:
-            rt.dispatch(stored_bp, run_id, node_id, attempt=max(rec.attempts + 1, 1))
+            rt.dispatch(
+                stored_bp,
+                run_id,
+                node_id,
+                attempt=max(rec.attempts + 1, 1),
+                run_attempt=stored.attempt,
+            )
     return created, stored
 
 
@@ -67,13 +80,19 @@ def cancel_run(rt: Runtime, run_id: str, reason: str = "cancelled") -> bool:
         bp = rt.blueprint_of(before)
         for rec in rt.store.get_nodes(run_id, bp.node_ids).values():
             if rec.active:
-                in_flight.append(task_id(run_id, rec.node_id, rec.iteration, max(rec.attempts, 1)))
+                in_flight.append(
+                    task_id(
+                        run_id, rec.node_id, rec.iteration, max(rec.attempts, 1), before.attempt
+                    )
+                )
     outbox = [lifecycle_event(rt.settings, run_id, "cancelled", reason=reason)]
     # Under the run lock, with a fresh fence: a reconciler that lost its lock cannot undo it.
     with rt.port.run_locks().hold(run_id, wait_s=CANCEL_LOCK_WAIT_S) as fence:
         applied, _ = rt.store.cancel_run(run_id, reason=reason, outbox=outbox, fence=fence)
     if applied:
         rt.notify_outbox()
+        if before is not None:
+            rt.metrics.run_finished(before.blueprint_id or "-", "cancelled")
         if in_flight:
             # Revokes live only in workers' memory: the status check before user code is the guard.
             rt.port.revoke(in_flight)
@@ -89,7 +108,11 @@ def deliver_event(
         run = rt.store.get_run(run_id)
         if run is not None:
             rt.dispatch(
-                rt.blueprint_of(run), run_id, delivery.node_id, iteration=delivery.iteration
+                rt.blueprint_of(run),
+                run_id,
+                delivery.node_id,
+                iteration=delivery.iteration,
+                run_attempt=run.attempt,
             )
     return delivery
 

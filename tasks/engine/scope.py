@@ -62,6 +62,7 @@ class RunScope:
             attempt=attempt,
             countdown=countdown,
             wake=wake,
+            run_attempt=self.run.attempt,
         )
 
     def lifecycle(self, kind: str, **fields: Any) -> OutboxMessage:

@@ -24,8 +24,10 @@ from tasks.constants import (
     WF_RESOLVE_ERROR_TASK,
     WF_RESOLVE_TASK,
 )
+from tasks.errors import NodeFailedError
 from tasks.runtime import Runtime, open_state
 from tasks.settings import Settings
+from tasks.tracing import TRACE_HEADERS, span
 from tasks.worker.config import celery_config
 from tasks.worker.port import CeleryPort
 
@@ -66,6 +68,32 @@ def reset_runtime(runtime: Runtime | None = None) -> None:
         _runtime_pid = os.getpid() if runtime is not None else None
 
 
+def _trace_parent(task: Task) -> dict[str, str]:
+    """The trace context the task message carries (``tasks.tracing``), if any."""
+    found: dict[str, str] = {}
+    nested = getattr(task.request, "headers", None) or {}
+    for name in TRACE_HEADERS:
+        value = getattr(task.request, name, None) or nested.get(name)
+        if isinstance(value, str):
+            found[name] = value
+    return found
+
+
+def _attempt_span(
+    task: Task, run_id: str, node_id: str, attempt: int, *, kind: str = "node"
+) -> Any:
+    return span(
+        f"flowbridge.{kind} {node_id}",
+        parent=_trace_parent(task),
+        attributes={
+            "flowbridge.run_id": run_id,
+            "flowbridge.node": node_id,
+            "flowbridge.attempt": attempt,
+            "celery.task_id": str(task.request.id),
+        },
+    )
+
+
 def _delivery(task: Task) -> dict[str, Any]:
     """What the engine needs to know of this delivery: redelivered, and by which worker."""
     return {
@@ -74,16 +102,28 @@ def _delivery(task: Task) -> dict[str, Any]:
     }
 
 
-@app.task(name=RUN_NODE_TASK, bind=True, ignore_result=True)
+# ``throws``: an expected failure, logged in one line without a traceback.
+@app.task(name=RUN_NODE_TASK, bind=True, ignore_result=True, throws=(NodeFailedError,))
 def run_node(
     self: Task, run_id: str, node_id: str, iteration: int = 0, attempt: int = 1, wake: bool = False
 ) -> str:
-    """Run one attempt of one node (at least once; its state effects apply once)."""
+    """Run one attempt of one node (at least once; its state effects apply once).
+
+    Returns how the attempt ended (``completed``, ``retry``, ``waiting``, ...), which
+    Flower shows as the result of a succeeded task. A node that failed for good raises
+    ``NodeFailedError`` after the engine committed the failure: the task fails (acked,
+    never redelivered), and Flower and Celery events count it as a failure.
+    """
     from tasks.engine import execute_node
 
-    step = execute_node(
-        get_runtime(), run_id, node_id, iteration, attempt, wake=wake, **_delivery(self)
-    )
+    rt = get_runtime()
+    with _attempt_span(self, run_id, node_id, attempt) as current:
+        step = execute_node(rt, run_id, node_id, iteration, attempt, wake=wake, **_delivery(self))
+        if current is not None:
+            current.set_attribute("flowbridge.outcome", step.kind)
+    if step.kind == "failed":
+        rec = rt.store.get_node(run_id, node_id, iteration)
+        raise NodeFailedError(rec.error if rec is not None and rec.error else f"{node_id} failed")
     return step.kind
 
 
@@ -95,7 +135,8 @@ def run_branch(
     from tasks.engine import execute_node
 
     rt = get_runtime()
-    step = execute_node(rt, run_id, node_id, iteration, attempt, chord=True, **_delivery(self))
+    with _attempt_span(self, run_id, node_id, attempt):
+        step = execute_node(rt, run_id, node_id, iteration, attempt, chord=True, **_delivery(self))
     if step.next_node is not None or step.retry_attempt is not None:
         loaded = rt.load_run(run_id)
         if loaded is not None and loaded[1] is not None and isinstance(rt.port, CeleryPort):
@@ -107,6 +148,7 @@ def run_branch(
                 attempt=step.retry_attempt or 1,
                 countdown=step.countdown,
                 branch=True,
+                run_attempt=loaded[0].attempt,
             )
             # The replacement keeps this task's place in the chord.
             return self.replace(rt.port.signature(nxt))  # type: ignore[no-any-return]
@@ -141,7 +183,7 @@ def wf_activate(run_id: str, item: dict[str, Any] | None = None) -> str:
     return activate(rt, run_id)
 
 
-@app.task(name=WF_ACTIVITY_TASK, bind=True, ignore_result=True)
+@app.task(name=WF_ACTIVITY_TASK, bind=True, ignore_result=True, throws=(NodeFailedError,))
 def wf_activity(
     self: Task,
     run_id: str,
@@ -168,7 +210,15 @@ def wf_activity(
         queue=self.request.delivery_info.get("routing_key") if self.request.delivery_info else None,
         timeout_s=timeout_s,
     )
-    return run_activity(get_runtime(), task)
+    with _attempt_span(self, run_id, name, attempt, kind="activity") as current:
+        outcome = run_activity(get_runtime(), task)
+        if current is not None:
+            current.set_attribute("flowbridge.outcome", outcome)
+    if outcome == "failed":
+        # Committed as the activity's outcome already (the workflow sees an ActivityError);
+        # raising only makes Flower and Celery events count the failure, as for run_node.
+        raise NodeFailedError(f"activity {name} of run {run_id} failed after attempt {attempt}")
+    return outcome
 
 
 @app.task(name=WF_RESOLVE_TASK, ignore_result=True)

@@ -24,6 +24,7 @@ from tasks.constants import (
 )
 from tasks.port import ActivationTask, ActivityTask, NodeTask
 from tasks.settings import Settings
+from tasks.tracing import current_headers
 from tasks.worker.config import redis_ssl_options
 from tasks.worker.presence import note_missing
 
@@ -71,6 +72,10 @@ class CeleryPort:
             options["time_limit"] = task.timeout_s + HARD_LIMIT_GRACE_S
         if task.countdown:
             options["countdown"] = task.countdown
+        trace = current_headers()
+        if trace:
+            # The dispatching span (the bridge's record, or the node attempt that routed).
+            options["headers"] = dict(trace)
         kwargs: dict[str, Any] = {
             "run_id": task.run_id,
             "node_id": task.node_id,

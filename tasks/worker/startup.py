@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import signals
@@ -10,7 +11,9 @@ from celery import signals
 from state.errors import FlowbridgeError
 from tasks.loading import load_user_code
 from tasks.runtime import Runtime
+from tasks.settings import Settings
 from tasks.worker.app import get_runtime
+from tasks.worker.metrics import prepare_multiprocess, process_metrics, serve_metrics
 from tasks.worker.port import CeleryPort
 from tasks.worker.presence import Presence
 
@@ -40,9 +43,31 @@ def _start_or_exit(role: str) -> Runtime:
 @signals.worker_init.connect
 def _load_user_code_in_worker(**_: Any) -> None:
     # In the parent, before the pool forks: children inherit the registries.
+    if Settings.from_env().metrics_port:
+        # Before prometheus_client is imported: the pool's children count in files.
+        prepare_multiprocess()
     runtime = _start_or_exit("worker")
     runtime.ensure_schema()
     runtime.store.close()
+    if runtime.settings.metrics_port:
+        serve_metrics(runtime.settings.metrics_port, multiprocess=True)
+        runtime.metrics = process_metrics()
+
+
+@signals.worker_process_init.connect
+def _count_in_the_child(**_: Any) -> None:
+    runtime = get_runtime()
+    if runtime.settings.metrics_port:
+        runtime.metrics = process_metrics()
+
+
+@signals.worker_process_shutdown.connect
+def _forget_the_child(pid: int | None = None, **_: Any) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and pid is not None:
+        from prometheus_client import multiprocess
+
+        # Its counters stay in the totals; its live gauges go.
+        multiprocess.mark_process_dead(pid)
 
 
 @signals.worker_ready.connect

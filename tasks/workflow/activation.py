@@ -113,6 +113,12 @@ def start_workflow(
         rt.settings, run_id, "started", workflow=defn.name, version=defn.version, input=run_input
     )
     created, stored = rt.store.create_run(run, start_nodes=(), outbox=[started])
+    if not created and stored.rejected:
+        # A start of this id was rejected (the workflow was not deployed yet, say): this one,
+        # its DLQ record replayed or sent again, starts the run (once).
+        created = rt.store.restart_rejected(run, start_nodes=(), outbox=[started])
+        if created:
+            stored = rt.store.get_run(run_id) or stored
     if created:
         rt.notify_outbox()
     if stored.status in RUN_ACTIVE and is_workflow(stored):
@@ -154,6 +160,8 @@ def activate(rt: Runtime, run_id: str) -> str:
                 )
                 return "busy"
             outcome = _activate_locked(rt, run_id)
+        if outcome == "paused":
+            return outcome  # resuming the run activates it again
         # An item that arrived while the lock was held found it busy: look once more.
         state = rt.store.workflows.load(run_id)
         if state is None or state.run.status not in RUN_ACTIVE or state.blocked is not None:
@@ -178,6 +186,9 @@ def _activate_locked(rt: Runtime, run_id: str) -> str:
         return "no-run"
     if state.run.status not in RUN_ACTIVE:
         return "finished"
+    if state.run.status == RunStatus.PAUSED:
+        # Nothing new starts, not even what the last commit decided: resuming dispatches it.
+        return "paused"
     history = [Activation.from_json(a) for a in state.history]
     if history and state.dispatched < state.last:
         # The last activation was committed but not (fully) dispatched: do it again.

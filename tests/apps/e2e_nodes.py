@@ -421,3 +421,32 @@ _seq(
         {"id": "s4", "uses": "sink"},
     ],
 )
+
+
+@node("fixable")
+def fixable(ctx: NodeContext) -> dict[str, Any]:
+    """Fails for good while ``broken:<node>`` is set in Redis: "fixing" it is deleting the key."""
+    effect(f"{ctx.node_id}.attempts")
+    if _redis().exists(os.environ.get("FLOWBRIDGE_REDIS_PREFIX", "") + f"broken:{ctx.node_id}"):
+        raise NodeError(f"{ctx.node_id} is broken", retryable=False)
+    effect(ctx.node_id)
+    return {"fixed": ctx.node_id, "attempt": ctx.attempt}
+
+
+# a -> fix -> c, and a -> side (a branch the retry from fix keeps).
+register_blueprint(
+    {
+        "id": "fixme",
+        "nodes": [
+            {"id": "a", "uses": "echo"},
+            {"id": "fix", "uses": "fixable"},
+            {"id": "c", "uses": "echo"},
+            {"id": "side", "uses": "echo"},
+        ],
+        "edges": [
+            {"source": "a", "target": "fix"},
+            {"source": "fix", "target": "c"},
+            {"source": "a", "target": "side"},
+        ],
+    }
+)

@@ -31,7 +31,7 @@ from state.constants import (
 )
 from state.errors import SchemaError, StateError
 from state.protocol import StateStore
-from state.records import Arrival, NodeCompletion
+from state.records import Arrival, NodeCompletion, OutboxMessage
 from tests.contract.helpers import (
     PROCESSES,
     THREADS,
@@ -696,3 +696,21 @@ def test_get_run_can_leave_the_snapshot_out(store: StateStore) -> None:
         full.blueprint_id,
         full.fence,
     )
+
+
+def test_outbox_rows_keep_their_headers(store: StateStore) -> None:
+    # The trace context rides with an emitted record to the relay.
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    row = OutboxMessage(
+        id=new_id("msg"),
+        topic="t.user",
+        key="k",
+        value={"a": 1},
+        headers=(("traceparent", parent),),
+    )
+    run_id = started(store, "a")
+    store.begin_attempt(run_id, "a", 0, 1)
+    store.commit_node(NodeCompletion(run_id=run_id, node_id="a", outbox=(row,)))
+    (found,) = [m for m in store.pending_outbox(limit=10_000) if m.id == row.id]
+    assert found.headers == (("traceparent", parent),)
+    store.delete_outbox([row.id])

@@ -179,6 +179,29 @@ def test_cancelling_a_workflow_runs_its_compensation(stack: Stack) -> None:
     assert stack.effects("wf.after") == 0, "nothing after the cancel point ran"
 
 
+def test_a_paused_workflow_lets_its_activity_finish_and_starts_nothing_until_resumed(
+    stack: Stack,
+) -> None:
+    from bridge.errors import RunStateError
+
+    stack.redis.delete(f"{stack.iso.redis_prefix}gate:held")
+    handle = stack.client.start("e2e-wf-held", {})
+    stack.wait_for(lambda: stack.effects("wf.held.started") == 1, what="the held step")
+    handle.pause()
+    stack.wait_for(lambda: handle.status() == "paused", what="the pause")
+    stack.redis.set(f"{stack.iso.redis_prefix}gate:held", 1)  # the in-flight step finishes
+    stack.wait_for(lambda: stack.effects("wf.held") == 1, what="the held step's effect")
+    time.sleep(1.0)  # time enough for an activation to start the next step, were it allowed
+    assert stack.effects("wf.after") == 0 and handle.status() == "paused"
+
+    handle.resume()
+    run = handle.result(timeout=60)
+    assert run["status"] == "completed", run
+    assert [stack.effects(s) for s in ("wf.before", "wf.held", "wf.after")] == [1, 1, 1]
+    with pytest.raises(RunStateError, match="is a code workflow"):
+        handle.retry()
+
+
 # --- faults ------------------------------------------------------------------------------
 
 

@@ -591,8 +591,11 @@ def test_public_surface_is_pinned() -> None:
         "BlueprintError",
         "ConditionError",
         "NodeError",
+        "NodeFailedError",
+        "RetryError",
         "UnknownBlueprintError",
         "UnknownNodeError",
+        "WORKFLOW_RETRY",
     ]
     for name in blueprint_pkg.__all__:
         assert hasattr(blueprint_pkg, name)

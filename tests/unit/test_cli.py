@@ -62,7 +62,7 @@ def test_help_describes_every_argument_and_lists_exit_codes_and_statuses() -> No
     assert set(RUN_STATUSES) == RUN_ACTIVE | RUN_TERMINAL
     run_help = subparsers(parser)["run"].format_help()
     assert "how long --wait waits (default: 60.0)" in " ".join(run_help.split())
-    assert "{pending,running,waiting,completed,failed,cancelled}" in (
+    assert "{pending,running,waiting,paused,completed,failed,cancelled}" in (
         subparsers(parser)["runs"].format_help()
     )
 
@@ -171,6 +171,13 @@ def test_migrate_says_whether_it_created_upgraded_or_found_the_schema(tmp_path: 
     with sqlite3.connect(tmp_path / "state.db") as db:
         db.execute("UPDATE schema_version SET version = 1")
     assert f"upgraded from version 1 to {v}" in flowbridge(env, "migrate").stdout
+    # A version-3 file has no runs.attempt column: the upgrade adds it.
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.execute("ALTER TABLE runs DROP COLUMN attempt")
+        db.execute("UPDATE schema_version SET version = 3")
+    assert f"upgraded from version 3 to {v}" in flowbridge(env, "migrate").stdout
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert "attempt" in {r[1] for r in db.execute("PRAGMA table_info(runs)")}
 
 
 @pytest.mark.parametrize("once", [[], ["--once"]], ids=["plain", "once"])

@@ -23,6 +23,7 @@ def test_exported_members() -> None:
         "RefError",
         "Result",
         "RunHandle",
+        "RunStateError",
         "WorkflowContext",
         "activity",
         "node",

@@ -27,7 +27,12 @@ def test_readme_flowbridge_commands_exist_with_their_options() -> None:
         words = shlex.split(line.replace("[", " ").replace("]", " "))
         command = words[1]
         assert command in subs, f"README: `{line}`: no command {command!r}"
-        options = {o for a in subs[command]._actions for o in a.option_strings}
+        parser = subs[command]
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if nested:  # `flowbridge dlq list ...`: the options are the action's
+            assert words[2] in nested[0].choices, f"README: `{line}`: no {command} {words[2]!r}"
+            parser = nested[0].choices[words[2]]
+        options = {o for a in parser._actions for o in a.option_strings}
         for word in words[2:]:
             if word.startswith("--"):
                 assert word in options, f"README: `{line}`: {command} has no {word}"

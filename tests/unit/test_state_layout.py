@@ -18,7 +18,7 @@ import pytest
 import state
 from state import open_store
 from state.backends import register, schemes
-from state.constants import NODE_ACTIVE, NODE_PENDING, RUN_ACTIVE, RUN_RUNNING
+from state.constants import NODE_ACTIVE, NODE_PENDING, RUN_ACTIVE, RUN_RUNNABLE, RUN_RUNNING
 from state.errors import ConfigError, SchemaError, StaleFenceError
 from state.history import HistoryKind, node_kind, run_kind
 from state.memory import MemoryStore, drop
@@ -198,7 +198,8 @@ def test_memory_store_is_thread_safe() -> None:
 def test_statuses_are_str_enums_equal_to_their_old_strings() -> None:
     assert RUN_RUNNING is RunStatus.RUNNING and RUN_RUNNING == "running"
     assert NODE_PENDING is NodeStatus.PENDING and f"{NODE_PENDING}" == "pending"
-    assert {"pending", "running", "waiting"} == RUN_ACTIVE == NODE_ACTIVE
+    assert {"pending", "running", "waiting"} == RUN_RUNNABLE == NODE_ACTIVE
+    assert RUN_RUNNABLE | {"paused"} == RUN_ACTIVE
     assert run_kind(RunStatus.FAILED) is HistoryKind.RUN_FAILED
     assert node_kind(NodeStatus.SKIPPED) is HistoryKind.NODE_SKIPPED
 

@@ -14,6 +14,8 @@ import pytest
 
 from flowbridge import ActivityError, WorkflowContext, activity, workflow
 from flowbridge.testing import Runner
+from state.records import Run, RunStatus
+from tasks.errors import RetryError
 
 _names = itertools.count()
 
@@ -210,3 +212,64 @@ def test_an_activity_nobody_registered_fails_at_the_await_with_what_to_do() -> N
     assert run["status"] == "failed"
     assert "no activity 'chrage-card' is registered" in run["error"], run["error"]
     assert "queue=" in run["error"]
+
+
+def test_a_paused_workflow_starts_nothing_until_resumed_and_is_not_retried() -> None:
+    calls: list[str] = []
+    step, name = unique("step"), unique("paused")
+
+    @activity(step)
+    def do_step(label: str) -> str:
+        calls.append(label)
+        return label
+
+    @workflow(name)
+    async def flow(ctx: WorkflowContext, data: Any) -> list[str]:
+        first = await ctx.activity(do_step, "first")
+        await ctx.wait_event("go")
+        return [first, await ctx.activity(do_step, "second")]
+
+    r = Runner()
+    run_id = r.run(name, {})["run_id"]
+    assert r.pause(run_id) and r.result(run_id)["status"] == "paused"
+    assert not r.pause(run_id), "a second pause is refused"
+
+    r.signal(run_id, "go", {})
+    assert calls == ["first"], "the event is kept; the step after it waits for the resume"
+    assert r.result(run_id)["status"] == "paused"
+
+    assert r.resume(run_id)
+    run = r.result(run_id)
+    assert run["status"] == "completed" and run["output"] == ["first", "second"], run
+    assert calls == ["first", "second"]
+    kinds = [e["kind"] for e in r.history(run_id)]
+    assert "run.paused" in kinds and "run.resumed" in kinds
+
+    with pytest.raises(RetryError, match="is a code workflow: retry re-runs blueprint runs"):
+        r.retry(run_id)
+
+
+def test_a_start_rejected_before_the_workflow_was_deployed_starts_it_once_sent_again() -> None:
+    name = unique("late")
+    r = Runner()
+    # What the bridge records for a start that named its run and an unknown workflow.
+    rejected = Run(
+        run_id="r-late",
+        blueprint_id=name,
+        version="",
+        status=RunStatus.FAILED,
+        input={"n": 2},
+        snapshot={},
+        error=f"rejected: unknown blueprint {name!r}",
+    )
+    assert r.store.create_run(rejected, start_nodes=())[0]
+
+    @workflow(name)
+    async def late(ctx: WorkflowContext, data: Any) -> int:
+        return int(data["n"]) * 2
+
+    for _ in range(2):  # a replay of the DLQ record, twice
+        r.start(name, {"n": 2}, run_id="r-late")
+    run = r.result("r-late")
+    assert run["status"] == "completed" and run["output"] == 4, run
+    assert [e["kind"] for e in r.history("r-late")].count("run.created") == 2, "rejected, then run"
