@@ -32,7 +32,8 @@ _BASE_CONFIG_KEYS = ("maxRetries", "retryDelay", "timeout", "fallback", "joinStr
 class NodeConfig:
     """How a node is retried, timed out, replaced on failure and joined."""
 
-    max_retries: int = 0
+    #: ``maxRetries`` in the JSON: attempts in total, as in flowcraft (1: no retry).
+    max_attempts: int = 1
     retry_delay_s: float = 1.0
     timeout_s: float | None = None
     fallback: str | None = None
@@ -47,7 +48,7 @@ class NodeConfig:
     def to_dict(self) -> dict[str, Any]:
         """The ``config`` object of flowcraft's JSON, durations in ms, every setting explicit."""
         out: dict[str, Any] = {
-            "maxRetries": self.max_retries,
+            "maxRetries": self.max_attempts,
             "retryDelay": _to_ms(self.retry_delay_s),
             "joinStrategy": self.join_strategy,
         }
@@ -368,9 +369,9 @@ class _Parser:
         value = raw.get("maxRetries")
         if value is not None:
             if isinstance(value, bool) or not isinstance(value, int):
-                bad("maxRetries", "a non-negative integer")
+                bad("maxRetries", "a positive integer (attempts in total)")
             else:
-                values["max_retries"] = value
+                values["max_attempts"] = value
         options: dict[str, Any] = {}
         for key, option in join_keys.items():
             value = raw.get(key)

@@ -113,8 +113,12 @@ def node_config_issues(node: NodeSpec, *, predecessors: int | None = None) -> li
     def add(code: str, message: str) -> None:
         issues.append(ValidationIssue(code, f"{label}: {message}", node=node.id))
 
-    if cfg.max_retries < 0:
-        add("bad-config", f"maxRetries must not be negative, got {cfg.max_retries}")
+    if cfg.max_attempts < 1:
+        add(
+            "bad-config",
+            f"maxRetries counts attempts in total (1: no retry), so it must be at least 1, "
+            f"got {cfg.max_attempts}",
+        )
     if not (cfg.retry_delay_s >= 0 and math.isfinite(cfg.retry_delay_s)):
         add("bad-config", f"retryDelay must be a non-negative duration, got {cfg.retry_delay_s}s")
     if cfg.timeout_s is not None and not (cfg.timeout_s > 0 and math.isfinite(cfg.timeout_s)):

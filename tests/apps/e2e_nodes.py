@@ -156,7 +156,7 @@ register_blueprint(
                 "id": "flaky",
                 "uses": "flaky",
                 "params": {"failures": 5},
-                "config": {"maxRetries": 1, "retryDelay": 20},
+                "config": {"maxRetries": 2, "retryDelay": 20},
             },
             {"id": "after", "uses": "echo"},
         ],

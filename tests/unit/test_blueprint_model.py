@@ -80,7 +80,7 @@ def test_from_dict_parses_flowcraft_json() -> None:
     assert charge.uses == "charge-card"
     assert charge.params == {"amount": 3, "nested": {"k": [1, 2]}}
     assert charge.config == NodeConfig(
-        max_retries=2, retry_delay_s=0.5, timeout_s=5.0, fallback="manual"
+        max_attempts=2, retry_delay_s=0.5, timeout_s=5.0, fallback="manual"
     )
     assert bp.node("manual").config == NodeConfig()
     assert bp.node("ship").config.join_strategy == "any"
@@ -196,10 +196,11 @@ def test_structural_errors_name_the_field(change: dict[str, Any], code: str, tex
 @pytest.mark.parametrize(
     ("config", "code", "text"),
     [
-        ({"maxRetries": "3"}, "bad-field", "config.maxRetries must be a non-negative integer"),
-        ({"maxRetries": True}, "bad-field", "config.maxRetries must be a non-negative integer"),
+        ({"maxRetries": "3"}, "bad-field", "config.maxRetries must be a positive integer"),
+        ({"maxRetries": True}, "bad-field", "config.maxRetries must be a positive integer"),
         ({"maxRetries": 1.5}, "bad-field", "config.maxRetries"),
-        ({"maxRetries": -1}, "bad-config", "maxRetries must not be negative"),
+        ({"maxRetries": 0}, "bad-config", "maxRetries counts attempts in total"),
+        ({"maxRetries": -1}, "bad-config", "so it must be at least 1, got -1"),
         ({"retryDelay": "soon"}, "bad-field", "config.retryDelay"),
         ({"retryDelay": -5}, "bad-field", "negative"),
         ({"timeout": "500"}, "bad-field", "has no unit"),

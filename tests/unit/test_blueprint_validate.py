@@ -177,7 +177,7 @@ def test_fallback_target_is_reachable_only_through_a_reachable_primary() -> None
 @pytest.mark.parametrize(
     ("config", "code", "text"),
     [
-        ({"max_retries": -1}, "bad-config", "node 'a': maxRetries must not be negative, got -1"),
+        ({"max_attempts": 0}, "bad-config", "node 'a': maxRetries counts attempts in total (1: no retry), so it must be at least 1, got 0"),
         ({"retry_delay_s": -0.5}, "bad-config", "node 'a': retryDelay must be a non-negative"),
         ({"timeout_s": 0.0}, "bad-config", "node 'a': timeout must be positive, got 0.0s"),
         ({"timeout_s": -3.0}, "bad-config", "node 'a': timeout must be positive"),
@@ -262,7 +262,7 @@ def test_bad_conditions_name_the_edge_and_the_expression() -> None:
 
 
 def test_check_raises_with_every_issue() -> None:
-    bp = bp_of([node("a", "mystery", max_retries=-2), node("b")], [("a", "b"), ("b", "zzz")])
+    bp = bp_of([node("a", "mystery", max_attempts=0), node("b")], [("a", "b"), ("b", "zzz")])
     with pytest.raises(BlueprintError) as info:
         check(bp, known_uses={"u"})
     exc = info.value
@@ -270,4 +270,4 @@ def test_check_raises_with_every_issue() -> None:
     text = str(exc)
     assert text.startswith("blueprint 'flow' is invalid:\n  - node 'a': unknown uses 'mystery'")
     assert "\n  - edge 'b' -> 'zzz': target 'zzz' is not a node" in text
-    assert "\n  - node 'a': maxRetries must not be negative" in text
+    assert "\n  - node 'a': maxRetries counts attempts in total" in text

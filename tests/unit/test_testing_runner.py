@@ -180,7 +180,7 @@ def fan_out(strategy: str, **config: Any) -> dict[str, Any]:
         "nodes": [
             {"id": "fork", "uses": "echo"},
             {"id": "a", "uses": "echo"},
-            {"id": "b", "uses": "slow", "config": {"maxRetries": 1}},
+            {"id": "b", "uses": "slow", "config": {"maxRetries": 2}},
             {"id": "c", "uses": "boom"},
             {"id": "join", "uses": "gather", "config": {"joinStrategy": strategy, **config}},
         ],
