@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from state.records import OutboxMessage
 from state.protocol import StateStore
+from state.records import OutboxMessage
 from tasks.engine import execute_node, fire_from_chord
 from tasks.port import NodeTask
 

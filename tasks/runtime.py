@@ -14,8 +14,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from state import open_store
-from state.records import Run
 from state.protocol import StateStore
+from state.records import Run
 from tasks.blueprint import Blueprint
 from tasks.constants import SNAPSHOT_CACHE_SIZE
 from tasks.port import NodeTask, TaskPort

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.api.views import history_json, run_json, run_summary
-from state.records import Run
 from state.protocol import StateStore
+from state.records import Run
 
 __all__ = ["Queries"]
 

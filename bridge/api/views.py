@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from state.records import HistoryEvent, Run
 from state.protocol import StateStore
+from state.records import HistoryEvent, Run
 from tasks.timefmt import iso_utc
 
 __all__ = ["history_json", "run_json", "run_summary"]

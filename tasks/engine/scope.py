@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from state.records import OutboxMessage, Run
 from state.protocol import StateStore
+from state.records import OutboxMessage, Run
 from tasks.blueprint import Blueprint, NodeSpec
 from tasks.events import lifecycle_event
 from tasks.runtime import Runtime

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 from state.constants import RUN_RUNNING
-from state.records import OutboxMessage, Run
 from state.protocol import StateStore
+from state.records import OutboxMessage, Run
 
 #: The ``spec`` fixture's type (conftest.StoreSpec): backend, URL and capabilities.
 StoreSpec = Any

@@ -30,8 +30,8 @@ from state.constants import (
     SCHEMA_VERSION,
 )
 from state.errors import SchemaError, StateError
-from state.records import Arrival, NodeCompletion
 from state.protocol import StateStore
+from state.records import Arrival, NodeCompletion
 from tests.contract.helpers import (
     PROCESSES,
     THREADS,

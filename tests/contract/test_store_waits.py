@@ -27,8 +27,8 @@ from state.constants import (
     RUN_WAITING,
 )
 from state.errors import StaleFenceError
-from state.records import DueTimer, NodeCompletion, Wakeup
 from state.protocol import StateStore
+from state.records import DueTimer, NodeCompletion, Wakeup
 from tests.contract.helpers import (
     PROCESSES,
     THREADS,
