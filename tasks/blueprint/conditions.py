@@ -1,27 +1,26 @@
-"""Edge conditions: a small, safe expression language evaluated without ``eval``.
+"""Edge conditions and transforms: a small, safe expression language evaluated without ``eval``.
 
-A condition is a JavaScript- or Python-style boolean expression such as
-``output.total > 10 && context.vip == true``. It is tokenized (so text inside
-string literals is never rewritten), JS operators are mapped to Python ones
-(``&&``, ``||``, ``!``, ``===``, ``!==``, ``true``/``false``/``null``/``undefined``),
+An expression is JavaScript- or Python-style, such as ``route.total < 500 &&
+context.vip == true`` or ``input * 2``. It is tokenized (so text inside string
+literals is never rewritten), JS operators are mapped to Python ones (``&&``,
+``||``, ``!``, ``===``, ``!==``, ``?.``, ``true``/``false``/``null``/``undefined``),
 parsed with ``ast.parse`` and checked against a whitelist: boolean operators,
 ``not``/unary ``-``/``+``, comparisons (``== != < <= > >= in`` ``not in``),
-literals (str, int, float, bool, None, lists, tuples), names, attribute access
-and subscripts with a literal key. Calls, arithmetic, comprehensions, lambdas,
-f-strings and the like are rejected when the condition is compiled.
+arithmetic (``+ - * / %``), literals (str, int, float, bool, None, lists,
+tuples), names, attribute access and subscripts with a literal key. Calls,
+comprehensions, lambdas, f-strings and the like are rejected when it is compiled.
 
-Names available at evaluation (``CONDITION_NAMES``):
+What a name means is the caller's: the engine evaluates a condition over the
+run's scope as flowcraft does (``docs/blueprints.md``): ``result`` (the node's
+``{output, action}``), then each completed node's output under its id, then
+the run context's keys, then ``context`` (that whole view) and flowbridge's
+``output`` and ``action``. ``Names`` builds such a layered, lazily loaded scope.
 
-- ``output``: the node's output;
-- ``action``: the node's action, or None;
-- ``result``: ``{"output": output, "action": action}``;
-- ``context``: the run context as a dict;
-- ``input``: the run input.
-
-``a.b`` and ``a["b"]`` look a key up in a mapping, ``a[0]`` indexes a list; a
-missing name, key or index gives None (attributes of other objects are never
-read). ``x.length`` is the length of a list or string, as in JavaScript.
-Comparing incompatible values (``None > 3``) is False instead of an error.
+``a.b`` and ``a["b"]`` look a key up in a mapping (``a?.b`` is the same: a
+missing hop is None anyway), ``a[0]`` indexes a list; a missing name, key or
+index gives None (attributes of other objects are never read). ``x.length`` is
+the length of a list or string, as in JavaScript. Comparing incompatible
+values (``None > 3``) is False and arithmetic on them is None, never an error.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ import ast
 import functools
 import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,19 +40,21 @@ __all__ = [
     "MAX_CONDITION_DEPTH",
     "MAX_CONDITION_LENGTH",
     "Condition",
+    "Names",
     "compile_condition",
     "condition_scope",
 ]
 
-#: The names a condition may read; anything else evaluates to None (and fails validation).
-CONDITION_NAMES = frozenset({"output", "action", "result", "context", "input"})
+#: The names the engine always defines in a condition; every other name is a node id or a
+#: context key (a name that is neither is None).
+CONDITION_NAMES = frozenset({"result", "context", "output", "action"})
 MAX_CONDITION_LENGTH = 2000
 MAX_CONDITION_DEPTH = 32
 
 _Eval = Callable[[Mapping[str, Any]], Any]
 
 _JS_WORDS = {"true": "True", "false": "False", "null": "None", "undefined": "None"}
-_JS_OPS = {"===": "==", "!==": "!=", "&&": " and ", "||": " or "}
+_JS_OPS = {"===": "==", "!==": "!=", "&&": " and ", "||": " or ", "?.": "."}
 _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
     ast.Eq: operator.eq,
     ast.NotEq: operator.ne,
@@ -68,28 +69,83 @@ _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
 
 @dataclass(frozen=True)
 class Condition:
-    """A compiled edge condition; ``evaluate`` maps the names to a bool."""
+    """A compiled expression; ``evaluate`` maps the names to a bool, ``value`` to its value."""
 
     source: str
     names: frozenset[str]
     _fn: _Eval = field(repr=False, compare=False)
 
     def evaluate(self, names: Mapping[str, Any]) -> bool:
-        """Evaluate against ``names`` (see ``CONDITION_NAMES``); never raises for data shapes."""
+        """Evaluate as a condition against ``names``; never raises for data shapes."""
         return bool(self._fn(names))
+
+    def value(self, names: Mapping[str, Any]) -> Any:
+        """Evaluate as a transform: the expression's value (None where data is missing)."""
+        return self._fn(names)
+
+
+Layer = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
+
+
+class Names(Mapping[str, Any]):
+    """A scope of layered names: the first layer that has a name gives its value.
+
+    A layer is a mapping, or a function returning one, called the first time
+    the scope is read (so a condition that reads only ``result`` loads nothing).
+    """
+
+    def __init__(self, *layers: Layer) -> None:
+        """Look names up in ``layers``, first to last."""
+        self._layers = list(layers)
+        self._loaded: list[Mapping[str, Any] | None] = [None] * len(layers)
+
+    def _layer(self, i: int) -> Mapping[str, Any]:
+        loaded = self._loaded[i]
+        if loaded is None:
+            layer = self._layers[i]
+            loaded = layer() if callable(layer) else layer
+            self._loaded[i] = loaded
+        return loaded
+
+    def __getitem__(self, key: str) -> Any:
+        for i in range(len(self._layers)):
+            layer = self._layer(i)
+            if key in layer:
+                return layer[key]
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return any(key in self._layer(i) for i in range(len(self._layers)))
+
+    def __iter__(self) -> Iterator[str]:
+        seen: dict[str, None] = {}
+        for i in range(len(self._layers)):
+            seen.update(dict.fromkeys(self._layer(i)))
+        return iter(seen)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def condition_scope(
-    *, output: Any, action: str | None, context: Mapping[str, Any], run_input: Any
-) -> dict[str, Any]:
-    """The names a condition sees for a node's result, as the engine passes them."""
-    return {
-        "output": output,
-        "action": action,
-        "result": {"output": output, "action": action},
-        "context": dict(context),
-        "input": run_input,
-    }
+    *,
+    output: Any,
+    action: str | None,
+    outputs: Layer | None = None,
+    context: Layer | None = None,
+) -> Names:
+    """The names a condition on a node's result sees, in flowcraft's order.
+
+    ``result`` wins, then node outputs by id (``outputs``), then the run
+    context's keys, then ``context`` (outputs and context together, as
+    flowcraft's evaluator binds it) and flowbridge's ``output`` and ``action``.
+    """
+    view = Names(outputs or {}, context or {})
+    return Names(
+        {"result": {"output": output, "action": action}},
+        view,
+        {"context": view, "output": output, "action": action},
+    )
 
 
 @functools.lru_cache(maxsize=2048)
@@ -120,7 +176,7 @@ def compile_condition(expr: str) -> Condition:
 
 _TOKEN = re.compile(
     r"""\s+|'(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|[^\W\d]\w*|\d[\w.]*|\.\d\w*"""
-    r"|===|!==|==|!=|<=|>=|&&|\|\||."
+    r"|===|!==|==|!=|<=|>=|&&|\|\||\?\.|."
 )
 _CLOSING = {"(": ")", "[": "]", "{": "}"}
 
@@ -144,6 +200,8 @@ def _translate(tokens: list[str]) -> list[str]:
             continue
         if tok.isspace():
             out.append(" ")  # YAML block scalars may break a condition over lines
+        elif tok == "?." and _next_is(tokens, i + 1, ("[", "(")):
+            pass  # ``a?.[k]`` is ``a[k]``: paths are null-safe already
         elif tok in _JS_OPS:
             out.append(_JS_OPS[tok])
         elif tok in _JS_WORDS and _previous(tokens, i) != ".":
@@ -159,6 +217,11 @@ def _previous(tokens: list[str], i: int) -> str:
         if not tok.isspace():
             return tok
     return ""
+
+
+def _next_is(tokens: list[str], i: int, options: tuple[str, ...]) -> bool:
+    j = _next_significant(tokens, i)
+    return j < len(tokens) and tokens[j] in options
 
 
 def _next_significant(tokens: list[str], i: int) -> int:
@@ -190,7 +253,7 @@ def _operand_end(tokens: list[str], i: int) -> int:
     end = _matching(tokens, i) if tokens[i] in _CLOSING else i + 1
     while True:
         j = _next_significant(tokens, end)
-        if j < len(tokens) and tokens[j] == ".":
+        if j < len(tokens) and tokens[j] in (".", "?."):
             k = _next_significant(tokens, j + 1)
             end = k + 1 if k < len(tokens) else k
         elif j < len(tokens) and tokens[j] in ("[", "("):
@@ -245,6 +308,8 @@ class _Compiler:
             return self._unary(node, d)
         if isinstance(node, ast.Compare):
             return self._compare(node, d)
+        if isinstance(node, ast.BinOp):
+            return self._arithmetic(node, d)
         if isinstance(node, ast.Attribute):
             return self._attribute(node, d)
         if isinstance(node, ast.Subscript):
@@ -304,6 +369,14 @@ class _Compiler:
 
         return compare
 
+    def _arithmetic(self, node: ast.BinOp, depth: int) -> _Eval:
+        op = _ARITHMETIC.get(type(node.op))
+        if op is None:
+            raise self.fail(f"operator {_describe(node.op)} is not allowed (use + - * / %)")
+        left = self.build(node.left, depth)
+        right = self.build(node.right, depth)
+        return lambda ns: op(left(ns), right(ns))
+
     def _attribute(self, node: ast.Attribute, depth: int) -> _Eval:
         attr = node.attr
         if attr.startswith("_"):
@@ -336,6 +409,55 @@ class _Compiler:
         return lambda ns: _lookup(inner(ns), key)
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _js_text(value: Any) -> str | None:
+    """How JavaScript's ``+`` writes a value into a string (None: not a JSON scalar)."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if _number(value):
+        return str(value)
+    return None
+
+
+def _add(a: Any, b: Any) -> Any:
+    if _number(a) and _number(b):
+        return a + b
+    if isinstance(a, str) or isinstance(b, str):
+        left, right = _js_text(a), _js_text(b)
+        return None if left is None or right is None else left + right
+    return None
+
+
+def _numeric(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def run(a: Any, b: Any) -> Any:
+        if not (_number(a) and _number(b)):
+            return None
+        try:
+            return fn(a, b)
+        except (ZeroDivisionError, OverflowError):
+            return None  # JS's Infinity and NaN are not JSON values
+
+    return run
+
+
+_ARITHMETIC: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: _add,
+    ast.Sub: _numeric(operator.sub),
+    ast.Mult: _numeric(operator.mul),
+    ast.Div: _numeric(operator.truediv),
+    ast.Mod: _numeric(operator.mod),
+}
+
+
 def _bool_op(parts: list[_Eval], *, stop_when: bool) -> _Eval:
     # Python's and/or: return the first operand whose truth is ``stop_when``, else the last.
     def run(ns: Mapping[str, Any]) -> Any:
@@ -358,7 +480,14 @@ _DESCRIPTIONS: dict[type[ast.AST], str] = {
     ast.GeneratorExp: "a generator expression",
     ast.JoinedStr: "an f-string",
     ast.NamedExpr: "an assignment (:=)",
-    ast.BinOp: "arithmetic",
+    ast.Pow: "'**'",
+    ast.FloorDiv: "'//'",
+    ast.BitAnd: "'&'",
+    ast.BitOr: "'|'",
+    ast.BitXor: "'^'",
+    ast.LShift: "'<<'",
+    ast.RShift: "'>>'",
+    ast.MatMult: "'@'",
     ast.IfExp: "a conditional expression (x if c else y)",
     ast.Dict: "a dict literal",
     ast.Set: "a set literal",

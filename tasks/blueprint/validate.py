@@ -5,21 +5,23 @@ them. Issue codes are stable (tests and tools may match on them):
 
 ``no-nodes``, ``duplicate-node``, ``unknown-uses``, ``dangling-edge``, ``cycle``,
 ``no-start``, ``unreachable``, ``bad-config``, ``delay-too-long``,
-``bad-fallback``, ``bad-join``, ``bad-quorum``, ``bad-condition``; parsing adds
-``bad-field`` and ``unknown-config`` (see ``Blueprint.from_dict``).
+``bad-fallback``, ``bad-join``, ``bad-quorum``, ``bad-condition``,
+``bad-transform``, ``bad-loop``; parsing adds ``bad-field``, ``unknown-key`` and
+``unknown-config`` (see ``Blueprint.from_dict``).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tasks.blueprint.analysis import find_cycles
-from tasks.blueprint.conditions import CONDITION_NAMES, compile_condition
+from tasks.blueprint.conditions import compile_condition
 from tasks.builtins import builtin_names
 from tasks.durations import format_duration
 from tasks.errors import BlueprintError, ConditionError
@@ -88,7 +90,8 @@ def validate(
         issues.extend(_fallback_issues(bp, node, counts))
         if max_delay_s is not None:
             issues.extend(_delay_issues(node, max_delay_s))
-    issues.extend(_condition_issues(bp))
+    issues.extend(_expression_issues(bp))
+    issues.extend(_loop_issues(bp))
     return issues
 
 
@@ -189,8 +192,9 @@ def _graph_issues(bp: Blueprint) -> list[ValidationIssue]:
         issues.append(
             ValidationIssue(
                 "cycle",
-                f"node {path[0]!r}: {kind} {shown} (loops are not supported yet; "
-                "remove an edge or fallback on the path)",
+                f"node {path[0]!r}: {kind} {shown} (a loop must go through a "
+                "loop-controller node's 'continue' edge; remove an edge or fallback on the path, "
+                "or add a loop-controller)",
                 node=path[0],
                 edge=(path[0], path[1]),
             )
@@ -252,26 +256,74 @@ def _delay_issues(node: NodeSpec, max_delay_s: float) -> list[ValidationIssue]:
     return issues
 
 
-def _condition_issues(bp: Blueprint) -> list[ValidationIssue]:
+#: A name with hyphens (``check-inventory``): a node id that an expression cannot name bare.
+_HYPHENATED = re.compile(r"(?<![\w.'\"\[])[A-Za-z_]\w*(?:-\w+)+")
+
+
+def _expression_issues(bp: Blueprint) -> list[ValidationIssue]:
     issues: list[ValidationIssue] = []
+    ids = set(bp.node_ids)
     for edge in bp.edges:
-        if edge.condition is None:
-            continue
         pair = (edge.source, edge.target)
-        try:
-            condition = compile_condition(edge.condition)
-        except ConditionError as exc:
-            issues.append(ValidationIssue("bad-condition", f"{_edge_name(edge)}: {exc}", edge=pair))
-            continue
-        unknown = sorted(condition.names - CONDITION_NAMES)
-        if unknown:
-            available = ", ".join(sorted(CONDITION_NAMES))
-            issues.append(
-                ValidationIssue(
-                    "bad-condition",
-                    f"{_edge_name(edge)}: condition {edge.condition!r} reads unknown "
-                    f"name(s) {', '.join(unknown)} (available: {available})",
-                    edge=pair,
-                )
+        for key, code in (("condition", "bad-condition"), ("transform", "bad-transform")):
+            expr = getattr(edge, key)
+            if expr is None:
+                continue
+            try:
+                compile_condition(expr)
+            except ConditionError as exc:
+                shown = expr if len(expr) <= 200 else expr[:200] + "..."
+                message = f"{_edge_name(edge)}: {key} {shown!r} is invalid: {exc.problem}"
+                issues.append(ValidationIssue(code, message, edge=pair))
+                continue
+            for name in _HYPHENATED.findall(expr):
+                if name in ids:
+                    issues.append(
+                        ValidationIssue(
+                            code,
+                            f"{_edge_name(edge)}: {key} {expr!r} reads {name!r} as a "
+                            f"subtraction; write context[{name!r}] to read that node's output",
+                            edge=pair,
+                        )
+                    )
+    return issues
+
+
+def _loop_issues(bp: Blueprint) -> list[ValidationIssue]:
+    """Loops run one pass per iteration: each must be entered through its controller only."""
+    a = bp.analysis
+    issues: list[ValidationIssue] = []
+
+    def add(node: str, message: str) -> None:
+        issues.append(ValidationIssue("bad-loop", f"loop {node!r}: {message}", node=node))
+
+    for controller, loop in a.loops.items():
+        if not loop.entries:
+            add(
+                controller,
+                "has no 'continue' edge to the start of its body (an edge with "
+                '"action": "continue")',
             )
+            continue
+        if not loop.ends:
+            add(controller, "its body has no edge back to the loop-controller")
+        inner = [n for n in loop.body if n in a.loops]
+        if inner:
+            add(controller, f"contains the loop {inner[0]!r}: nested loops are not supported yet")
+        body = set(loop.body)
+        for edge in bp.edges:
+            if edge.target in body and edge.source not in body and edge.source != controller:
+                add(
+                    controller,
+                    f"edge {edge.source!r} -> {edge.target!r} enters the loop's body from "
+                    "outside; enter it through the loop-controller",
+                )
+            out_of_loop = edge.source in body or edge.source == controller
+            leaves = edge.target not in body and edge.target != controller
+            if out_of_loop and leaves and edge.target in a.join_nodes:
+                add(
+                    controller,
+                    f"edge {edge.source!r} -> {edge.target!r} leaves the loop into a join; "
+                    "leave it into a node of its own first",
+                )
     return issues

@@ -142,10 +142,17 @@ def test_long_chains_do_not_hit_the_recursion_limit() -> None:
     assert cycles[0].message.count("->") == 2999
 
 
-def test_no_start_node() -> None:
-    issues = validate(bp_of([{"id": "a"}, {"id": "b"}], [("a", "b"), ("b", "a")]))
-    assert [i.code for i in issues] == ["cycle", "no-start"]
-    assert "blueprint 'flow' has no start node" in issues[1].message
+def test_a_graph_without_a_start_node_starts_at_its_cycle_as_in_flowcraft() -> None:
+    bp = bp_of([{"id": "a"}, {"id": "b"}], [("a", "b"), ("b", "a")])
+    assert bp.analysis.start_nodes == ("a",)
+    assert [i.code for i in validate(bp)] == ["cycle"], "without a loop-controller it is refused"
+    chosen = Blueprint.build(
+        "flow",
+        nodes=[{"id": "a", "uses": "u"}, {"id": "b", "uses": "u"}],
+        edges=[{"source": "a", "target": "b"}, {"source": "b", "target": "a"}],
+        metadata={"cycleEntryPoints": ["b"]},
+    )
+    assert chosen.analysis.start_nodes == ("b",)
 
 
 def test_unreachable_nodes() -> None:
@@ -177,7 +184,11 @@ def test_fallback_target_is_reachable_only_through_a_reachable_primary() -> None
 @pytest.mark.parametrize(
     ("config", "code", "text"),
     [
-        ({"max_attempts": 0}, "bad-config", "node 'a': maxRetries counts attempts in total (1: no retry), so it must be at least 1, got 0"),
+        (
+            {"max_attempts": 0},
+            "bad-config",
+            "node 'a': maxRetries counts attempts in total (1: no retry), so it must be at least 1, got 0",
+        ),
         ({"retry_delay_s": -0.5}, "bad-config", "node 'a': retryDelay must be a non-negative"),
         ({"timeout_s": 0.0}, "bad-config", "node 'a': timeout must be positive, got 0.0s"),
         ({"timeout_s": -3.0}, "bad-config", "node 'a': timeout must be positive"),
@@ -242,23 +253,23 @@ def test_delays_at_or_over_the_limit() -> None:
 def test_bad_conditions_name_the_edge_and_the_expression() -> None:
     bp = Blueprint(
         id="flow",
-        nodes=(node("a"), node("b"), node("c"), node("d")),
+        nodes=(node("a"), node("b"), node("c"), node("check-out")),
         edges=(
             EdgeSpec(source="a", target="b", condition="output.total >"),
             EdgeSpec(source="a", target="c", condition="open('f')"),
-            EdgeSpec(source="a", target="d", condition="outptu.total > 1 && ok"),
+            EdgeSpec(source="a", target="check-out", condition="check-out.total > 1 && ok"),
         ),
     )
     issues = validate(bp)
     assert [(i.code, i.edge) for i in issues] == [
         ("bad-condition", ("a", "b")),
         ("bad-condition", ("a", "c")),
-        ("bad-condition", ("a", "d")),
+        ("bad-condition", ("a", "check-out")),
     ]
     assert issues[0].message.startswith("edge 'a' -> 'b': condition 'output.total >' is invalid")
     assert "syntax error" in issues[0].message
     assert "a function call is not allowed" in issues[1].message
-    assert "reads unknown name(s) ok, outptu" in issues[2].message
+    assert "reads 'check-out' as a subtraction; write context['check-out']" in issues[2].message
 
 
 def test_check_raises_with_every_issue() -> None:
