@@ -47,7 +47,8 @@ __all__ = [
 
 #: Schema version this code writes; ``flowbridge migrate`` brings a store up to it.
 #: 2: waits, timers and the event inbox (Scylla: new tables and node columns).
-SCHEMA_VERSION: Final = 2
+#: 3: a run's parent (``subflow`` children) and the pages of batches.
+SCHEMA_VERSION: Final = 3
 
 #: Width of the (status, time bucket) index buckets; the reconciler reads whole buckets.
 STATUS_BUCKET_S: Final = 60

@@ -48,6 +48,8 @@ class RunRow:
     updated_at: float
     reconciled_at: float | None = None
     expires_at: float | None = None
+    #: JSON text of the parent node link, or None.
+    parent: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,6 +126,8 @@ class Database:
     inbox: dict[str, dict[str, EventRow]] = field(default_factory=dict)
     #: Insertion-ordered: the relay publishes oldest first.
     outbox: dict[str, OutboxRow] = field(default_factory=dict)
+    #: run id -> (batch, page) -> JSON text of the page's items
+    batches: dict[str, dict[tuple[str, int], str]] = field(default_factory=dict)
     #: Arrival order of inbox events (ties of ``received_at`` under a virtual clock).
     event_seq: int = 0
 
@@ -152,6 +156,7 @@ class Database:
         self.history.pop(run_id, None)
         self.waits.pop(run_id, None)
         self.inbox.pop(run_id, None)
+        self.batches.pop(run_id, None)
         for key in [k for k in self.arrivals if k[0] == run_id]:
             del self.arrivals[key]
 

@@ -98,6 +98,7 @@ def run_of(row: Row | None, *, snapshot: bool = True) -> Run | None:
         fence=row.get("fence") or 0,
         created_at=row.get("created_at") or 0.0,
         updated_at=progress_of(row),
+        parent=loads(row.get("parent")),
     )
 
 

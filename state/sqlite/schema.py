@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS runs (
     updated_at REAL NOT NULL,
     bucket INTEGER NOT NULL,
     reconciled_at REAL,
-    expires_at REAL
+    expires_at REAL,
+    parent TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_expires ON runs (expires_at) WHERE expires_at IS NOT NULL;
 -- (status, time bucket) index: the reconciler and `flowbridge runs` read it, never scan runs.
@@ -110,6 +111,14 @@ CREATE TABLE IF NOT EXISTS inbox (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS inbox_unconsumed ON inbox (run_id, name, received_at)
     WHERE consumed_by IS NULL;
+-- A batch's items and outputs in pages, so no row (and no message) holds a whole list.
+CREATE TABLE IF NOT EXISTS batch_pages (
+    run_id TEXT NOT NULL,
+    batch TEXT NOT NULL,
+    page INTEGER NOT NULL,
+    items TEXT NOT NULL,
+    PRIMARY KEY (run_id, batch, page)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -138,6 +147,9 @@ def migrate(db: Database) -> SchemaChange:
                 f"flowbridge ({SCHEMA_VERSION}): upgrade flowbridge"
             )
         elif row["version"] < SCHEMA_VERSION:
-            # Version 2 only added tables (created above): recording it is the upgrade.
+            # Versions 2 and 3 added tables (created above) and version 3 the runs.parent column.
+            columns = {r["name"] for r in c.execute("PRAGMA table_info(runs)")}
+            if "parent" not in columns:
+                c.execute("ALTER TABLE runs ADD COLUMN parent TEXT")
             c.execute("UPDATE schema_version SET version = ? WHERE id = 1", (SCHEMA_VERSION,))
         return SchemaChange(before=before, after=SCHEMA_VERSION)

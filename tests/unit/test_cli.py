@@ -165,11 +165,20 @@ def test_migrate_says_whether_it_created_upgraded_or_found_the_schema(tmp_path: 
     env = cli_env(tmp_path)
     first = flowbridge(env, "migrate")
     assert first.returncode == 0, first.stderr
-    assert "schema created (version 2)" in first.stdout
-    assert "already at version 2" in flowbridge(env, "migrate").stdout
+    assert "schema created (version 3)" in first.stdout
+    assert "already at version 3" in flowbridge(env, "migrate").stdout
     with sqlite3.connect(tmp_path / "state.db") as db:
         db.execute("UPDATE schema_version SET version = 1")
-    assert "upgraded from version 1 to 2" in flowbridge(env, "migrate").stdout
+    assert "upgraded from version 1 to 3" in flowbridge(env, "migrate").stdout
+    # A version-2 file: its runs have no parent column and it has no batch pages yet.
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.execute("ALTER TABLE runs DROP COLUMN parent")
+        db.execute("DROP TABLE batch_pages")
+        db.execute("UPDATE schema_version SET version = 2")
+    assert "upgraded from version 2 to 3" in flowbridge(env, "migrate").stdout
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert "parent" in {r[1] for r in db.execute("PRAGMA table_info(runs)")}
+        assert db.execute("SELECT COUNT(*) FROM batch_pages").fetchone() == (0,)
 
 
 @pytest.mark.parametrize("once", [[], ["--once"]], ids=["plain", "once"])
