@@ -253,6 +253,30 @@ def cmd_signal(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Resume a parked wait of a run that exists and has not finished."""
+    from bridge.errors import RunStateError
+
+    client = _client()
+    try:
+        try:
+            event_id = client.commands.resume(
+                args.run_id,
+                args.node,
+                output=args.output,
+                action=args.action,
+                event_id=args.event_id,
+                check=True,
+            )
+        except RunStateError as exc:
+            _err("resume", str(exc))
+            return EXIT_ERROR
+    finally:
+        client.close()
+    _print({"run_id": args.run_id, "node": args.node, "event_id": event_id})
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate the given blueprint files; node names are checked when FLOWBRIDGE_APP is set."""
     from tasks.blueprint.loader import file_problems
@@ -380,6 +404,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="dedupe id: sending the same id twice delivers once (default: a new one)",
     )
     sg.set_defaults(fn=cmd_signal)
+
+    rs = command(
+        "resume",
+        "resume a parked wait (or sleep) of a run: it completes with --output, --action "
+        "chooses its edges",
+    )
+    rs.add_argument("run_id", help="the run's id")
+    rs.add_argument("node", help="the waiting node's id")
+    rs.add_argument("--action", default=None, metavar="A", help="the node's action (its edges)")
+    rs.add_argument(
+        "--output", type=_json_arg, default=None, metavar="JSON", help="the node's output, JSON"
+    )
+    rs.add_argument(
+        "--event-id",
+        default=None,
+        metavar="ID",
+        help="dedupe id: resuming with the same id twice resumes once (default: a new one)",
+    )
+    rs.set_defaults(fn=cmd_resume)
 
     v = command(
         "validate",

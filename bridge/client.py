@@ -77,6 +77,19 @@ class RunHandle:
         """Send event ``name`` to the run; returns the event id (send it again to retry safely)."""
         return self.client.signal(self.run_id, name, payload, event_id=event_id)
 
+    def resume(
+        self,
+        node: str,
+        *,
+        output: Any = None,
+        action: str | None = None,
+        event_id: str | None = None,
+    ) -> str:
+        """Resume the run's parked ``wait`` ``node``: it completes with ``output``, ``action``."""
+        return self.client.resume(
+            self.run_id, node, output=output, action=action, event_id=event_id
+        )
+
 
 class Client:
     """Publishes start, cancel and event messages; reads runs from the state store."""
@@ -125,6 +138,18 @@ class Client:
     ) -> str:
         """Publish event ``name`` for ``run_id``; duplicates of one ``event_id`` are ignored."""
         return self.commands.signal(run_id, name, payload, event_id=event_id)
+
+    def resume(
+        self,
+        run_id: str,
+        node: str,
+        *,
+        output: Any = None,
+        action: str | None = None,
+        event_id: str | None = None,
+    ) -> str:
+        """Publish a resume of ``node`` of ``run_id`` (one ``event_id`` resumes once)."""
+        return self.commands.resume(run_id, node, output=output, action=action, event_id=event_id)
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """The run as JSON, or None."""

@@ -28,7 +28,7 @@ from state.constants import RUN_TERMINAL
 from state.errors import FlowbridgeError
 from state.protocol import StateStore
 from tasks.blueprint import Blueprint, check
-from tasks.engine import cancel_run, deliver_event, start_run
+from tasks.engine import cancel_run, deliver_event, resume_node, start_run
 from tasks.inprocess import InProcessPort, Published, VirtualClock, run_queued
 from tasks.loading import known_uses
 from tasks.reconciler import reconcile_once
@@ -160,6 +160,31 @@ class Runner:
         self.drain()
         return delivery.outcome
 
+    def resume(
+        self,
+        run_id: str,
+        node_id: str,
+        *,
+        output: Any = None,
+        action: str | None = None,
+        event_id: str | None = None,
+    ) -> str:
+        """Resume a parked ``wait`` (or ``sleep``) with an output and action, and drain."""
+        delivery = resume_node(
+            self.rt, run_id, node_id, output=output, action=action, event_id=event_id
+        )
+        self.drain(advance=True)
+        return delivery.outcome
+
+    def batch(self, run_id: str, node_id: str) -> list[Any]:
+        """A gather's outputs (its output is a reference to pages of them): the list."""
+        from tasks.engine.batch import resolve_ref
+
+        rec = self.store.get_node(run_id, node_id)
+        if rec is None:
+            raise RunnerError(f"run {run_id!r} has no record of node {node_id!r}")
+        return list(resolve_ref(self.rt, rec.output))
+
     def cancel(self, run_id: str, reason: str = "cancelled") -> bool:
         """Cancel the run (revoking its queued tasks) and drain; whether it applied."""
         applied = cancel_run(self.rt, run_id, reason)
@@ -197,9 +222,28 @@ class Runner:
         return self.rt.blueprints.get(blueprint_id, version)
 
     def _on_record(self, record: Published) -> None:
-        """Dispatch a node job the reconciler re-emitted to the jobs topic, as the bridge would."""
+        """Apply what the bridge would of a record on our topics: node, cancel, event jobs.
+
+        The reconciler re-emits node jobs; a finishing child run tells its parent with
+        an event, and a finishing parent cancels its children with cancel jobs.
+        """
         value = record.value
-        if record.topic != self.rt.settings.topic("jobs") or not isinstance(value, dict):
+        if not isinstance(value, dict):
+            return
+        settings = self.rt.settings
+        if record.topic == settings.topic("events") and value.get("type") == "event":
+            deliver_event(
+                self.rt,
+                str(value["run_id"]),
+                str(value["name"]),
+                event_id=str(value.get("event_id") or record.id),
+                payload=value.get("payload"),
+            )
+            return
+        if record.topic != settings.topic("jobs"):
+            return
+        if value.get("type") == "cancel":
+            cancel_run(self.rt, str(value["run_id"]), str(value.get("reason") or "cancelled"))
             return
         if value.get("type") != "node":
             return
@@ -209,5 +253,6 @@ class Runner:
                 loaded[1],
                 loaded[0].run_id,
                 str(value["node"]),
+                iteration=int(value.get("iteration", 0)),
                 attempt=int(value.get("attempt", 1)),
             )

@@ -9,6 +9,7 @@ They extend the root in ``state.errors``::
     │   └── ConditionError      an edge condition does not parse or uses something forbidden
     ├── UnknownBlueprintError   no blueprint registered with that id/version
     ├── UnknownNodeError        no node implementation registered for a ``uses`` name
+    ├── ResumeError             a resume names a node that cannot be resumed
     └── NodeError               raised by node code to steer retries (``retryable``, ``delay``)
 
 Each constructor keeps its positional arguments in ``args`` so the errors
@@ -32,6 +33,7 @@ __all__ = [
     "BlueprintError",
     "ConditionError",
     "NodeError",
+    "ResumeError",
     "UnknownBlueprintError",
     "UnknownNodeError",
 ]
@@ -148,3 +150,7 @@ class NodeError(FlowbridgeError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class ResumeError(FlowbridgeError):
+    """A resume names a node that cannot be resumed (no such node, or not a wait or sleep)."""

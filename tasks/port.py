@@ -37,11 +37,14 @@ class NodeTask:
     timeout_s: float | None = None
     #: A chord header (a branch that advances node by node inside the chord).
     branch: bool = False
+    #: A batch item: its index in the list of the scatter ``node_id``.
+    item: int | None = None
 
     @property
     def task_id(self) -> str:
         """The id the task is sent with."""
-        base = task_id(self.run_id, self.node_id, self.iteration, self.attempt)
+        node = self.node_id if self.item is None else f"{self.node_id}[{self.item}]"
+        base = task_id(self.run_id, node, self.iteration, self.attempt)
         return f"{base}:wake" if self.wake else base
 
 
@@ -63,8 +66,13 @@ class TaskPort(Protocol):
         """Send one node attempt to its run's queue."""
         ...
 
-    def dispatch_chord(self, heads: Sequence[NodeTask], *, join_id: str) -> None:
-        """Run the branches starting at ``heads`` together; when all return, fire ``join_id``."""
+    def dispatch_chord(
+        self, heads: Sequence[NodeTask], *, join_id: str, window: int | None = None
+    ) -> None:
+        """Run the branches starting at ``heads`` together; when all return, fire ``join_id``.
+
+        ``window``: the heads are a window of a batch's items and ``join_id`` its gather.
+        """
         ...
 
     def revoke(self, task_ids: Sequence[str]) -> None:

@@ -112,6 +112,7 @@ class Runtime:
         countdown: float | None = None,
         wake: bool = False,
         branch: bool = False,
+        item: int | None = None,
     ) -> NodeTask:
         """The task of one node attempt, with the node's timeout as its time limit."""
         return NodeTask(
@@ -123,6 +124,7 @@ class Runtime:
             wake=wake,
             timeout_s=bp.node(node_id).config.timeout_s,
             branch=branch,
+            item=item,
         )
 
     def dispatch(

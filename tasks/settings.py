@@ -106,6 +106,9 @@ class Settings:
     retention_days: float = 30.0
     #: FLOWBRIDGE_CLOCK_OFFSET_S: added to the wall clock (for tests and drills of long timers).
     clock_offset_s: float = 0.0
+    #: FLOWBRIDGE_WEBHOOK_BASE_URL: where the HTTP API that receives webhook calls is reached
+    #: from outside; a ``webhook`` node's URL is ``<this>/webhooks/<run id>/<node id>``.
+    webhook_base_url: str = "http://localhost:8000"
     #: The environment these were read from, for backends that take extra options.
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -145,6 +148,8 @@ class Settings:
             stalled_after_s=env_float(env, "FLOWBRIDGE_STALLED_AFTER_S", 300.0, minimum=0.1),
             retention_days=env_float(env, "FLOWBRIDGE_RETENTION_DAYS", 30.0, minimum=0.0),
             clock_offset_s=env_float(env, "FLOWBRIDGE_CLOCK_OFFSET_S", 0.0, minimum=-float("inf")),
+            webhook_base_url=env.get("FLOWBRIDGE_WEBHOOK_BASE_URL", "").strip()
+            or cls.webhook_base_url,
             env=env,
         )
 

@@ -1,4 +1,4 @@
-"""Commands on runs, published to Kafka for the bridge to apply: start, cancel, signal.
+"""Commands on runs, published to Kafka for the bridge to apply: start, cancel, signal, resume.
 
 A command is a message on ``<prefix>flowbridge.jobs`` or ``.events``; the
 bridge applies it (idempotently). ``check=True`` refuses a cancel or signal
@@ -111,6 +111,38 @@ class Commands:
         }
         if payload is not None:
             msg["payload"] = payload
+        self._send("events", run_id, msg)
+        return event_id
+
+    def resume(
+        self,
+        run_id: str,
+        node: str,
+        *,
+        output: Any = None,
+        action: str | None = None,
+        event_id: str | None = None,
+        check: bool = False,
+    ) -> str:
+        """Publish a resume of ``node`` (a parked ``wait`` or ``sleep``) with an output and action.
+
+        The node completes with ``output``; ``action`` chooses its edges. Duplicates of
+        one ``event_id`` resume once.
+        """
+        if check:
+            self.check_reachable(run_id)
+        event_id = event_id or str(uuid.uuid4())
+        msg: dict[str, Any] = {
+            "v": 1,
+            "type": "resume",
+            "run_id": run_id,
+            "node": node,
+            "event_id": event_id,
+        }
+        if output is not None:
+            msg["output"] = output
+        if action is not None:
+            msg["action"] = action
         self._send("events", run_id, msg)
         return event_id
 

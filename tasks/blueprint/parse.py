@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tasks.blueprint.model import EdgeSpec, NodeConfig, NodeInputs, NodeSpec
-from tasks.blueprint.validate import ValidationIssue, node_config_issues
+from tasks.blueprint.validate import ValidationIssue, node_config_issues, unknown_keys
 from tasks.durations import parse_duration
 from tasks.joins import issue_codes, option_keys
 
@@ -38,27 +38,6 @@ def _typo_hint(obj: Mapping[str, Any], key: str) -> str:
         return ""
     close = difflib.get_close_matches(key, [str(k) for k in obj], n=1, cutoff=0.7)
     return f" (is {close[0]!r} a typo of {key!r}?)" if close else ""
-
-
-def unknown_keys(
-    obj: Mapping[str, Any], known: tuple[str, ...], *, required: tuple[str, ...] = ()
-) -> list[tuple[str, str]]:
-    """``(key, hint)`` for each key of ``obj`` outside ``known``; the hint names what it may mean.
-
-    A key that looks like a missing ``required`` one is left out: the missing
-    key's own problem already says "is 'usse' a typo of 'uses'?".
-    """
-    missing = [k for k in required if k not in obj]
-    found: list[tuple[str, str]] = []
-    for key in obj:
-        if key in known:
-            continue
-        if difflib.get_close_matches(str(key), missing, n=1, cutoff=0.7):
-            continue
-        close = difflib.get_close_matches(str(key), known, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else "known: " + ", ".join(known)
-        found.append((str(key), hint))
-    return found
 
 
 class Parser:

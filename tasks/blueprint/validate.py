@@ -6,8 +6,8 @@ them. Issue codes are stable (tests and tools may match on them):
 ``no-nodes``, ``duplicate-node``, ``unknown-uses``, ``dangling-edge``, ``cycle``,
 ``no-start``, ``unreachable``, ``bad-config``, ``delay-too-long``,
 ``bad-fallback``, ``bad-join``, ``bad-quorum``, ``bad-condition``,
-``bad-transform``, ``bad-loop``; parsing adds ``bad-field``, ``unknown-key`` and
-``unknown-config`` (see ``Blueprint.from_dict``).
+``bad-transform``, ``bad-loop``, ``bad-params``, ``bad-batch``; parsing adds
+``bad-field``, ``unknown-key`` and ``unknown-config`` (see ``Blueprint.from_dict``).
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import math
 import re
 from collections import Counter
 from collections.abc import Collection
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tasks.blueprint.analysis import find_cycles
+from tasks.blueprint.checks import batch_issues, builtin_issues, loop_issues
 from tasks.blueprint.conditions import compile_condition
+from tasks.blueprint.issues import ValidationIssue, unknown_keys
 from tasks.builtins import builtin_names
 from tasks.durations import format_duration
 from tasks.errors import BlueprintError, ConditionError
@@ -36,6 +37,7 @@ __all__ = [
     "ValidationIssue",
     "check",
     "node_config_issues",
+    "unknown_keys",
     "validate",
 ]
 
@@ -43,19 +45,6 @@ __all__ = [
 BUILTIN_USES = builtin_names()
 #: The accepted ``joinStrategy`` values (``tasks.joins``), ``all`` being the default.
 JOIN_STRATEGIES = join_strategies()
-
-
-@dataclass(frozen=True)
-class ValidationIssue:
-    """One problem with a blueprint: a stable ``code`` and a message naming the node or edge."""
-
-    code: str
-    message: str
-    node: str | None = None
-    edge: tuple[str, str] | None = None
-
-    def __str__(self) -> str:
-        return self.message
 
 
 def _edge_name(edge: EdgeSpec) -> str:
@@ -91,7 +80,9 @@ def validate(
         if max_delay_s is not None:
             issues.extend(_delay_issues(node, max_delay_s))
     issues.extend(_expression_issues(bp))
-    issues.extend(_loop_issues(bp))
+    issues.extend(loop_issues(bp))
+    issues.extend(builtin_issues(bp))
+    issues.extend(batch_issues(bp, known_uses))
     return issues
 
 
@@ -286,44 +277,4 @@ def _expression_issues(bp: Blueprint) -> list[ValidationIssue]:
                             edge=pair,
                         )
                     )
-    return issues
-
-
-def _loop_issues(bp: Blueprint) -> list[ValidationIssue]:
-    """Loops run one pass per iteration: each must be entered through its controller only."""
-    a = bp.analysis
-    issues: list[ValidationIssue] = []
-
-    def add(node: str, message: str) -> None:
-        issues.append(ValidationIssue("bad-loop", f"loop {node!r}: {message}", node=node))
-
-    for controller, loop in a.loops.items():
-        if not loop.entries:
-            add(
-                controller,
-                "has no 'continue' edge to the start of its body (an edge with "
-                '"action": "continue")',
-            )
-            continue
-        if not loop.ends:
-            add(controller, "its body has no edge back to the loop-controller")
-        inner = [n for n in loop.body if n in a.loops]
-        if inner:
-            add(controller, f"contains the loop {inner[0]!r}: nested loops are not supported yet")
-        body = set(loop.body)
-        for edge in bp.edges:
-            if edge.target in body and edge.source not in body and edge.source != controller:
-                add(
-                    controller,
-                    f"edge {edge.source!r} -> {edge.target!r} enters the loop's body from "
-                    "outside; enter it through the loop-controller",
-                )
-            out_of_loop = edge.source in body or edge.source == controller
-            leaves = edge.target not in body and edge.target != controller
-            if out_of_loop and leaves and edge.target in a.join_nodes:
-                add(
-                    controller,
-                    f"edge {edge.source!r} -> {edge.target!r} leaves the loop into a join; "
-                    "leave it into a node of its own first",
-                )
     return issues

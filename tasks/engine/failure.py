@@ -63,8 +63,8 @@ def fail(att: Attempt, error: str, *, retryable: bool, delay_s: float | None = N
             for join_id in dict.fromkeys(a.join_id for a in plan.arrivals):
                 try_fire(scope, join_id, it, repair=False)
         return Step("failed")
-    event = scope.lifecycle("failed", error=reason)
-    if store.fail_node(run_id, spec.id, it, error=reason, outbox=[event]):
+    outbox = scope.finish_outbox("failed", error=reason)
+    if store.fail_node(run_id, spec.id, it, error=reason, outbox=outbox):
         scope.rt.notify_outbox()
     return Step("failed")
 

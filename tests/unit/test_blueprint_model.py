@@ -571,6 +571,8 @@ def test_public_surface_is_pinned() -> None:
         "Condition",
         "EdgeSpec",
         "JOIN_STRATEGIES",
+        "Loop",
+        "Names",
         "NodeConfig",
         "NodeSpec",
         "ValidationIssue",
@@ -591,6 +593,7 @@ def test_public_surface_is_pinned() -> None:
         "BlueprintError",
         "ConditionError",
         "NodeError",
+        "ResumeError",
         "UnknownBlueprintError",
         "UnknownNodeError",
     ]

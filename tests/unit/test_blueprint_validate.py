@@ -50,7 +50,7 @@ def test_a_good_blueprint_has_no_issues() -> None:
         nodes=[
             {"id": "charge", "uses": "charge-card", "config": {"fallback": "manual"}},
             {"id": "manual", "uses": "review"},
-            {"id": "pack", "uses": "sleep"},
+            {"id": "pack", "uses": "sleep", "params": {"duration": "1h"}},
             {"id": "label", "uses": "wait"},
             {"id": "ship", "uses": "ship", "config": {"joinStrategy": "quorum", "n": 2}},
         ],
@@ -79,14 +79,28 @@ def test_duplicate_node() -> None:
 
 
 def test_unknown_uses_lists_registered_names_sorted() -> None:
-    bp = bp_of([node("charge", "charge-card"), node("nap", "sleep")], [("charge", "nap")])
+    bp = bp_of([node("charge", "charge-card"), node("wait", "wait")], [("charge", "wait")])
     issues = validate(bp, known_uses=["ship", "bill"])
     assert [(i.code, i.node) for i in issues] == [("unknown-uses", "charge")]
     assert issues[0].message == (
-        "node 'charge': unknown uses 'charge-card' (registered: bill, ship, sleep, wait)"
+        "node 'charge': unknown uses 'charge-card' (registered: batch-gather, batch-scatter, "
+        "bill, loop-controller, ship, sleep, subflow, wait, webhook)"
     )
     assert validate(bp) == []  # without known_uses the check is off
-    assert frozenset({"sleep", "wait"}) == BUILTIN_USES
+    assert (
+        frozenset(
+            {
+                "sleep",
+                "wait",
+                "webhook",
+                "subflow",
+                "batch-scatter",
+                "batch-gather",
+                "loop-controller",
+            }
+        )
+        == BUILTIN_USES
+    ), "flowcraft's built-ins"
 
 
 def test_dangling_edges_name_the_edge_and_the_missing_end() -> None:
