@@ -421,3 +421,7 @@ _seq(
         {"id": "s4", "uses": "sink"},
     ],
 )
+
+
+# flowcraft built-ins (subflow, batch, loop): their own module, registered with these.
+from tests.apps import builtin_nodes  # noqa: E402, F401
