@@ -17,7 +17,7 @@ Everything here is read lazily, once per attempt.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from state.constants import NODE_COMPLETED, NODE_FAILED
@@ -74,25 +74,24 @@ class RunData:
         self.iteration = iteration
         self.context = context
         self._item_input = item_input
-        self._records: dict[int, dict[str, NodeState]] = {}
+        #: Records read so far, by iteration (a node read and absent is there as None).
+        self._records: dict[int, dict[str, NodeState | None]] = {}
 
     # --- records and iterations ------------------------------------------------------------
-    def records(self, iteration: int) -> dict[str, NodeState]:
-        """The blueprint's node records at ``iteration`` (read once)."""
-        recs = self._records.get(iteration)
-        if recs is None:
-            bp, store = self.scope.bp, self.scope.store
-            ids = bp.node_ids if iteration == 0 else self._loop_nodes()
-            recs = self._records[iteration] = store.get_nodes(self.scope.run_id, ids, iteration)
-        return recs
-
-    def _loop_nodes(self) -> tuple[str, ...]:
-        a = self.scope.bp.analysis
-        return tuple(n for c, loop in a.loops.items() for n in (c, *loop.body))
+    def read(self, node_ids: Iterable[str], iteration: int) -> None:
+        """Read the records of ``node_ids`` at ``iteration`` not read yet, in one call."""
+        have = self._records.setdefault(iteration, {})
+        missing = [n for n in dict.fromkeys(node_ids) if n not in have]
+        if missing:
+            found = self.scope.store.get_nodes(self.scope.run_id, missing, iteration)
+            have.update({n: found.get(n) for n in missing})
 
     def record(self, node_id: str, iteration: int | None) -> NodeState | None:
-        """One node's record at ``iteration`` (None: not read, or no such iteration)."""
-        return None if iteration is None else self.records(iteration).get(node_id)
+        """One node's record at ``iteration`` (None: none, or no such iteration)."""
+        if iteration is None:
+            return None
+        self.read((node_id,), iteration)
+        return self._records[iteration][node_id]
 
     def visible_iteration(self, node_id: str) -> int | None:
         """The iteration of ``node_id`` this reader sees (None: none yet)."""
@@ -135,6 +134,13 @@ class RunData:
     def outputs(self) -> dict[str, Any]:
         """Every completed node's output this reader sees, by id."""
         out: dict[str, Any] = {}
+        wanted: dict[int, list[str]] = {}
+        for node_id in self.scope.bp.node_ids:
+            at = self.visible_iteration(node_id)
+            if at is not None:
+                wanted.setdefault(at, []).append(node_id)
+        for at, ids in wanted.items():
+            self.read(ids, at)  # one read per iteration, not one per node
         for node_id in self.scope.bp.node_ids:
             rec = self.record(node_id, self.visible_iteration(node_id))
             if rec is not None and rec.status == NODE_COMPLETED:
@@ -226,6 +232,17 @@ class RunData:
         """
         bp = self.scope.bp
         found: list[tuple[float, int, EdgeSpec, Any]] = []
+        incoming = [e for e in bp.edges if e.target == self.node_id]
+        by_iteration: dict[int, list[str]] = {}
+        for edge in incoming:
+            at = self.source_iteration(edge.source)
+            if at is not None:
+                fallback = bp.node(edge.source).config.fallback
+                by_iteration.setdefault(at, []).extend(
+                    [edge.source, *([fallback] if fallback else [])]
+                )
+        for at, ids in by_iteration.items():
+            self.read(ids, at)  # the predecessors only, in one read
         for index, edge in enumerate(bp.edges):
             if edge.target != self.node_id:
                 continue
@@ -262,6 +279,6 @@ class RunData:
             rec = self.record(primary.id, self.iteration)
             if rec is not None and rec.status == NODE_FAILED:
                 stand_in = RunData(self.scope, primary.id, self.iteration, self.context)
-                stand_in._records = self._records
+                stand_in._records = self._records  # what was read holds for both
                 return stand_in.input
         return self.scope.run.input

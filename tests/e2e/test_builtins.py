@@ -151,6 +151,7 @@ def test_a_worker_killed_mid_batch_loses_no_item_and_commits_each_once(stack: St
     assert stack.effects("total") == 1
 
 
+@pytest.mark.timeout(600)
 def test_ten_thousand_items_never_make_one_big_row_or_message(stack: Stack) -> None:
     started = time.monotonic()
     run = stack.client.start("batch-wide", {"count": 10_000}).result(timeout=600)
