@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bridge.cli_operate import add_parsers
+from bridge.cli_operate import add_parsers, json_arg
 from state.constants import (
     RUN_CANCELLED,
     RUN_COMPLETED,
@@ -77,13 +77,6 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text:
             text += " (default: %(default)s)"
         return text
-
-
-def _json_arg(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not JSON: {exc.msg} at column {exc.colno}") from None
 
 
 def _print(obj: Any) -> None:
@@ -273,6 +266,30 @@ def cmd_signal(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_resume_wait(args: argparse.Namespace) -> int:
+    """Resume a parked wait of a run that exists and has not finished (``resume RUN NODE``)."""
+    from bridge.errors import RunStateError
+
+    client = _client()
+    try:
+        try:
+            event_id = client.commands.resume(
+                args.run_id,
+                args.node,
+                output=args.output,
+                action=args.action,
+                event_id=args.event_id,
+                check=True,
+            )
+        except RunStateError as exc:
+            _err("resume", str(exc))
+            return EXIT_ERROR
+    finally:
+        client.close()
+    _print({"run_id": args.run_id, "node": args.node, "event_id": event_id})
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate the given blueprint files; node names are checked when FLOWBRIDGE_APP is set."""
     from tasks.blueprint.loader import file_problems
@@ -381,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = command("run", "start a run of BLUEPRINT (publishes a start message to Kafka)")
     r.add_argument("blueprint", help="blueprint id, as the bridge has it registered")
     r.add_argument(
-        "--input", type=_json_arg, default=None, metavar="JSON", help="run input, a JSON object"
+        "--input", type=json_arg, default=None, metavar="JSON", help="run input, a JSON object"
     )
     r.add_argument(
         "--run-id",
@@ -430,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("run_id", help="the run's id")
     sg.add_argument("name", help="the event's name, as a wait node's params.event names it")
     sg.add_argument(
-        "--payload", type=_json_arg, default=None, metavar="JSON", help="event payload, JSON"
+        "--payload", type=json_arg, default=None, metavar="JSON", help="event payload, JSON"
     )
     sg.add_argument(
         "--event-id",
@@ -456,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--once", action="store_true", help="accepted for compatibility: one pass is the default"
     )
     rc.set_defaults(fn=cmd_reconcile)
-    add_parsers(command, RUN_STATUSES)
+    add_parsers(command, RUN_STATUSES, resume_wait=cmd_resume_wait)
 
     rp = command(
         "replay",

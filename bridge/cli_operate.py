@@ -17,12 +17,20 @@ if TYPE_CHECKING:
     from bridge.api import DeadLetters, Queries
     from bridge.client import Client
 
-__all__ = ["add_parsers", "print_timeline"]
+__all__ = ["add_parsers", "json_arg", "print_timeline"]
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
 Command = Callable[[str, str], argparse.ArgumentParser]
+
+
+def json_arg(text: str) -> Any:
+    """An argument that is JSON (argparse names the option and the problem)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc.msg} at column {exc.colno}") from None
 
 
 def _print(obj: Any) -> None:
@@ -129,8 +137,16 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    """Publish resumes."""
-    return _act(args, "resume", lambda c, r: c.commands.resume(r, check=True))
+    """Publish resumes of paused runs, or (``RUN NODE``) of one run's parked wait."""
+    if args.node is not None:
+        if args.run_id is None or args.status or args.blueprint:
+            _err("resume", "a node is resumed in one run: flowbridge resume RUN_ID NODE")
+            return EXIT_USAGE
+        return int(args.resume_wait(args))
+    if args.output is not None or args.action is not None or args.event_id is not None:
+        _err("resume", "--output, --action and --event-id resume a node: name it after RUN_ID")
+        return EXIT_USAGE
+    return _act(args, "resume", lambda c, r: c.commands.unpause(r, check=True))
 
 
 def _since(text: str) -> float:
@@ -198,8 +214,16 @@ def _selection(p: argparse.ArgumentParser, statuses: tuple[str, ...]) -> None:
     )
 
 
-def add_parsers(command: Command, statuses: tuple[str, ...]) -> None:
-    """Add history, retry, pause, resume and dlq to the parser ``command`` makes entries in."""
+def add_parsers(
+    command: Command,
+    statuses: tuple[str, ...],
+    *,
+    resume_wait: Callable[[argparse.Namespace], int],
+) -> None:
+    """Add history, retry, pause, resume and dlq to the parser ``command`` makes entries in.
+
+    ``resume RUN NODE`` (a parked wait, flowcraft's resume) is handled by ``resume_wait``.
+    """
     h = command("history", "show a run's timeline: time, node, event, attempt, error")
     h.add_argument("run_id", help="the run's id")
     h.add_argument("--json", action="store_true", help="print the timeline as JSON")
@@ -224,9 +248,25 @@ def add_parsers(command: Command, statuses: tuple[str, ...]) -> None:
     p = command("pause", "stop dispatching a run's nodes (in-flight nodes finish)")
     _selection(p, statuses)
     p.set_defaults(fn=cmd_pause)
-    u = command("resume", "continue a paused run")
+    u = command(
+        "resume",
+        "continue a paused run (or every run a filter selects); with NODE, resume that parked "
+        "wait (or sleep) of the run instead: it completes with --output, --action chooses "
+        "its edges",
+    )
     _selection(u, statuses)
-    u.set_defaults(fn=cmd_resume)
+    u.add_argument("node", nargs="?", default=None, metavar="NODE", help="a waiting node's id")
+    u.add_argument("--action", default=None, metavar="A", help="the node's action (its edges)")
+    u.add_argument(
+        "--output", type=json_arg, default=None, metavar="JSON", help="the node's output, JSON"
+    )
+    u.add_argument(
+        "--event-id",
+        default=None,
+        metavar="ID",
+        help="dedupe id: resuming a node with the same id twice resumes once (default: a new one)",
+    )
+    u.set_defaults(fn=cmd_resume, resume_wait=resume_wait)
 
     d = command("dlq", "list, show or replay records the bridge dead-lettered")
     sub = d.add_subparsers(

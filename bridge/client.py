@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 from bridge.api.commands import Commands
 from bridge.api.queries import Queries
@@ -81,9 +81,32 @@ class RunHandle:
         """Ask for the run to be paused (``RunStateError`` if it is not runnable)."""
         self.client.pause(self.run_id)
 
-    def resume(self) -> None:
-        """Ask for the paused run to be resumed (``RunStateError`` if it is not paused)."""
-        self.client.resume(self.run_id)
+    @overload
+    def resume(self) -> None: ...
+    @overload
+    def resume(
+        self,
+        node: str,
+        *,
+        output: Any = None,
+        action: str | None = None,
+        event_id: str | None = None,
+    ) -> str: ...
+    def resume(
+        self,
+        node: str | None = None,
+        *,
+        output: Any = None,
+        action: str | None = None,
+        event_id: str | None = None,
+    ) -> str | None:
+        """Resume the run's parked ``wait`` ``node``, or the paused run (``Client.resume``)."""
+        if node is None:
+            self.client.resume(self.run_id)
+            return None
+        return self.client.resume(
+            self.run_id, node, output=output, action=action, event_id=event_id
+        )
 
     def retry(self, *from_nodes: str) -> None:
         """Ask for the finished run to be retried from ``from_nodes`` (default: failed nodes)."""
@@ -146,13 +169,40 @@ class Client:
         """
         self.commands.pause(run_id, check=True)
 
-    def resume(self, run_id: str) -> None:
-        """Publish a resume of the paused run ``run_id``.
+    @overload
+    def resume(self, run_id: str) -> None: ...
+    @overload
+    def resume(
+        self,
+        run_id: str,
+        node: str,
+        *,
+        output: Any = None,
+        action: str | None = None,
+        event_id: str | None = None,
+    ) -> str: ...
+    def resume(
+        self,
+        run_id: str,
+        node: str | None = None,
+        *,
+        output: Any = None,
+        action: str | None = None,
+        event_id: str | None = None,
+    ) -> str | None:
+        """Resume ``run_id``: with ``node``, its parked ``wait`` (flowcraft's resume), else the run.
+
+        With ``node``: the node completes with ``output`` and ``action`` chooses its
+        edges; returns the event id (one ``event_id`` resumes once). Without: the
+        paused run goes on (``pause``).
 
         Raises:
-            RunStateError: no such run, or it is not paused.
+            RunStateError: without ``node``, no such run or it is not paused.
         """
-        self.commands.resume(run_id, check=True)
+        if node is None:
+            self.commands.unpause(run_id, check=True)
+            return None
+        return self.commands.resume(run_id, node, output=output, action=action, event_id=event_id)
 
     def retry(self, run_id: str, *from_nodes: str) -> None:
         """Publish a retry of finished run ``run_id`` from ``from_nodes`` (a new attempt).

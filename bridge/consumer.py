@@ -40,7 +40,15 @@ from redis.exceptions import RedisError
 from bridge.errors import MessageError
 from bridge.headers import dead_letter_headers, origin_of, trace_of
 from bridge.kafka_workflow import apply_kw, is_kw, parse_kw
-from bridge.messages import CancelJob, NodeJob, OperateJob, StartJob, parse_event, parse_job
+from bridge.messages import (
+    CancelJob,
+    NodeJob,
+    OperateJob,
+    ResumeJob,
+    StartJob,
+    parse_event,
+    parse_job,
+)
 from bridge.metrics import BridgeMetrics
 from bridge.reload import BlueprintWatcher
 from bridge.settings import BridgeSettings, KafkaSettings
@@ -48,7 +56,8 @@ from bridge.topics import ensure_topics
 from state.constants import RUN_FAILED
 from state.errors import StateError
 from state.records import Run
-from tasks.errors import RetryError, UnknownBlueprintError
+from tasks.engine import resume_node, start_run
+from tasks.errors import ResumeError, RetryError, UnknownBlueprintError
 from tasks.events import lifecycle_event
 from tasks.lifecycle import cancel, deliver_event, pause, retry, start, unpause
 from tasks.runtime import Runtime
@@ -286,6 +295,9 @@ class Bridge:
 
     def _node(self, job: NodeJob) -> None:
         loaded = self.rt.load_run(job.run_id)
+        if loaded is None and job.flowcraft and job.blueprint is not None:
+            self._flowcraft_start(job)
+            return
         if loaded is None:
             raise MessageError(f"unknown run {job.run_id!r} (node job for {job.node!r})")
         run, bp = loaded
@@ -308,7 +320,12 @@ class Bridge:
             )
             return
         self.rt.dispatch(
-            bp, run.run_id, job.node, attempt=job.attempt or 1, run_attempt=run.attempt
+            bp,
+            run.run_id,
+            job.node,
+            iteration=job.iteration,
+            attempt=job.attempt or 1,
+            run_attempt=run.attempt,
         )
 
     def _operate(self, job: OperateJob) -> None:
@@ -340,10 +357,46 @@ class Bridge:
         )
         apply_kw(self.rt, msg, where=origin_of(rec))
 
+    def _flowcraft_start(self, job: NodeJob) -> None:
+        """Flowcraft's client starts a run with one job per start node of a fresh run id.
+
+        The first of them creates the run (idempotent on the run id; its input is
+        empty: flowcraft's client writes the initial context to its own store) and
+        dispatches every start node; the others find it and join it.
+        """
+        assert job.blueprint is not None
+        try:
+            bp = self.rt.blueprints.get(job.blueprint)
+        except UnknownBlueprintError as exc:
+            raise MessageError(f"{exc} (flowcraft job for run {job.run_id!r})") from None
+        if job.node not in bp.analysis.start_nodes:
+            raise MessageError(
+                f"unknown run {job.run_id!r}: a flowcraft job creates a run only for a start "
+                f"node of {bp.id!r} ({', '.join(bp.analysis.start_nodes)}), not {job.node!r}"
+            )
+        start_run(self.rt, bp, {}, run_id=job.run_id)
+
     def _event(self, rec: Any) -> None:
         ev = parse_event(rec.value, max_bytes=self.settings.max_message_bytes)
         # Without an id, the record's position names the event: a redelivery is a duplicate.
         event_id = ev.event_id or str(uuid.uuid5(uuid.NAMESPACE_URL, origin_of(rec)))
+        if isinstance(ev, ResumeJob):
+            try:
+                delivery = resume_node(
+                    self.rt,
+                    ev.run_id,
+                    ev.node,
+                    output=ev.output,
+                    action=ev.action,
+                    event_id=event_id,
+                )
+            except ResumeError as exc:
+                raise MessageError(str(exc)) from None
+            if delivery.outcome == "no-run":
+                raise MessageError(f"unknown run {ev.run_id!r} (resume of {ev.node!r})")
+            if delivery.outcome == "finished":
+                raise MessageError(f"run {ev.run_id!r} has finished: {ev.node!r} not resumed")
+            return
         delivery = deliver_event(self.rt, ev.run_id, ev.name, event_id=event_id, payload=ev.payload)
         if delivery.outcome == "no-run":
             raise MessageError(f"unknown run {ev.run_id!r} (event {ev.name!r})")

@@ -1,7 +1,10 @@
 """The message contract of ``<prefix>flowbridge.jobs``: parsing, with errors naming the problem.
 
 Values are UTF-8 JSON objects with ``"v": 1``; flowcraft's job shape
-``{"runId","blueprintId","nodeId","attempt"?}`` is accepted as a ``node`` job.
+``{"runId","blueprintId","nodeId","attempt"?}`` is accepted as a ``node`` job
+(one for a start node of a run that does not exist yet creates it). On the
+events topic, ``{"v":1,"type":"resume","run_id","node","output"?,"action"?}``
+resumes a parked ``wait``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ __all__ = [
     "Job",
     "NodeJob",
     "OperateJob",
+    "ResumeJob",
     "StartJob",
     "parse_event",
     "parse_job",
@@ -46,6 +50,10 @@ class NodeJob:
     node: str
     attempt: int | None = None
     blueprint: str | None = None
+    #: The node's iteration (a loop's pass; 0 outside loops).
+    iteration: int = 0
+    #: flowcraft's shape: for a run that does not exist yet, a start node's job creates it.
+    flowcraft: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,14 @@ def _ident(obj: dict[str, Any], key: str, *, required: bool = True) -> str | Non
             f"field {key!r}={value[:80]!r} is not a valid id (1-200 of letters, digits, _.:@/+=-)"
         )
     return value
+
+
+def _node_id(obj: dict[str, Any]) -> str:
+    """A node id (any non-empty string of at most 200 characters, as blueprints allow)."""
+    node = obj.get("node")
+    if not isinstance(node, str) or not node or len(node) > 200:
+        raise MessageError("field 'node' must be a non-empty string of at most 200 characters")
+    return node
 
 
 def _attempt(obj: dict[str, Any], key: str) -> int | None:
@@ -126,6 +142,7 @@ def parse_job(value: bytes | None, *, max_bytes: int) -> Job:
             node=_ident(obj, "nodeId") or "",
             attempt=_attempt(obj, "attempt"),
             blueprint=_ident(obj, "blueprintId", required=False),
+            flowcraft=True,
         )
     v = obj.get("v")
     if v is None:
@@ -163,10 +180,14 @@ def parse_job(value: bytes | None, *, max_bytes: int) -> Job:
             input=run_input,
         )
     if kind == "node":
+        iteration = obj.get("iteration", 0)
+        if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+            raise MessageError(f"field 'iteration' must be an integer >= 0, got {iteration!r}")
         return NodeJob(
             run_id=_ident(obj, "run_id") or "",
             node=_ident(obj, "node") or "",
             attempt=_attempt(obj, "attempt"),
+            iteration=iteration,
         )
     if kind == "cancel":
         reason = obj.get("reason")
@@ -193,7 +214,18 @@ class EventJob:
     payload: Any = None
 
 
-def parse_event(value: bytes | None, *, max_bytes: int) -> EventJob:
+@dataclass(frozen=True)
+class ResumeJob:
+    """Resume a parked ``wait`` (or ``sleep``) of a run with an output and action."""
+
+    run_id: str
+    node: str
+    event_id: str | None
+    output: Any = None
+    action: str | None = None
+
+
+def parse_event(value: bytes | None, *, max_bytes: int) -> EventJob | ResumeJob:
     """Parse one events-topic value, or raise ``MessageError`` saying what is wrong."""
     obj = _decode(value, max_bytes)
     v = obj.get("v")
@@ -201,9 +233,20 @@ def parse_event(value: bytes | None, *, max_bytes: int) -> EventJob:
         raise MessageError(f"missing required field 'v' (this bridge speaks v={VERSION})")
     if v != VERSION or isinstance(v, bool):
         raise MessageError(f"unsupported message version v={v!r} (this bridge speaks v={VERSION})")
+    if obj.get("type") == "resume":
+        action = obj.get("action")
+        if action is not None and (not isinstance(action, str) or not action):
+            raise MessageError(f"field 'action' must be a non-empty string, got {action!r}")
+        return ResumeJob(
+            run_id=_ident(obj, "run_id") or "",
+            node=_node_id(obj),
+            event_id=_ident(obj, "event_id", required=False),
+            output=obj.get("output"),
+            action=action,
+        )
     if obj.get("type") != "event":
         raise MessageError(
-            f"unknown type {obj.get('type')!r} on the events topic (expected 'event')"
+            f"unknown type {obj.get('type')!r} on the events topic (expected 'event' or 'resume')"
         )
     name = obj.get("name")
     if not isinstance(name, str) or not name or len(name) > 200:

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from bridge.api.views import history_json, run_json
 from bridge.kafka_workflow import apply_kw, parse_kw
@@ -36,7 +36,7 @@ from state.constants import RUN_TERMINAL
 from state.errors import FlowbridgeError
 from state.protocol import StateStore
 from tasks.blueprint import Blueprint, check
-from tasks.engine import start_run
+from tasks.engine import resume_node, start_run
 from tasks.inprocess import InProcessPort, Published, VirtualClock, run_queued
 from tasks.lifecycle import cancel, deliver_event, pause, resume_ref, retry, start, unpause
 from tasks.loading import known_uses
@@ -218,6 +218,51 @@ class Runner:
         if drain:
             self.drain()
 
+    @overload
+    def resume(self, run_id: str) -> bool: ...
+    @overload
+    def resume(
+        self,
+        run_id: str,
+        node_id: str,
+        *,
+        output: Any = None,
+        action: str | None = None,
+        event_id: str | None = None,
+    ) -> str: ...
+    def resume(
+        self,
+        run_id: str,
+        node_id: str | None = None,
+        *,
+        output: Any = None,
+        action: str | None = None,
+        event_id: str | None = None,
+    ) -> str | bool:
+        """Resume a parked ``wait`` (or ``sleep``) with an output and action, and drain.
+
+        Returns the delivery's outcome (``matched``, ``stored``, ...). Without
+        ``node_id``: resume the paused run and drain; whether it applied.
+        """
+        if node_id is None:
+            applied = unpause(self.rt, run_id)
+            self.drain()
+            return applied
+        delivery = resume_node(
+            self.rt, run_id, node_id, output=output, action=action, event_id=event_id
+        )
+        self.drain(advance=True)
+        return delivery.outcome
+
+    def batch(self, run_id: str, node_id: str) -> list[Any]:
+        """A gather's outputs (its output is a reference to pages of them): the list."""
+        from tasks.engine.batch import resolve_ref
+
+        rec = self.store.get_node(run_id, node_id)
+        if rec is None:
+            raise RunnerError(f"run {run_id!r} has no record of node {node_id!r}")
+        return list(resolve_ref(self.rt, rec.output))
+
     def cancel(self, run_id: str, reason: str = "cancelled") -> bool:
         """Cancel the run (revoking its queued tasks) and drain; whether it applied."""
         applied = cancel(self.rt, run_id, reason)
@@ -233,12 +278,6 @@ class Runner:
     def pause(self, run_id: str) -> bool:
         """Pause the run (no node starts until ``resume``) and drain; whether it applied."""
         applied = pause(self.rt, run_id)
-        self.drain()
-        return applied
-
-    def resume(self, run_id: str) -> bool:
-        """Resume a paused run and drain; whether it applied."""
-        applied = unpause(self.rt, run_id)
         self.drain()
         return applied
 
@@ -280,9 +319,28 @@ class Runner:
         return self.rt.blueprints.get(blueprint_id, version)
 
     def _on_record(self, record: Published) -> None:
-        """Dispatch a node job the reconciler re-emitted to the jobs topic, as the bridge would."""
+        """Apply what the bridge would of a record on our topics: node, cancel, event jobs.
+
+        The reconciler re-emits node jobs; a finishing child run tells its parent with
+        an event, and a finishing parent cancels its children with cancel jobs.
+        """
         value = record.value
-        if record.topic != self.rt.settings.topic("jobs") or not isinstance(value, dict):
+        if not isinstance(value, dict):
+            return
+        settings = self.rt.settings
+        if record.topic == settings.topic("events") and value.get("type") == "event":
+            deliver_event(
+                self.rt,
+                str(value["run_id"]),
+                str(value["name"]),
+                event_id=str(value.get("event_id") or record.id),
+                payload=value.get("payload"),
+            )
+            return
+        if record.topic != settings.topic("jobs"):
+            return
+        if value.get("type") == "cancel":
+            cancel(self.rt, str(value["run_id"]), str(value.get("reason") or "cancelled"))
             return
         if value.get("type") != "node":
             return
@@ -292,6 +350,7 @@ class Runner:
                 loaded[1],
                 loaded[0].run_id,
                 str(value["node"]),
+                iteration=int(value.get("iteration", 0)),
                 attempt=int(value.get("attempt", 1)),
             )
 

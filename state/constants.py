@@ -52,7 +52,8 @@ __all__ = [
 #: 2: waits, timers and the event inbox (Scylla: new tables and node columns).
 #: 3: code workflows (``wf_*`` tables).
 #: 4: the run's attempt (``runs.attempt``), which ``retry_run`` advances; outbox headers.
-SCHEMA_VERSION: Final = 4
+#: 5: a run's parent (``subflow`` children) and the pages of batches.
+SCHEMA_VERSION: Final = 5
 
 #: Width of the (status, time bucket) index buckets; the reconciler reads whole buckets.
 STATUS_BUCKET_S: Final = 60

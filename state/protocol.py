@@ -52,13 +52,19 @@ class StateStore(Protocol):
 
     # --- runs ------------------------------------------------------------
     def create_run(
-        self, run: Run, *, start_nodes: Sequence[str], outbox: Sequence[OutboxMessage] = ()
+        self,
+        run: Run,
+        *,
+        start_nodes: Sequence[str],
+        outbox: Sequence[OutboxMessage] = (),
+        context: Mapping[str, Any] | None = None,
     ) -> tuple[bool, Run]:
         """Create the run and its start nodes' ``pending`` records if it does not exist.
 
-        Returns ``(created, stored_run)``. When a run with that id exists (a
-        redelivered start, or a cancel marker left by a cancel that came first)
-        nothing is written and the stored run is returned.
+        ``context`` is the run context it starts with (one row per key, as later
+        writes). Returns ``(created, stored_run)``. When a run with that id
+        exists (a redelivered start, or a cancel marker left by a cancel that
+        came first) nothing is written and the stored run is returned.
         """
 
     def get_run(self, run_id: str, *, snapshot: bool = True) -> Run | None:
@@ -108,9 +114,16 @@ class StateStore(Protocol):
         """Resume a paused run once: ``running``, or ``waiting`` if no node is pending/running."""
 
     def restart_rejected(
-        self, run: Run, *, start_nodes: Sequence[str], outbox: Sequence[OutboxMessage] = ()
+        self,
+        run: Run,
+        *,
+        start_nodes: Sequence[str],
+        outbox: Sequence[OutboxMessage] = (),
+        context: Mapping[str, Any] | None = None,
     ) -> bool:
         """Replace the record a rejected start left (failed, no snapshot) with ``run``, once.
+
+        ``start_nodes``, ``outbox`` and ``context`` are as ``create_run``'s.
 
         True only for the caller that replaced it; a run that ever started is never
         replaced (``retry_run`` is for those).
@@ -149,9 +162,19 @@ class StateStore(Protocol):
         """Read the records of the given nodes that exist."""
 
     def begin_attempt(
-        self, run_id: str, node_id: str, iteration: int, attempt: int, *, takeover: bool = False
+        self,
+        run_id: str,
+        node_id: str,
+        iteration: int,
+        attempt: int,
+        *,
+        takeover: bool = False,
+        create: bool = False,
     ) -> NodeState | None:
         """Claim a node for ``attempt``: ``pending`` to ``running``, and count the delivery.
+
+        With ``create`` a node without a record gets one (``pending``, then
+        claimed): a batch item, whose record its own task creates.
 
         A node already ``running`` is claimed again only with ``takeover`` (a
         redelivery after its worker was lost, or a stale record), so a
@@ -269,6 +292,13 @@ class StateStore(Protocol):
         that stall was not reconciled before; raises ``StaleFenceError`` if
         ``fence`` is older than the run's fence (a lock holder that lost its lock).
         """
+
+    # --- batches -------------------------------------------------------
+    def put_batch(self, run_id: str, batch: str, pages: Mapping[int, Sequence[Any]]) -> None:
+        """Store pages of a batch (a list kept in pages, never in one row); upserts by page."""
+
+    def get_batch(self, run_id: str, batch: str, pages: Sequence[int]) -> dict[int, list[Any]]:
+        """Read pages of a batch: page number to its items (missing pages are left out)."""
 
     # --- context and history --------------------------------------------
     def get_context(self, run_id: str) -> dict[str, Any]:

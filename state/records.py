@@ -170,6 +170,8 @@ class Run:
     updated_at: float = 0.0
     #: 1, then one more for each ``retry_run`` (part of its node tasks' ids).
     attempt: int = 1
+    #: The node this run is a child of (a ``subflow``): ``{"run_id", "node_id", "iteration"}``.
+    parent: JSON = None
 
     @property
     def terminal(self) -> bool:
@@ -275,9 +277,14 @@ class NodeCompletion:
     #: Arrivals at join nodes, taken or skipped.
     arrivals: tuple[Arrival, ...] = ()
     context_writes: dict[str, JSON] = field(default_factory=dict)
+    #: Context keys to delete (none of them is also in ``context_writes``).
+    context_deletes: tuple[str, ...] = ()
     outbox: tuple[OutboxMessage, ...] = ()
     #: The status the node is recorded with: ``completed`` normally, ``skipped`` for a skip.
     status: str = NodeStatus.COMPLETED
+    #: Successors to create as ``pending`` at another iteration: ``(node id, iteration)``
+    #: (a loop's next pass, or the node after a loop).
+    pending_at: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

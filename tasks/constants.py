@@ -37,3 +37,8 @@ REGISTRY_KEY = "flowbridge:registry:"
 REGISTRY_TTL_S = 90
 #: How often a running process refreshes its registry record.
 REGISTRY_REFRESH_S = 30.0
+
+#: Context keys flowbridge keeps for itself start with this (hidden from the run's JSON).
+INTERNAL_PREFIX = "_flowbridge."
+#: The context key holding a loop's latest iteration: ``LOOP_KEY + controller id``.
+LOOP_KEY = INTERNAL_PREFIX + "loop:"

@@ -24,13 +24,29 @@ class Result:
 
 
 class RunContext:
-    """The run's key/value context; writes are staged and commit with the node's completion."""
+    """The run's key/value context; writes and deletes are staged, committed with the node.
 
-    def __init__(self, load: Callable[[], dict[str, Any]]) -> None:
-        """Load committed values lazily through ``load``."""
+    It starts as the run's input (flowcraft's initial state); nodes read and
+    write it with ``get``, ``set``, ``has`` and ``delete``, as in flowcraft.
+    """
+
+    def __init__(
+        self,
+        load: Callable[[], dict[str, Any]],
+        *,
+        resolve: Callable[[Any], Any] | None = None,
+    ) -> None:
+        """Load committed values lazily through ``load``; ``get`` passes values to ``resolve``.
+
+        ``resolve`` turns a stored reference (a batch's outputs) into the value it
+        stands for; ``as_dict`` (what expressions read) keeps references as they are.
+        """
         self._load = load
+        self._resolve = resolve
         self._committed: dict[str, Any] | None = None
         self.staged: dict[str, Any] = {}
+        #: Committed keys this node deleted (written only if the attempt completes the node).
+        self.deleted: set[str] = set()
 
     def _values(self) -> dict[str, Any]:
         if self._committed is None:
@@ -40,18 +56,36 @@ class RunContext:
     def get(self, key: str, default: Any = None) -> Any:
         """The value of ``key``: this node's staged write, else the committed one."""
         if key in self.staged:
-            return self.staged[key]
-        return self._values().get(key, default)
+            value = self.staged[key]
+        elif key in self.deleted:
+            return default
+        else:
+            value = self._values().get(key, default)
+        return value if self._resolve is None else self._resolve(value)
 
     def set(self, key: str, value: Any) -> None:
         """Stage ``key = value``; it is written only if this attempt completes the node."""
         if not isinstance(key, str) or not key:
             raise TypeError(f"context keys are non-empty strings, not {key!r}")
+        self.deleted.discard(key)
         self.staged[key] = value
 
+    def has(self, key: str) -> bool:
+        """Whether ``key`` is set (by this node, or committed and not deleted by it)."""
+        return key in self.staged or (key not in self.deleted and key in self._values())
+
+    def delete(self, key: str) -> bool:
+        """Stage deleting ``key``; True if it was set (as flowcraft's ``delete``)."""
+        existed = self.has(key)
+        self.staged.pop(key, None)
+        if key in self._values():
+            self.deleted.add(key)
+        return existed
+
     def as_dict(self) -> dict[str, Any]:
-        """Committed values overlaid with this node's staged writes."""
-        return {**self._values(), **self.staged}
+        """Committed values, less this node's deletes, overlaid with its staged writes."""
+        values = {k: v for k, v in self._values().items() if k not in self.deleted}
+        return {**values, **self.staged}
 
 
 class _Outputs(Mapping[str, Any]):
@@ -86,10 +120,11 @@ class NodeContext:
         node_id: str,
         iteration: int,
         attempt: int,
-        input: Any,
+        run_input: Any,
         params: Mapping[str, Any],
         load_outputs: Callable[[], dict[str, Any]],
-        load_context: Callable[[], dict[str, Any]],
+        load_context: Callable[[], dict[str, Any]] | RunContext,
+        load_input: Callable[[], Any] | None = None,
         load_branches: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         """Build the context of one attempt of one node."""
@@ -98,13 +133,30 @@ class NodeContext:
         self.iteration = iteration
         #: 1-based; grows with each retry, not with redeliveries of the same attempt.
         self.attempt = attempt
-        self.input = input
+        #: The run's own input (the start message's ``input``), whatever node this is.
+        self.run_input = run_input
         self.params = params
+        self._load_input = load_input
+        self._input: Any = _MISSING
         self.outputs: Mapping[str, Any] = _Outputs(load_outputs)
-        self.context = RunContext(load_context)
+        self.context = (
+            load_context if isinstance(load_context, RunContext) else RunContext(load_context)
+        )
         #: For a join: each predecessor's ``{"outcome", "output", "error"}`` (empty otherwise).
         self.branches: Mapping[str, Any] = _Outputs(load_branches or dict)
         self.emitted: list[OutboxMessage] = []
+
+    @property
+    def input(self) -> Any:
+        """This node's input, as in flowcraft (read on first use; ``docs/blueprints.md``).
+
+        What its ``inputs`` mapping selects, else what came along the edge that
+        brought it (the source's output, or the edge's ``transform``); a start
+        node gets the run's input, a fallback the input of the node it replaces.
+        """
+        if self._input is _MISSING:
+            self._input = None if self._load_input is None else self._load_input()
+        return self._input
 
     @property
     def idempotency_key(self) -> str:

@@ -11,6 +11,7 @@ They extend the root in ``state.errors``::
     ├── UnknownNodeError        no node implementation registered for a ``uses`` name
     ├── RetryError              a run cannot be retried (not finished, never started, no such node)
     ├── NodeFailedError         a node failed for good: the task fails, so Celery and Flower see it
+    ├── ResumeError             a resume names a node that cannot be resumed
     └── NodeError               raised by node code to steer retries (``retryable``, ``delay``)
 
 Each constructor keeps its positional arguments in ``args`` so the errors
@@ -36,6 +37,7 @@ __all__ = [
     "ConditionError",
     "NodeError",
     "NodeFailedError",
+    "ResumeError",
     "RetryError",
     "UnknownBlueprintError",
     "UnknownNodeError",
@@ -172,3 +174,7 @@ class NodeFailedError(FlowbridgeError):
     Celery task end as FAILURE, so Flower and Celery's ``task-failed`` events count
     workflow failures. Its message is the node's error.
     """
+
+
+class ResumeError(FlowbridgeError):
+    """A resume names a node that cannot be resumed (no such node, or not a wait or sleep)."""

@@ -72,8 +72,8 @@ class QueuedTask:
     task: NodeTask | None = field(compare=False, default=None)
     #: The chord a header task belongs to (its body runs when all members returned).
     chord: int | None = field(compare=False, default=None)
-    #: For a chord body: the join to fire.
-    body: tuple[str, str, int] | None = field(compare=False, default=None)
+    #: For a chord body: the join to fire, and the batch window it ends (or None).
+    body: tuple[str, str, int, int | None] | None = field(compare=False, default=None)
     #: A code workflow's activation, or one of its activity attempts.
     activation: ActivationTask | None = field(compare=False, default=None)
     activity: ActivityTask | None = field(compare=False, default=None)
@@ -136,7 +136,7 @@ class InProcessPort:
         self.published: list[Published] = []
         #: Chord id to the number of header members still running.
         self.chords: dict[int, int] = {}
-        self.chord_bodies: dict[int, tuple[str, str, int]] = {}
+        self.chord_bodies: dict[int, tuple[str, str, int, int | None]] = {}
         self._seq = itertools.count()
         self._locks = LocalRunLocks(store)
 
@@ -145,12 +145,14 @@ class InProcessPort:
         """Queue one node attempt at its due time."""
         self._push(task, chord=None)
 
-    def dispatch_chord(self, heads: Sequence[NodeTask], *, join_id: str) -> None:
+    def dispatch_chord(
+        self, heads: Sequence[NodeTask], *, join_id: str, window: int | None = None
+    ) -> None:
         """Queue the header tasks; the body fires ``join_id`` once every member returned."""
         chord = next(self._seq)
         self.chords[chord] = len(heads)
         first = heads[0]
-        self.chord_bodies[chord] = (first.run_id, join_id, first.iteration)
+        self.chord_bodies[chord] = (first.run_id, join_id, first.iteration, window)
         for head in heads:
             self._push(head, chord=chord)
 
@@ -234,8 +236,8 @@ def run_queued(port: InProcessPort, item: QueuedTask, rt: Any) -> None:
             run_activity(rt, item.activity)
         return
     if item.body is not None:
-        run_id, join_id, iteration = item.body
-        fire_from_chord(rt, run_id, join_id, iteration)
+        run_id, join_id, iteration, window = item.body
+        fire_from_chord(rt, run_id, join_id, iteration, window=window)
         return
     task = item.task
     assert task is not None
@@ -252,6 +254,7 @@ def run_queued(port: InProcessPort, item: QueuedTask, rt: Any) -> None:
         chord=task.branch,
         wake=task.wake,
         worker="in-process",
+        item=task.item,
     )
     if task.branch and (step.next_node is not None or step.retry_attempt is not None):
         loaded = rt.load_run(task.run_id)
@@ -265,6 +268,7 @@ def run_queued(port: InProcessPort, item: QueuedTask, rt: Any) -> None:
                 countdown=step.countdown,
                 branch=True,
                 run_attempt=loaded[0].attempt,
+                item=task.item,
             )
             # The replacement keeps its place in the chord, as Celery's Task.replace does.
             port._push(nxt, chord=item.chord)

@@ -44,11 +44,14 @@ class NodeTask:
     branch: bool = False
     #: The run's attempt (``Run.attempt``: one more per retry).
     run_attempt: int = 1
+    #: A batch item: its index in the list of the scatter ``node_id``.
+    item: int | None = None
 
     @property
     def task_id(self) -> str:
         """The id the task is sent with."""
-        base = task_id(self.run_id, self.node_id, self.iteration, self.attempt, self.run_attempt)
+        node = self.node_id if self.item is None else f"{self.node_id}[{self.item}]"
+        base = task_id(self.run_id, node, self.iteration, self.attempt, self.run_attempt)
         return f"{base}:wake" if self.wake else base
 
 
@@ -110,8 +113,13 @@ class TaskPort(Protocol):
         """Send one node attempt to its run's queue."""
         ...
 
-    def dispatch_chord(self, heads: Sequence[NodeTask], *, join_id: str) -> None:
-        """Run the branches starting at ``heads`` together; when all return, fire ``join_id``."""
+    def dispatch_chord(
+        self, heads: Sequence[NodeTask], *, join_id: str, window: int | None = None
+    ) -> None:
+        """Run the branches starting at ``heads`` together; when all return, fire ``join_id``.
+
+        ``window``: the heads are a window of a batch's items and ``join_id`` its gather.
+        """
         ...
 
     def revoke(self, task_ids: Sequence[str], *, terminate: bool = False) -> None:

@@ -24,6 +24,7 @@ from state.constants import NODE_PENDING, NODE_RUNNING, RUN_PENDING, RUN_RUNNING
 from state.errors import StaleFenceError
 from state.records import OutboxMessage, Run
 from tasks.engine import RunScope, settle_stalled
+from tasks.engine.graph import active_iterations
 from tasks.runtime import Runtime
 from tasks.workflow.activation import is_workflow
 from tasks.workflow.recovery import fire_workflow_timers, reconcile_workflow
@@ -36,13 +37,25 @@ log = logging.getLogger("flowbridge.reconciler")
 BATCH = 500
 
 
-def node_job(rt: Runtime, run_id: str, node_id: str, attempt: int, cause: str) -> OutboxMessage:
+def node_job(
+    rt: Runtime, run_id: str, node_id: str, attempt: int, cause: str, iteration: int = 0
+) -> OutboxMessage:
     """A ``node`` job for the jobs topic, with an id stable for one cause (a stall, a timer)."""
+    value: dict[str, object] = {
+        "v": 1,
+        "type": "node",
+        "run_id": run_id,
+        "node": node_id,
+        "attempt": attempt,
+    }
+    if iteration:
+        value["iteration"] = iteration
+    where = node_id if not iteration else f"{node_id}#{iteration}"
     return OutboxMessage(
-        id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"flowbridge:{run_id}:{node_id}:{cause}")),
+        id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"flowbridge:{run_id}:{where}:{cause}")),
         topic=rt.settings.topic("jobs"),
         key=run_id,
-        value={"v": 1, "type": "node", "run_id": run_id, "node": node_id, "attempt": attempt},
+        value=value,
     )
 
 
@@ -89,7 +102,7 @@ def reconcile_once(rt: Runtime, *, now: float | None = None) -> dict[str, int]:
 def _fire_due_timers(rt: Runtime, now: float, report: dict[str, int]) -> bool:
     fired = False
     for timer in rt.store.due_timers(now=now, limit=BATCH):
-        job = node_job(rt, timer.run_id, timer.node_id, 1, f"timer:{timer.due_at}")
+        job = node_job(rt, timer.run_id, timer.node_id, 1, f"timer:{timer.due_at}", timer.iteration)
         try:
             if rt.store.fire_timer(
                 timer.run_id, timer.node_id, timer.iteration, now=now, outbox=[job]
@@ -107,9 +120,12 @@ def _reconcile_run(rt: Runtime, run: Run, older: float, fence: int) -> list[str]
     if is_workflow(run):
         return reconcile_workflow(rt, run, fence)
     bp = rt.blueprint_of(run)
+    scope = RunScope(rt, run, bp)
     recs = rt.store.get_nodes(run.run_id, bp.node_ids)
+    # A loop's current passes are at iterations of their own.
+    every = [*recs.values(), *(r for it in active_iterations(scope).values() for r in it.values())]
     jobs: list[OutboxMessage] = []
-    for rec in recs.values():
+    for rec in every:
         if rec.updated_at >= older:
             continue
         if rec.status == NODE_PENDING:
@@ -118,11 +134,12 @@ def _reconcile_run(rt: Runtime, run: Run, older: float, fence: int) -> list[str]
             attempt = max(rec.attempts, 1)  # the same attempt: the task takes a stale node over
         else:
             continue
-        jobs.append(node_job(rt, run.run_id, rec.node_id, attempt, f"stall:{run.updated_at}"))
+        cause = f"stall:{run.updated_at}"
+        jobs.append(node_job(rt, run.run_id, rec.node_id, attempt, cause, rec.iteration))
     actions: list[str] = []
     if jobs and rt.store.mark_reconciled(
         run.run_id, stalled_since=run.updated_at, fence=fence, outbox=jobs
     ):
         actions.extend(f"re-emitted {j.value['node']}" for j in jobs)
-    actions.extend(settle_stalled(RunScope(rt, run, bp), recs))
+    actions.extend(settle_stalled(scope, recs))
     return actions

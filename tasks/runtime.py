@@ -117,6 +117,7 @@ class Runtime:
         wake: bool = False,
         branch: bool = False,
         run_attempt: int = 1,
+        item: int | None = None,
     ) -> NodeTask:
         """The task of one node attempt, with the node's timeout as its time limit."""
         return NodeTask(
@@ -129,6 +130,7 @@ class Runtime:
             timeout_s=bp.node(node_id).config.timeout_s,
             branch=branch,
             run_attempt=run_attempt,
+            item=item,
         )
 
     def dispatch(

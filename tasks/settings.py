@@ -120,6 +120,9 @@ class Settings:
     kw_result_topic: str | None = "workflow-result"
     #: FLOWBRIDGE_KW_ERROR_TOPIC: where it sends ``JSON(str(error))`` (``workflow-error``).
     kw_error_topic: str | None = "workflow-error"
+    #: FLOWBRIDGE_WEBHOOK_BASE_URL: where the HTTP API that receives webhook calls is reached
+    #: from outside; a ``webhook`` node's URL is ``<this>/webhooks/<run id>/<node id>``.
+    webhook_base_url: str = "http://localhost:8000"
     #: The environment these were read from, for backends that take extra options.
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -165,6 +168,8 @@ class Settings:
             kw_resume_topic=env.get("FLOWBRIDGE_KW_RESUME_TOPIC", "").strip() or "workflow-resume",
             kw_result_topic=_kw_topic(env, "FLOWBRIDGE_KW_RESULT_TOPIC", "workflow-result"),
             kw_error_topic=_kw_topic(env, "FLOWBRIDGE_KW_ERROR_TOPIC", "workflow-error"),
+            webhook_base_url=env.get("FLOWBRIDGE_WEBHOOK_BASE_URL", "").strip()
+            or cls.webhook_base_url,
             env=env,
         )
 

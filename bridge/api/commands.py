@@ -1,7 +1,7 @@
-"""Commands on runs, published to Kafka for the bridge to apply: start, cancel, signal, retry...
+"""Commands on runs, published to Kafka for the bridge to apply: start, cancel, signal, resume.
 
-Also ``retry`` (from nodes), ``pause`` and ``resume``: an operator's actions,
-which the bridge applies through ``tasks.engine.operate``.
+Also ``retry`` (from nodes), ``pause`` and ``unpause`` (a resume of a paused run):
+an operator's actions, which the bridge applies through ``tasks.lifecycle``.
 
 A command is a message on ``<prefix>flowbridge.jobs`` or ``.events``; the
 bridge applies it (idempotently). ``check=True`` refuses a cancel or signal
@@ -120,8 +120,8 @@ class Commands:
             )
         self._send("jobs", run_id, {"v": 1, "type": "pause", "run_id": run_id})
 
-    def resume(self, run_id: str, *, check: bool = False) -> None:
-        """Publish a resume of a paused run."""
+    def unpause(self, run_id: str, *, check: bool = False) -> None:
+        """Publish a resume of a paused run (``resume`` is a parked node's)."""
         if check:
             self._check_status(run_id, frozenset({RUN_PAUSED}), "only a paused run is resumed")
         self._send("jobs", run_id, {"v": 1, "type": "resume", "run_id": run_id})
@@ -179,6 +179,38 @@ class Commands:
         }
         if payload is not None:
             msg["payload"] = payload
+        self._send("events", run_id, msg)
+        return event_id
+
+    def resume(
+        self,
+        run_id: str,
+        node: str,
+        *,
+        output: Any = None,
+        action: str | None = None,
+        event_id: str | None = None,
+        check: bool = False,
+    ) -> str:
+        """Publish a resume of ``node`` (a parked ``wait`` or ``sleep``) with an output and action.
+
+        The node completes with ``output``; ``action`` chooses its edges. Duplicates of
+        one ``event_id`` resume once.
+        """
+        if check:
+            self.check_reachable(run_id)
+        event_id = event_id or str(uuid.uuid4())
+        msg: dict[str, Any] = {
+            "v": 1,
+            "type": "resume",
+            "run_id": run_id,
+            "node": node,
+            "event_id": event_id,
+        }
+        if output is not None:
+            msg["output"] = output
+        if action is not None:
+            msg["action"] = action
         self._send("events", run_id, msg)
         return event_id
 

@@ -7,7 +7,10 @@ from typing import Any
 
 from state.history import HistoryKind
 from state.protocol import StateStore
-from state.records import HistoryEvent, NodeStatus, Run
+from state.records import HistoryEvent, NodeState, NodeStatus, Run
+from tasks.blueprint import Blueprint
+from tasks.blueprint.analysis import LOOP_USES
+from tasks.constants import INTERNAL_PREFIX, LOOP_KEY
 from tasks.timefmt import iso_utc
 
 __all__ = ["history_json", "run_json", "run_summary", "timeline", "waits_of"]
@@ -27,22 +30,45 @@ def waits_of(events: Iterable[HistoryEvent]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _node_json(r: NodeState, waits: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    out = {"status": r.status, "attempts": r.attempts, "output": r.output, "error": r.error}
+    if r.status == NodeStatus.WAITING and waits is not None:
+        out["waits"] = waits.get(r.node_id, {})
+    return out
+
+
 def run_json(
     store: StateStore, run: Run, history: list[HistoryEvent] | None = None
 ) -> dict[str, Any]:
     """``{"run_id","blueprint","version","status","input","output","error","nodes",...}``.
 
-    A waiting node says what it waits for (``waits``: event name, due time).
+    Besides the nodes (at their first iteration), ``context`` is the run's final
+    context, ``errors`` every node failure (flowcraft's result carries both), a
+    loop's nodes list each pass under ``iterations``, a child run names its
+    ``parent``, and a waiting node says what it waits for (``waits``: event name,
+    due time).
     """
     if run.snapshot.get("kind") == "workflow":
         return _workflow_json(store, run)
     node_ids = [n["id"] for n in run.snapshot.get("nodes", []) if isinstance(n, dict)]
     recs = store.get_nodes(run.run_id, node_ids) if node_ids else {}
-    parked = [n for n, r in recs.items() if r.status == NodeStatus.WAITING]
+    context = store.get_context(run.run_id)
+    passes = _iterations(store, run, context)
+    failed = [(r, 0) for r in recs.values()] + [
+        (r, it) for it, rows in sorted(passes.items()) for r in rows.values()
+    ]
+    errors = [
+        {"node": r.node_id, "iteration": it, "message": r.error}
+        for r, it in failed
+        if r.status == "failed"
+    ]
+    if run.status == "failed" and run.error and run.error not in {e["message"] for e in errors}:
+        errors.append({"node": None, "iteration": 0, "message": run.error})
+    parked = any(r.status == NodeStatus.WAITING for r in recs.values())
     waits = (
         waits_of(store.get_history(run.run_id) if history is None else history) if parked else {}
     )
-    return {
+    out: dict[str, Any] = {
         "run_id": run.run_id,
         "blueprint": run.blueprint_id,
         "version": run.version,
@@ -50,21 +76,29 @@ def run_json(
         "input": run.input,
         "output": run.output,
         "error": run.error,
-        "nodes": {
-            n: {
-                "status": r.status,
-                "attempts": r.attempts,
-                "output": r.output,
-                "error": r.error,
-                **({"waits": waits.get(n, {})} if r.status == NodeStatus.WAITING else {}),
-            }
-            for n in node_ids
-            if (r := recs.get(n)) is not None
-        },
+        "errors": errors,
+        "context": {k: v for k, v in context.items() if not k.startswith(INTERNAL_PREFIX)},
+        "nodes": {n: _node_json(r, waits) for n in node_ids if (r := recs.get(n)) is not None},
         "attempt": run.attempt,
         "created_at": iso_utc(run.created_at),
         "updated_at": iso_utc(run.updated_at),
     }
+    if passes:
+        looped = sorted({n for rows in passes.values() for n in rows} | set(_loop_nodes(run)))
+        for _, rows in sorted(passes.items()):
+            # A loop's node as it is now: its latest pass (every pass is under iterations).
+            out["nodes"].update({n: _node_json(r) for n, r in rows.items()})
+        out["iterations"] = {
+            n: [
+                {"iteration": it, **_node_json(rows[n])}
+                for it, rows in sorted({0: recs, **passes}.items())
+                if n in rows
+            ]
+            for n in looped
+        }
+    if run.parent is not None:
+        out["parent"] = run.parent
+    return out
 
 
 def _workflow_json(store: StateStore, run: Run) -> dict[str, Any]:
@@ -91,6 +125,31 @@ def _workflow_json(store: StateStore, run: Run) -> dict[str, Any]:
         "created_at": iso_utc(run.created_at),
         "updated_at": iso_utc(run.updated_at),
     }
+
+
+def _loop_nodes(run: Run) -> list[str]:
+    if not any(
+        isinstance(n, dict) and n.get("uses") == LOOP_USES for n in run.snapshot.get("nodes", [])
+    ):
+        return []
+    bp = Blueprint.from_dict(run.snapshot)
+    return [n for c, loop in bp.analysis.loops.items() for n in (c, *loop.body)]
+
+
+def _iterations(
+    store: StateStore, run: Run, context: dict[str, Any]
+) -> dict[int, dict[str, NodeState]]:
+    """A loop's records at iterations 1 and up (nothing for a run without loops)."""
+    ids = _loop_nodes(run)
+    if not ids:
+        return {}
+    last = max(
+        (v for k, v in context.items() if k.startswith(LOOP_KEY) and isinstance(v, int)),
+        default=0,
+    )
+    # The controller may have started one more pass than it recorded.
+    rows = {it: store.get_nodes(run.run_id, ids, it) for it in range(1, last + 2)}
+    return {it: r for it, r in rows.items() if r}
 
 
 def run_summary(run: Run) -> dict[str, Any]:

@@ -127,7 +127,7 @@ def create_app(services: Services, settings: WebSettings) -> FastAPI:
             elif action == "pause":
                 c.pause(run_id, check=True)
             elif action == "resume":
-                c.resume(run_id, check=True)
+                c.unpause(run_id, check=True)
             elif action == "retry":
                 c.retry(run_id, [str(n) for n in body.get("from") or []], check=True)
             elif action == "signal":

@@ -50,6 +50,8 @@ class RunRow:
     reconciled_at: float | None = None
     expires_at: float | None = None
     attempt: int = 1
+    #: JSON text of the parent node link, or None.
+    parent: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +129,8 @@ class Database:
     inbox: dict[str, dict[str, EventRow]] = field(default_factory=dict)
     #: Insertion-ordered: the relay publishes oldest first.
     outbox: dict[str, OutboxRow] = field(default_factory=dict)
+    #: run id -> (batch, page) -> JSON text of the page's items
+    batches: dict[str, dict[tuple[str, int], str]] = field(default_factory=dict)
     #: Arrival order of inbox events (ties of ``received_at`` under a virtual clock).
     event_seq: int = 0
     #: run id -> the code workflow rows of that run (``state.memory.workflows``)
@@ -158,6 +162,7 @@ class Database:
         self.waits.pop(run_id, None)
         self.inbox.pop(run_id, None)
         self.workflows.pop(run_id, None)
+        self.batches.pop(run_id, None)
         for key in [k for k in self.arrivals if k[0] == run_id]:
             del self.arrivals[key]
 

@@ -143,6 +143,13 @@ class MemoryStore(TransactionalStore):
             rows = (table.get((n, iteration)) for n in dict.fromkeys(node_ids))
             return {r.node_id: node_of(r) for r in rows if r is not None}
 
+    def get_batch(self, run_id: str, batch: str, pages: Sequence[int]) -> dict[int, list[Any]]:
+        """Read pages of a batch."""
+        with self._locked() as db:
+            table = db.batches.get(run_id, {})
+            found = {n: table.get((batch, n)) for n in dict.fromkeys(pages)}
+            return {n: loads(text) for n, text in found.items() if text is not None}
+
     def get_arrivals(self, run_id: str, join_id: str, iteration: int = 0) -> dict[str, str]:
         """Read a join's arrival set."""
         with self._locked() as db:

@@ -8,6 +8,7 @@ back SQLite transaction does.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -43,6 +44,7 @@ def run_of(row: RunRow) -> Run:
         created_at=row.created_at,
         updated_at=row.updated_at,
         attempt=row.attempt,
+        parent=None if row.parent is None else loads(row.parent),
     )
 
 
@@ -175,6 +177,7 @@ class MemoryTxn:
             created_at=now,
             updated_at=now,
             expires_at=expires_at,
+            parent=None if run.parent is None else dumps(run.parent),
         )
         self._put(self.db.runs, run.run_id, row)
 
@@ -324,6 +327,19 @@ class MemoryTxn:
         table = self.db.context.setdefault(run_id, {})
         for k, v in values.items():
             self._put(table, k, (dumps(v), now))
+
+    def delete_context(self, run_id: str, keys: Sequence[str]) -> None:
+        """Delete context keys."""
+        table = self.db.context.setdefault(run_id, {})
+        for k in keys:
+            if k in table:
+                self._undo.append(functools.partial(table.__setitem__, k, table.pop(k)))
+
+    def put_batch(self, run_id: str, batch: str, pages: Mapping[int, Sequence[Any]]) -> None:
+        """Upsert pages of a batch."""
+        table = self.db.batches.setdefault(run_id, {})
+        for n, items in pages.items():
+            self._put(table, (batch, n), dumps(list(items)))
 
     def append_history(
         self, run_id: str, kind: str, node_id: str | None, data: Any, *, now: float

@@ -132,6 +132,10 @@ class FollowUps(NamedTuple):
     arrivals: tuple[Arrival, ...] = ()
     #: Context keys to write (last write wins).
     context: Mapping[str, Any] = MappingProxyType({})
+    #: Context keys to delete.
+    context_deletes: tuple[str, ...] = ()
+    #: Node records to create ``pending`` if missing at other iterations: (node id, iteration).
+    pending_at: tuple[tuple[str, int], ...] = ()
     #: Record progress on the run (its status index moves to the current bucket).
     touch: bool = False
     #: A node is pending again: a ``waiting`` run becomes ``running`` (``rules.wake_run``).
@@ -222,6 +226,8 @@ class RunChange(NamedTuple):
     outbox: tuple[OutboxMessage, ...] = ()
     #: Node records to create ``pending`` with a new run (iteration 0).
     start_nodes: tuple[str, ...] = ()
+    #: The context a new run starts with.
+    context: Mapping[str, Any] = MappingProxyType({})
     #: Cancel the run's active nodes with this reason.
     cancel_nodes: str | None = None
     # --- a retry (``rules.operator.retry``) ---

@@ -25,7 +25,7 @@ from state.rules.changes import (
 )
 from state.rules.runs import live
 
-__all__ = ["cancel", "claim", "complete", "fail", "fire_join", "retry"]
+__all__ = ["cancel", "claim", "complete", "created", "fail", "fire_join", "retry"]
 
 #: A node record key: (run id, node id, iteration).
 Key = tuple[str, str, int]
@@ -66,6 +66,18 @@ class _Same:
 
 
 _SAME = _Same()
+
+
+def created(key: Key, *, now: float) -> NodeState:
+    """The record a node gets when its own task creates it (a batch item): ``pending``."""
+    run_id, node_id, iteration = key
+    return NodeState(
+        run_id=run_id,
+        node_id=node_id,
+        iteration=iteration,
+        status=NodeStatus.PENDING,
+        updated_at=now,
+    )
 
 
 def claim(node: NodeState | None, *, attempt: int, takeover: bool, now: float) -> NodeChange:
@@ -135,6 +147,8 @@ def complete(
             skipped=tuple(cp.skipped),
             arrivals=tuple(cp.arrivals),
             context=dict(cp.context_writes),
+            context_deletes=tuple(cp.context_deletes),
+            pending_at=tuple(cp.pending_at),
             outbox=tuple(cp.outbox),
             touch=True,
         )

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from state.history import HistoryKind
 from state.records import (
@@ -129,15 +130,18 @@ def restart_rejected(
     start_nodes: Sequence[str],
     outbox: Sequence[OutboxMessage],
     now: float,
+    context: Mapping[str, Any] | None = None,
 ) -> RunChange:
-    """Replace a rejected start's record with ``run`` and its start nodes, once."""
+    """Replace a rejected start's record with ``run``, its start nodes and context, once."""
     if existing is None or not existing.rejected:
         return RunChange(
             verdict=Verdict.REFUSED,
             run_id=run.run_id,
             previous=None if existing is None else existing.status,
         )
-    created = runs.create(None, run, start_nodes=start_nodes, outbox=outbox, now=now)
+    created = runs.create(
+        None, run, start_nodes=start_nodes, outbox=outbox, now=now, context=context
+    )
     return created._replace(
         previous=existing.status,
         condition=Condition(status_in=frozenset({RunStatus.FAILED}), as_read=True),

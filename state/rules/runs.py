@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from state.errors import StaleFenceError
@@ -46,8 +46,11 @@ def create(
     start_nodes: Sequence[str],
     outbox: Sequence[OutboxMessage],
     now: float,
+    context: Mapping[str, Any] | None = None,
 ) -> RunChange:
-    """Create ``run`` with its start nodes, unless a run with its id exists (a cancel marker too).
+    """Create ``run`` with its start nodes and context, unless a run with its id exists.
+
+    A cancel marker is a run too: a start after its cancel creates nothing.
 
     A backend that does not read first passes ``existing=None``: the condition
     (``absent``) decides.
@@ -74,12 +77,14 @@ def create(
             fence=run.fence,
             created_at=now,
             updated_at=now,
+            parent=run.parent,
         ),
         progress=True,
         condition=ABSENT,
         history=tuple(history),
         outbox=tuple(outbox),
         start_nodes=tuple(start_nodes),
+        context=dict(context or {}),
     )
 
 

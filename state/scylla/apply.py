@@ -100,7 +100,10 @@ class Applier:
             fallback = [eff.fallback] if eff.fallback is not None else []
             # The directory first: every record and arrival set must be findable by retention.
             ids = [*eff.pending, *eff.skipped, *joins, *fallback]
-            _ok(c.run_all(self.w.directory(run_id, iteration, ids, eff.at, 0, eff.ts)))
+            dirs = self.w.directory(run_id, iteration, ids, eff.at, 0, eff.ts)
+            for node_id, at_iteration in eff.pending_at:
+                dirs += self.w.directory(run_id, at_iteration, [node_id], eff.at, 0, eff.ts)
+            _ok(c.run_all(dirs))
             writes += [
                 ("arrival_put", (run_id, j, iteration, pred, outcome, 0, eff.ts))
                 for j, pred, outcome in eff.arrivals
@@ -109,6 +112,7 @@ class Applier:
                 ("context_put", (run_id, k, dumps(v), eff.at, 0, eff.ts))
                 for k, v in eff.context.items()
             ]
+            writes += [("context_del", (eff.ts, run_id, k)) for k in eff.context_deletes]
             writes += self.w.outbox(eff.outbox, eff.ts)
             if eff.touch or eff.fallback is not None:
                 writes += self.w.touch(run, eff.at, eff.ts)
@@ -116,6 +120,8 @@ class Applier:
         if live:
             self.create_nodes(run_id, iteration, eff.pending, NodeStatus.PENDING, eff.at, 0)
             self.create_nodes(run_id, iteration, eff.skipped, NodeStatus.SKIPPED, eff.at, 0)
+            for node_id, at_iteration in eff.pending_at:
+                self.create_nodes(run_id, at_iteration, [node_id], NodeStatus.PENDING, eff.at, 0)
             if eff.fallback is not None:  # staged by an older release (now a pending record)
                 self.create_nodes(run_id, iteration, [eff.fallback], NodeStatus.PENDING, eff.at, 0)
             elif eff.fail_run is not None:
@@ -157,6 +163,11 @@ class Applier:
             _ok(c.run_all(self.w.directory(run_id, 0, eff.start_nodes, eff.at, ttl, eff.ts)))
         writes = self.w.history(run_id, eff.history, eff.at, ttl, eff.ts)
         writes += self.w.outbox(eff.outbox, eff.ts)
+        # A new run's context (its creation's effects): stamped with the creation's time.
+        writes += [
+            ("context_put", (run_id, k, dumps(v), eff.at, ttl, eff.ts))
+            for k, v in eff.context.items()
+        ]
         if eff.index is not None:
             writes += self.w.index(run_id, eff.index, eff.ts)
             writes.append(("run_progress", (self.s.ttl, eff.ts, eff.at, eff.index.bucket, run_id)))

@@ -70,6 +70,10 @@ class Effects:
     #: (join_id, predecessor, outcome)
     arrivals: tuple[tuple[str, str, str], ...] = ()
     context: dict[str, Any] = field(default_factory=dict)
+    #: Context keys to delete (schema 3).
+    context_deletes: tuple[str, ...] = ()
+    #: Pending records at other iterations: (node id, iteration) (schema 3: loops).
+    pending_at: tuple[tuple[str, int], ...] = ()
     fallback: str | None = None
     fail_run: FailRun | None = None
     # --- run-level parts ---
@@ -137,6 +141,10 @@ def encode_effects(e: Effects) -> str:
         d["arrivals"] = [list(a) for a in e.arrivals]
     if e.context:
         d["context"] = e.context
+    if e.context_deletes:
+        d["context_del"] = list(e.context_deletes)
+    if e.pending_at:
+        d["pending_at"] = [list(p) for p in e.pending_at]
     if e.fallback is not None:
         d["fallback"] = e.fallback
     if e.fail_run is not None:
@@ -191,6 +199,8 @@ def decode_effects(text: str | None) -> Effects | None:
         skipped=tuple(d.get("skipped", ())),
         arrivals=tuple((a[0], a[1], a[2]) for a in d.get("arrivals", ())),
         context=d.get("context", {}),
+        context_deletes=tuple(d.get("context_del", ())),
+        pending_at=tuple((str(p[0]), int(p[1])) for p in d.get("pending_at", ())),
         fallback=d.get("fallback"),
         fail_run=None
         if fail is None

@@ -22,6 +22,7 @@ from state.records import (
     CommitResult,
     NodeCompletion,
     NodeState,
+    NodeStatus,
     OutboxMessage,
     RunStatus,
 )
@@ -69,16 +70,30 @@ class Nodes:
         raise StateError(f"run {run_id!r}: node effects kept changing while being read")
 
     def begin_attempt(
-        self, run_id: str, node_id: str, iteration: int, attempt: int, *, takeover: bool = False
+        self,
+        run_id: str,
+        node_id: str,
+        iteration: int,
+        attempt: int,
+        *,
+        takeover: bool = False,
+        create: bool = False,
     ) -> NodeState | None:
         """Claim a pending node (or, with ``takeover``, a running one): compare-and-set.
 
         The condition is the status, attempts and deliveries just read, so of two
         concurrent duplicates only one claims a pending node; the other re-reads
-        at SERIAL, finds it running and gets None.
+        at SERIAL, finds it running and gets None. With ``create`` a missing record
+        is first created ``pending`` (``IF NOT EXISTS``, listed in the run's directory).
         """
         key = (run_id, node_id, iteration)
         run, row = self.s.run_and_node(*key)
+        if row is None and create and run is not None:
+            at, ts = self.s.now()
+            ttl = self.s.ttl_for(run)
+            _ok(self.s.conn().run_all(self.w.directory(run_id, iteration, [node_id], at, ttl, ts)))
+            self.fx.create_nodes(run_id, iteration, [node_id], NodeStatus.PENDING, at, ttl)
+            row = self.s.node_row(*key, serial=True)
         for _ in range(MAX_CAS_ROUNDS):
             at, ts = self.s.now()
             change = nodes.claim(node_of(row), attempt=attempt, takeover=takeover, now=at)

@@ -60,12 +60,23 @@ class Retention:
         keys: list[Key] = [(run_id, d["node_id"], d["iteration"]) for d in dirs]
         reads = _ok(
             c.run_all(
-                [("context_get", (run_id,)), ("history_get", (run_id,)), ("waits_get", (run_id,))]
+                [
+                    ("context_get", (run_id,)),
+                    ("history_get", (run_id,)),
+                    ("waits_get", (run_id,)),
+                    ("batch_all", (run_id,)),
+                ]
                 + [("arrival_get", k) for k in keys]
             )
         )
-        ctx, hist, waits, arrivals = reads[0], reads[1], reads[2], reads[3:]
-        writes: list[tuple[str, tuple[Any, ...]]] = []
+        ctx, hist, waits, batches, arrivals = reads[0], reads[1], reads[2], reads[3], reads[4:]
+        writes: list[tuple[str, tuple[Any, ...]]] = [
+            (
+                "batch_rewrite",
+                (run_id, r["batch_id"], r["page"], r["items"], ttl, max(now_ts, r["wt"] + 1)),
+            )
+            for r in batches
+        ]
         for r in waits:
             writes.append(
                 (
@@ -210,6 +221,7 @@ class Retention:
                     _u(r.get("attempt")),
                     r["lwt_op"],
                     _u(r["effects"]),
+                    _u(r.get("parent")),
                     *key,
                     r["lwt_op"],
                 )

@@ -99,6 +99,7 @@ def run_of(row: Row | None, *, snapshot: bool = True) -> Run | None:
         created_at=row.get("created_at") or 0.0,
         updated_at=progress_of(row),
         attempt=row.get("attempt") or 1,
+        parent=loads(row.get("parent")),
     )
 
 

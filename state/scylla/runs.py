@@ -83,6 +83,7 @@ class Runs:
             record.fence,
             op,
             encode_effects(eff),
+            None if record.parent is None else dumps(record.parent),
             self.s.ttl if change.terminal else 0,
         )
         return eff, op, tuple(unset(p) for p in params)
@@ -98,12 +99,23 @@ class Runs:
 
     # --- runs -----------------------------------------------------------------------------
     def create_run(
-        self, run: Run, *, start_nodes: Sequence[str], outbox: Sequence[OutboxMessage] = ()
+        self,
+        run: Run,
+        *,
+        start_nodes: Sequence[str],
+        outbox: Sequence[OutboxMessage] = (),
+        context: Mapping[str, Any] | None = None,
     ) -> tuple[bool, Run]:
-        """Create the run and its start nodes if no run with that id exists (``IF NOT EXISTS``)."""
+        """Create the run, its start nodes and context if no run with that id exists.
+
+        The creation is ``INSERT ... IF NOT EXISTS``; the start nodes and context are
+        its effects (context rows stamped with its time, so a replay changes nothing).
+        """
         at, ts = self.s.now()
         # Not read first: the condition (IF NOT EXISTS) decides.
-        change = runs.create(None, run, start_nodes=start_nodes, outbox=outbox, now=at)
+        change = runs.create(
+            None, run, start_nodes=start_nodes, outbox=outbox, now=at, context=context
+        )
         eff, op, params = self._create(run.run_id, change, at, ts)
         for _ in range(MAX_CAS_ROUNDS):
             applied, row = self._insert(run.run_id, eff, op, params)
@@ -211,13 +223,18 @@ class Runs:
         return applied
 
     def restart_rejected(
-        self, run: Run, *, start_nodes: Sequence[str], outbox: Sequence[OutboxMessage] = ()
+        self,
+        run: Run,
+        *,
+        start_nodes: Sequence[str],
+        outbox: Sequence[OutboxMessage] = (),
+        context: Mapping[str, Any] | None = None,
     ) -> bool:
         """Replace a rejected start's record with ``run``, once (compare-and-set on its token)."""
         row = self.s.run_row(run.run_id, serial=True)
         at, ts = self.s.now()
         change = operator.restart_rejected(
-            run_of(row), run, start_nodes=start_nodes, outbox=outbox, now=at
+            run_of(row), run, start_nodes=start_nodes, outbox=outbox, now=at, context=context
         )
         if row is None or not change.applied or change.record is None:
             return False
@@ -390,6 +407,19 @@ class Runs:
             backoff(round_)
             row = self.s.run_row(run_id, serial=True)
         raise StateError(f"run {run_id!r}: claiming its stall lost {RUN_CAS_ROUNDS} races")
+
+    # --- batches --------------------------------------------------------------------------
+    def put_batch(self, run_id: str, batch: str, pages: Mapping[int, Sequence[Any]]) -> None:
+        """Upsert pages of a batch in the run's partition (with the run's TTL if finished)."""
+        ttl = self.s.ttl_for(self.s.run_row(run_id))
+        items = [("batch_put", (run_id, batch, n, dumps(list(v)), ttl)) for n, v in pages.items()]
+        _ok(self.s.conn().run_all(items))
+
+    def get_batch(self, run_id: str, batch: str, pages: Sequence[int]) -> dict[int, list[Any]]:
+        """Read pages of a batch (one single-row read each, concurrently)."""
+        wanted = list(dict.fromkeys(pages))
+        results = _ok(self.s.conn().run_all([("batch_get", (run_id, batch, n)) for n in wanted]))
+        return {rows[0]["page"]: loads(rows[0]["items"]) for rows in results if rows}
 
     # --- context and history --------------------------------------------------------------
     def get_context(self, run_id: str) -> dict[str, Any]:

@@ -101,7 +101,8 @@ _TABLES: tuple[str, ...] = (
         effects text,         -- LWT: staged follow-up writes of that conditional write
         effects_done set<text>, -- plain: lwt_op tokens whose effects are all applied
         progress_at double,   -- plain, with TTL: last progress (attempts, commits, joins)
-        bucket bigint         -- plain, with TTL: bucket of the run's index hint
+        bucket bigint,        -- plain, with TTL: bucket of the run's index hint
+        parent text           -- LWT (schema 3, written at creation): a subflow child's parent
     )""",
     # One partition per node record: completions of parallel branches are LWTs, and Paxos
     # serialises per partition, so a fan-out of N does not contend on one run partition.
@@ -190,6 +191,12 @@ _TABLES: tuple[str, ...] = (
     ) WITH CLUSTERING ORDER BY (due_at ASC, run_id ASC, node_id ASC, iteration ASC, park_op ASC)
       AND gc_grace_seconds = """
     + str(CHURN_GC_GRACE_S),
+    # A batch's items and outputs in pages of the run's partition (schema 3): no row holds a
+    # whole list. Plain upserts, each page computed the same by whoever writes it.
+    """CREATE TABLE IF NOT EXISTS {ks}.batch_pages (
+        run_id text, batch_id text, page int, items text,
+        PRIMARY KEY (run_id, batch_id, page)
+    )""",
     # Which timer buckets of a day hold hints, so the reconciler skips the empty minutes.
     """CREATE TABLE IF NOT EXISTS {ks}.timer_buckets (
         day bigint, bucket bigint,
@@ -255,6 +262,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         )
     ),
     4: ("ALTER TABLE {ks}.runs ADD attempt int", "ALTER TABLE {ks}.outbox ADD headers text"),
+    5: ("ALTER TABLE {ks}.runs ADD parent text",),
 }
 
 
@@ -280,17 +288,18 @@ STATEMENTS: dict[str, str] = {
     # runs
     "run_get": "SELECT run_id, blueprint_id, version, input, snapshot, created_at, status, "
     "status_at, output, error, fence, reconciled_at, attempt, lwt_op, effects, effects_done, "
-    "progress_at, bucket, WRITETIME(status) AS status_wt FROM {ks}.runs WHERE run_id = ?",
+    "progress_at, bucket, parent, WRITETIME(status) AS status_wt FROM {ks}.runs WHERE run_id = ?",
     "run_create": "INSERT INTO {ks}.runs (run_id, blueprint_id, version, input, snapshot, "
-    "created_at, status, status_at, output, error, fence, lwt_op, effects) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
+    "created_at, status, status_at, output, error, fence, lwt_op, effects, parent) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
     # Six placeholders: a ``from_`` set is padded by repeating a member (IN ? is not portable).
     "run_transition": "UPDATE {ks}.runs USING TTL ? SET status = ?, status_at = ?, output = ?, "
     "error = ?, lwt_op = ?, effects = ? WHERE run_id = ? IF status IN (?, ?, ?, ?, ?, ?)",
     # Retention: the same values again with a TTL, compare-and-set on the last LWT's token.
     "run_rewrite": "UPDATE {ks}.runs USING TTL ? SET blueprint_id = ?, version = ?, input = ?, "
     "snapshot = ?, created_at = ?, status = ?, status_at = ?, output = ?, error = ?, fence = ?, "
-    "reconciled_at = ?, attempt = ?, lwt_op = ?, effects = ? WHERE run_id = ? IF lwt_op = ?",
+    "reconciled_at = ?, attempt = ?, lwt_op = ?, effects = ?, parent = ? WHERE run_id = ? "
+    "IF lwt_op = ?",
     # A rejected start's record replaced by the run (compare-and-set on its token; no TTL).
     "run_restart": "UPDATE {ks}.runs USING TTL ? SET blueprint_id = ?, version = ?, input = ?, "
     "snapshot = ?, created_at = ?, status = ?, status_at = ?, output = null, error = null, "
@@ -401,6 +410,18 @@ STATEMENTS: dict[str, str] = {
     "VALUES (?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?",
     "context_get": "SELECT key, value, written_at, WRITETIME(value) AS wt FROM {ks}.context "
     "WHERE run_id = ?",
+    # Stamped with the commit's time: a replayed older write of the key cannot bring it back.
+    "context_del": "DELETE FROM {ks}.context USING TIMESTAMP ? WHERE run_id = ? AND key = ?",
+    # batch pages (plain)
+    "batch_put": "INSERT INTO {ks}.batch_pages (run_id, batch_id, page, items) "
+    "VALUES (?, ?, ?, ?) "
+    "USING TTL ?",
+    "batch_get": "SELECT page, items FROM {ks}.batch_pages "
+    "WHERE run_id = ? AND batch_id = ? AND page = ?",
+    "batch_all": "SELECT batch_id, page, items, WRITETIME(items) AS wt FROM {ks}.batch_pages "
+    "WHERE run_id = ?",
+    "batch_rewrite": "INSERT INTO {ks}.batch_pages (run_id, batch_id, page, items) "
+    "VALUES (?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?",
     # history
     "history_put": "INSERT INTO {ks}.history (run_id, event_id, at, kind, node_id, data) "
     "VALUES (?, ?, ?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?",

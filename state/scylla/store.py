@@ -162,10 +162,15 @@ class ScyllaStore:
 
     # --- runs -----------------------------------------------------------------------------
     def create_run(
-        self, run: Run, *, start_nodes: Sequence[str], outbox: Sequence[OutboxMessage] = ()
+        self,
+        run: Run,
+        *,
+        start_nodes: Sequence[str],
+        outbox: Sequence[OutboxMessage] = (),
+        context: Mapping[str, Any] | None = None,
     ) -> tuple[bool, Run]:
-        """Create the run and its start nodes if no run with that id exists."""
-        return self._runs.create_run(run, start_nodes=start_nodes, outbox=outbox)
+        """Create the run, its start nodes and its context if no run with that id exists."""
+        return self._runs.create_run(run, start_nodes=start_nodes, outbox=outbox, context=context)
 
     def get_run(self, run_id: str, *, snapshot: bool = True) -> Run | None:
         """Read one run (repairing its unapplied effects if they are old)."""
@@ -235,10 +240,17 @@ class ScyllaStore:
         return self._runs.resume_run(run_id, busy=lambda: self._waits.run_busy(run_id))
 
     def restart_rejected(
-        self, run: Run, *, start_nodes: Sequence[str], outbox: Sequence[OutboxMessage] = ()
+        self,
+        run: Run,
+        *,
+        start_nodes: Sequence[str],
+        outbox: Sequence[OutboxMessage] = (),
+        context: Mapping[str, Any] | None = None,
     ) -> bool:
         """Replace a rejected start's record with ``run`` and its start nodes, once."""
-        return self._runs.restart_rejected(run, start_nodes=start_nodes, outbox=outbox)
+        return self._runs.restart_rejected(
+            run, start_nodes=start_nodes, outbox=outbox, context=context
+        )
 
     def retry_run(
         self,
@@ -274,10 +286,19 @@ class ScyllaStore:
         return self._nodes.get_nodes(run_id, node_ids, iteration)
 
     def begin_attempt(
-        self, run_id: str, node_id: str, iteration: int, attempt: int, *, takeover: bool = False
+        self,
+        run_id: str,
+        node_id: str,
+        iteration: int,
+        attempt: int,
+        *,
+        takeover: bool = False,
+        create: bool = False,
     ) -> NodeState | None:
-        """Claim a pending node (or, with ``takeover``, a running one)."""
-        return self._nodes.begin_attempt(run_id, node_id, iteration, attempt, takeover=takeover)
+        """Claim a pending node (or, with ``takeover``, a running one; ``create``: a new one)."""
+        return self._nodes.begin_attempt(
+            run_id, node_id, iteration, attempt, takeover=takeover, create=create
+        )
 
     def commit_node(self, completion: NodeCompletion) -> CommitResult:
         """Apply a node completion once."""
@@ -328,6 +349,15 @@ class ScyllaStore:
     def get_arrivals(self, run_id: str, join_id: str, iteration: int = 0) -> dict[str, str]:
         """Read a join's arrival set."""
         return self._nodes.get_arrivals(run_id, join_id, iteration)
+
+    # --- batches --------------------------------------------------------------------------
+    def put_batch(self, run_id: str, batch: str, pages: Mapping[int, Sequence[Any]]) -> None:
+        """Store pages of a batch."""
+        self._runs.put_batch(run_id, batch, pages)
+
+    def get_batch(self, run_id: str, batch: str, pages: Sequence[int]) -> dict[int, list[Any]]:
+        """Read pages of a batch."""
+        return self._runs.get_batch(run_id, batch, pages)
 
     # --- waiting --------------------------------------------------------------------------
     def suspend_node(

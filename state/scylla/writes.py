@@ -73,6 +73,8 @@ class Writes:
             skipped=follow.skipped,
             arrivals=tuple((a.join_id, a.predecessor, a.outcome) for a in follow.arrivals),
             context=dict(follow.context),
+            context_deletes=follow.context_deletes,
+            pending_at=follow.pending_at,
             fail_run=None
             if fail is None
             else FailRun(error=fail.error, outbox=s.stamp(fail.outbox, at)),
@@ -101,6 +103,7 @@ class Writes:
             history=self.s.items(change.history),
             outbox=self.s.stamp(change.outbox, at),
             start_nodes=change.start_nodes,
+            context=dict(change.context),
             index=index,
             finish=change.terminal and change.record is None,
             cancel_nodes=change.cancel_nodes,

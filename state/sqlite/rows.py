@@ -15,7 +15,7 @@ __all__ = ["RUN_COLUMNS_NO_SNAPSHOT", "event_of", "node_of", "run_of", "view_of"
 #: A run row without its blueprint snapshot (an empty JSON object in its place).
 RUN_COLUMNS_NO_SNAPSHOT = (
     "run_id, blueprint_id, version, status, input, '{}' AS snapshot, output, error, fence, "
-    "created_at, updated_at, attempt"
+    "created_at, updated_at, attempt, parent"
 )
 
 
@@ -34,6 +34,7 @@ def run_of(row: sqlite3.Row) -> Run:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         attempt=row["attempt"],
+        parent=loads(row["parent"]),
     )
 
 

@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS runs (
     bucket INTEGER NOT NULL,
     reconciled_at REAL,
     expires_at REAL,
-    attempt INTEGER NOT NULL DEFAULT 1
+    attempt INTEGER NOT NULL DEFAULT 1,
+    parent TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_expires ON runs (expires_at) WHERE expires_at IS NOT NULL;
 -- (status, time bucket) index: the reconciler and `flowbridge runs` read it, never scan runs.
@@ -112,6 +113,14 @@ CREATE TABLE IF NOT EXISTS inbox (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS inbox_unconsumed ON inbox (run_id, name, received_at)
     WHERE consumed_by IS NULL;
+-- A batch's items and outputs in pages, so no row (and no message) holds a whole list.
+CREATE TABLE IF NOT EXISTS batch_pages (
+    run_id TEXT NOT NULL,
+    batch TEXT NOT NULL,
+    page INTEGER NOT NULL,
+    items TEXT NOT NULL,
+    PRIMARY KEY (run_id, batch, page)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -142,10 +151,11 @@ def migrate(db: Database) -> SchemaChange:
             )
         elif row["version"] < SCHEMA_VERSION:
             # Versions 2 and 3 only added tables (created above); version 4 adds runs.attempt
-            # and outbox.headers.
+            # and outbox.headers, version 5 runs.parent (and the batch pages' table).
             for table, column, ddl in (
                 ("runs", "attempt", "attempt INTEGER NOT NULL DEFAULT 1"),
                 ("outbox", "headers", "headers TEXT"),
+                ("runs", "parent", "parent TEXT"),
             ):
                 columns = {r["name"] for r in c.execute(f"PRAGMA table_info({table})")}
                 if column not in columns:

@@ -63,9 +63,12 @@ _RUN_TABLES = (
     "waits",
     "inbox",
     *WORKFLOW_TABLES,
+    "batch_pages",
     "run_index",
     "runs",
 )
+#: Up to this many node ids are read by key; more read the iteration's rows (a batch's items).
+_NODES_BY_KEY = 200
 
 
 class SQLiteStore(TransactionalStore):
@@ -184,13 +187,38 @@ class SQLiteStore(TransactionalStore):
         self, run_id: str, node_ids: Sequence[str], iteration: int = 0
     ) -> dict[str, NodeState]:
         """Read the existing records among ``node_ids``."""
-        wanted = set(node_ids)
+        wanted = list(dict.fromkeys(node_ids))
+        if not wanted:
+            return {}
+        if len(wanted) <= _NODES_BY_KEY:
+            # By key: a run with a large batch has that many item records at its iteration.
+            marks = ", ".join("?" * len(wanted))
+            sql = (
+                "SELECT * FROM nodes WHERE run_id = ? AND iteration = ? "  # noqa: S608 - marks
+                f"AND node_id IN ({marks})"
+            )
+            rows = self._db.read(lambda c: c.execute(sql, (run_id, iteration, *wanted)).fetchall())
+            return {r["node_id"]: node_of(r) for r in rows}
+        keep = set(wanted)
         rows = self._db.read(
             lambda c: c.execute(
                 "SELECT * FROM nodes WHERE run_id = ? AND iteration = ?", (run_id, iteration)
             ).fetchall()
         )
-        return {r["node_id"]: node_of(r) for r in rows if r["node_id"] in wanted}
+        return {r["node_id"]: node_of(r) for r in rows if r["node_id"] in keep}
+
+    def get_batch(self, run_id: str, batch: str, pages: Sequence[int]) -> dict[int, list[Any]]:
+        """Read pages of a batch."""
+        wanted = sorted(set(pages))
+        if not wanted:
+            return {}
+        marks = ", ".join("?" * len(wanted))
+        sql = (
+            "SELECT page, items FROM batch_pages WHERE run_id = ? AND batch = ? "  # noqa: S608
+            f"AND page IN ({marks})"
+        )
+        rows = self._db.read(lambda c: c.execute(sql, (run_id, batch, *wanted)).fetchall())
+        return {r["page"]: loads(r["items"]) for r in rows}
 
     def get_arrivals(self, run_id: str, join_id: str, iteration: int = 0) -> dict[str, str]:
         """Read a join's arrival set."""

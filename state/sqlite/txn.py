@@ -154,8 +154,8 @@ class SQLiteTxn(Transaction):
         """Insert the run row and its index entry."""
         self.c.execute(
             "INSERT INTO runs (run_id, blueprint_id, version, status, input, snapshot, output,"
-            " error, fence, created_at, updated_at, bucket, expires_at)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " error, fence, created_at, updated_at, bucket, expires_at, parent)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run.run_id,
                 run.blueprint_id,
@@ -170,6 +170,7 @@ class SQLiteTxn(Transaction):
                 now,
                 bucket_of(now),
                 expires_at,
+                None if run.parent is None else dumps(run.parent),
             ),
         )
         self.c.execute(
@@ -300,6 +301,20 @@ class SQLiteTxn(Transaction):
             "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, "
             "written_at = excluded.written_at",
             [(run_id, k, dumps(v), now) for k, v in values.items()],
+        )
+
+    def delete_context(self, run_id: str, keys: Sequence[str]) -> None:
+        """Delete context keys."""
+        self.c.executemany(
+            "DELETE FROM context WHERE run_id = ? AND key = ?", [(run_id, k) for k in keys]
+        )
+
+    def put_batch(self, run_id: str, batch: str, pages: Mapping[int, Sequence[Any]]) -> None:
+        """Upsert pages of a batch."""
+        self.c.executemany(
+            "INSERT INTO batch_pages (run_id, batch, page, items) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (run_id, batch, page) DO UPDATE SET items = excluded.items",
+            [(run_id, batch, n, dumps(list(items))) for n, items in pages.items()],
         )
 
     def append_history(

@@ -30,12 +30,16 @@ class Writer:
             t.append_history(run_id, e.kind, e.node_id, e.data, now=now)
         if follow.pending:
             t.insert_nodes(run_id, follow.pending, iteration, NodeStatus.PENDING, now=now)
+        for node_id, at in follow.pending_at:
+            t.insert_nodes(run_id, (node_id,), at, NodeStatus.PENDING, now=now)
         if follow.skipped:
             t.insert_nodes(run_id, follow.skipped, iteration, NodeStatus.SKIPPED, now=now)
         if follow.arrivals:
             t.arrive(run_id, iteration, follow.arrivals)
         if follow.context:
             t.set_context(run_id, follow.context, now=now)
+        if follow.context_deletes:
+            t.delete_context(run_id, follow.context_deletes)
         if follow.outbox:
             t.add_outbox(follow.outbox, now=now)
         if follow.fail_run is not None:
@@ -70,6 +74,8 @@ class Writer:
             t.insert_run(change.record, now=now, expires_at=expires_at)
             if change.start_nodes:
                 t.insert_nodes(run_id, change.start_nodes, 0, NodeStatus.PENDING, now=now)
+            if change.context:
+                t.set_context(run_id, change.context, now=now)
         else:
             if change.fence is not None:
                 t.set_fence(run_id, change.fence)

@@ -67,13 +67,20 @@ class TransactionalStore:
 
     # --- runs -----------------------------------------------------------------------------
     def create_run(
-        self, run: Run, *, start_nodes: Sequence[str], outbox: Sequence[OutboxMessage] = ()
+        self,
+        run: Run,
+        *,
+        start_nodes: Sequence[str],
+        outbox: Sequence[OutboxMessage] = (),
+        context: Mapping[str, Any] | None = None,
     ) -> tuple[bool, Run]:
-        """Create the run and its start nodes if no run with that id exists."""
+        """Create the run, its start nodes and its context if no run with that id exists."""
         now = self._clock()
         with self._begin() as t:
             existing = t.run(run.run_id)
-            change = runs.create(existing, run, start_nodes=start_nodes, outbox=outbox, now=now)
+            change = runs.create(
+                existing, run, start_nodes=start_nodes, outbox=outbox, now=now, context=context
+            )
             if existing is not None:
                 return False, existing
             self._writer(t, now).run(change)
@@ -167,13 +174,23 @@ class TransactionalStore:
             return change.applied
 
     def restart_rejected(
-        self, run: Run, *, start_nodes: Sequence[str], outbox: Sequence[OutboxMessage] = ()
+        self,
+        run: Run,
+        *,
+        start_nodes: Sequence[str],
+        outbox: Sequence[OutboxMessage] = (),
+        context: Mapping[str, Any] | None = None,
     ) -> bool:
         """Replace a rejected start's record with ``run`` and its start nodes, once."""
         now = self._clock()
         with self._begin() as t:
             change = operator.restart_rejected(
-                t.run(run.run_id), run, start_nodes=start_nodes, outbox=outbox, now=now
+                t.run(run.run_id),
+                run,
+                start_nodes=start_nodes,
+                outbox=outbox,
+                now=now,
+                context=context,
             )
             self._writer(t, now).run(change)
             return change.applied
@@ -225,13 +242,24 @@ class TransactionalStore:
 
     # --- nodes ----------------------------------------------------------------------------
     def begin_attempt(
-        self, run_id: str, node_id: str, iteration: int, attempt: int, *, takeover: bool = False
+        self,
+        run_id: str,
+        node_id: str,
+        iteration: int,
+        attempt: int,
+        *,
+        takeover: bool = False,
+        create: bool = False,
     ) -> NodeState | None:
         """Claim a pending node (or, with ``takeover``, a running one) for ``attempt``."""
         now = self._clock()
         key = (run_id, node_id, iteration)
         with self._begin() as t:
-            change = nodes.claim(t.node(key), attempt=attempt, takeover=takeover, now=now)
+            node = t.node(key)
+            if node is None and create:
+                node = nodes.created(key, now=now)
+                t.create_node(node)
+            change = nodes.claim(node, attempt=attempt, takeover=takeover, now=now)
             if not change.applied or change.node is None:
                 return None
             t.update_node(change.node, ("status", "attempts", "deliveries", "updated_at"))
@@ -342,6 +370,12 @@ class TransactionalStore:
                 return False
             self._writer(t, now).follow(key, change.follow)
             return True
+
+    # --- batches --------------------------------------------------------------------------
+    def put_batch(self, run_id: str, batch: str, pages: Mapping[int, Sequence[Any]]) -> None:
+        """Store pages of a batch (upserts by page)."""
+        with self._begin() as t:
+            t.put_batch(run_id, batch, pages)
 
     # --- waiting --------------------------------------------------------------------------
     def suspend_node(

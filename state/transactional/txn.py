@@ -119,6 +119,9 @@ class Txn(Protocol):
     def set_context(self, run_id: str, values: Mapping[str, Any], *, now: float) -> None:
         """Write context keys (last write wins)."""
 
+    def delete_context(self, run_id: str, keys: Sequence[str]) -> None:
+        """Delete context keys (a key that is not there is left alone)."""
+
     def append_history(
         self, run_id: str, kind: str, node_id: str | None, data: Any, *, now: float
     ) -> None:
@@ -126,6 +129,9 @@ class Txn(Protocol):
 
     def add_outbox(self, messages: Sequence[OutboxMessage], *, now: float) -> None:
         """Add outbox rows (an id already there is left alone)."""
+
+    def put_batch(self, run_id: str, batch: str, pages: Mapping[int, Sequence[Any]]) -> None:
+        """Upsert pages of a batch."""
 
     # --- waits and the inbox --------------------------------------------------------------
     def put_wait(self, key: Key, wait: Wait) -> None:

@@ -3,10 +3,11 @@
 Pure Python (and PyYAML): nothing here talks to Celery, Kafka or a store.
 """
 
-from tasks.blueprint.analysis import Analysis, analyze
+from tasks.blueprint.analysis import Analysis, Loop, analyze
 from tasks.blueprint.conditions import (
     CONDITION_NAMES,
     Condition,
+    Names,
     compile_condition,
     condition_scope,
 )
@@ -29,6 +30,8 @@ __all__ = [
     "Blueprint",
     "Condition",
     "EdgeSpec",
+    "Loop",
+    "Names",
     "NodeConfig",
     "NodeSpec",
     "ValidationIssue",

@@ -3,6 +3,12 @@
 Everything here keeps declaration order (of nodes, then of edges), so the
 same blueprint always yields the same tuples. Edges whose source or target is
 not a node are left out; validation reports them as ``dangling-edge``.
+
+Loops: a ``loop-controller`` node's ``continue`` edges enter its body (every
+node reachable from them without passing the controller again); the body's
+edges back to the controller close the loop. Each pass of the body runs at an
+iteration of its own (the ``iteration`` of every node record); ``Loop`` says
+which nodes those are, and ``target_iteration`` which iteration an edge leads to.
 """
 
 from __future__ import annotations
@@ -15,7 +21,25 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from tasks.blueprint.model import Blueprint, EdgeSpec
 
-__all__ = ["Analysis", "analyze", "find_cycles"]
+__all__ = ["LOOP_USES", "Analysis", "Loop", "analyze", "find_cycles"]
+
+#: The built-in that makes a loop (its ``continue`` edges enter the body).
+LOOP_USES = "loop-controller"
+#: The action of a loop controller's edges into its body.
+CONTINUE = "continue"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Loop:
+    """A loop: its controller, the body the ``continue`` edges enter, and the edges back."""
+
+    controller: str
+    #: Targets of the controller's ``continue`` edges (the body's first nodes).
+    entries: tuple[str, ...]
+    #: Nodes reachable from the entries without passing the controller, in declaration order.
+    body: tuple[str, ...]
+    #: Body nodes with an edge back to the controller (each pass ends there).
+    ends: tuple[str, ...]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +63,24 @@ class Analysis:
     #: Nodes ordered so every edge goes forward (declaration order among equals);
     #: nodes on a cycle are missing.
     topological_order: tuple[str, ...]
+    #: Loops by controller id.
+    loops: Mapping[str, Loop]
+    #: Each loop body node's controller (a node in no loop body is not here).
+    loop_of: Mapping[str, str]
+
+    def target_iteration(self, source: str, target: str, iteration: int) -> int:
+        """The iteration an edge ``source -> target`` taken at ``iteration`` leads to.
+
+        An edge back to a loop's controller starts its next pass (``iteration + 1``);
+        an edge into a body, or inside one, stays in the pass; any other edge leads
+        out of every loop (iteration 0: loops do not nest).
+        """
+        if target in self.loops:
+            return iteration + 1 if self.loop_of.get(source) == target else 0
+        owner = self.loop_of.get(target)
+        if owner is not None and (source == owner or self.loop_of.get(source) == owner):
+            return iteration
+        return 0
 
 
 def analyze(bp: Blueprint) -> Analysis:
@@ -53,17 +95,61 @@ def analyze(bp: Blueprint) -> Analysis:
             pred[edge.target][edge.source] = None
     fallback_of = _fallback_links(bp, known)
     fallback_targets = frozenset(t for targets in fallback_of.values() for t in targets)
+    loops = _loops(bp, ids, succ)
+    loop_of = {n: c for c, loop in loops.items() for n in loop.body}
     start = tuple(i for i in ids if not pred[i] and i not in fallback_targets)
+    if not start:
+        start = _cycle_entries(bp, ids, known)
     return Analysis(
         start_nodes=start,
         terminal_nodes=tuple(i for i in ids if not succ[i]),
-        join_nodes=tuple(i for i in ids if len(pred[i]) > 1),
+        # A loop controller has its outside predecessor and its body's ends, but each of its
+        # iterations is reached by one of them: it is not a join.
+        join_nodes=tuple(i for i in ids if len(pred[i]) > 1 and i not in loops),
         successors=MappingProxyType({i: tuple(es) for i, es in succ.items()}),
         predecessors=MappingProxyType({i: tuple(ps) for i, ps in pred.items()}),
         fallback_targets=fallback_targets,
         reachable=_reachable(start, succ, fallback_of),
         topological_order=_topological(ids, succ, pred),
+        loops=MappingProxyType(loops),
+        loop_of=MappingProxyType(loop_of),
     )
+
+
+def _loops(bp: Blueprint, ids: list[str], succ: Mapping[str, list[EdgeSpec]]) -> dict[str, Loop]:
+    loops: dict[str, Loop] = {}
+    for node in bp.nodes:
+        if node.uses != LOOP_USES or node.id in loops or node.id not in succ:
+            continue
+        entries = tuple(dict.fromkeys(e.target for e in succ[node.id] if e.action == CONTINUE))
+        seen: set[str] = set()
+        stack = list(entries)
+        while stack:
+            current = stack.pop()
+            if current == node.id or current in seen:
+                continue
+            seen.add(current)
+            stack.extend(e.target for e in succ[current])
+        body = tuple(i for i in ids if i in seen)
+        ends = tuple(i for i in body if any(e.target == node.id for e in succ[i]))
+        loops[node.id] = Loop(controller=node.id, entries=entries, body=body, ends=ends)
+    return loops
+
+
+def _cycle_entries(bp: Blueprint, ids: list[str], known: set[str]) -> tuple[str, ...]:
+    """Where a graph without a start node starts: as flowcraft, one node per cycle.
+
+    ``metadata.cycleEntryPoints`` names it (the first listed node of each cycle);
+    else it is the cycle's first node in declaration order.
+    """
+    listed = [e for e in bp.metadata.get("cycleEntryPoints") or () if e in known]
+    starts: list[str] = []
+    position = {i: n for n, i in enumerate(ids)}
+    for path in find_cycles(bp, loops_close=False):
+        members = set(path)
+        chosen = next((e for e in listed if e in members), None)
+        starts.append(chosen or min(members, key=position.__getitem__))
+    return tuple(dict.fromkeys(starts))
 
 
 def _fallback_links(bp: Blueprint, known: set[str]) -> dict[str, list[str]]:
@@ -112,16 +198,21 @@ def _topological(
     return tuple(order)
 
 
-def find_cycles(bp: Blueprint) -> list[list[str]]:
+def find_cycles(bp: Blueprint, *, loops_close: bool = True) -> list[list[str]]:
     """One cycle path per strongly connected group, e.g. ``['a', 'b', 'a']``.
 
     Fallback links count as edges: a fallback that leads back to its primary
-    would run a node twice in one iteration.
+    would run a node twice in one iteration. With ``loops_close`` a loop
+    controller's ``continue`` edges do not count: such a cycle is a loop, each
+    pass an iteration of its own, not a node running twice in one.
     """
     ids = list(dict.fromkeys(n.id for n in bp.nodes))
     known = set(ids)
+    controllers = {n.id for n in bp.nodes if n.uses == LOOP_USES} if loops_close else set()
     graph: dict[str, list[str]] = {i: [] for i in ids}
     for edge in bp.edges:
+        if edge.source in controllers and edge.action == CONTINUE:
+            continue
         if edge.source in known and edge.target in known:
             graph[edge.source].append(edge.target)
     for source, targets in _fallback_links(bp, known).items():

@@ -1,39 +1,37 @@
-"""Edge conditions: a small, safe expression language evaluated without ``eval``.
+"""Edge conditions and transforms: a small, safe expression language evaluated without ``eval``.
 
-A condition is a JavaScript- or Python-style boolean expression such as
-``output.total > 10 && context.vip == true``. It is tokenized (so text inside
-string literals is never rewritten), JS operators are mapped to Python ones
-(``&&``, ``||``, ``!``, ``===``, ``!==``, ``true``/``false``/``null``/``undefined``),
+An expression is JavaScript- or Python-style, such as ``route.total < 500 &&
+context.vip == true`` or ``input * 2``. It is tokenized (so text inside string
+literals is never rewritten), JS operators are mapped to Python ones (``&&``,
+``||``, ``!``, ``===``, ``!==``, ``?.``, ``true``/``false``/``null``/``undefined``),
 parsed with ``ast.parse`` and checked against a whitelist: boolean operators,
 ``not``/unary ``-``/``+``, comparisons (``== != < <= > >= in`` ``not in``),
-literals (str, int, float, bool, None, lists, tuples), names, attribute access
-and subscripts with a literal key. Calls, arithmetic, comprehensions, lambdas,
-f-strings and the like are rejected when the condition is compiled.
+arithmetic (``+ - * / %``), literals (str, int, float, bool, None, lists,
+tuples), names, attribute access and subscripts with a literal key. Calls,
+comprehensions, lambdas, f-strings and the like are rejected when it is compiled.
 
-Names available at evaluation (``CONDITION_NAMES``):
+What a name means is the caller's: the engine evaluates a condition over the
+run's scope as flowcraft does (``docs/blueprints.md``): ``result`` (the node's
+``{output, action}``), then each completed node's output under its id, then
+the run context's keys, then ``context`` (that whole view) and flowbridge's
+``output`` and ``action``. ``Names`` builds such a layered, lazily loaded scope.
 
-- ``output``: the node's output;
-- ``action``: the node's action, or None;
-- ``result``: ``{"output": output, "action": action}``;
-- ``context``: the run context as a dict;
-- ``input``: the run input.
-
-``a.b`` and ``a["b"]`` look a key up in a mapping, ``a[0]`` indexes a list; a
-missing name, key or index gives None (attributes of other objects are never
-read). ``x.length`` is the length of a list or string, as in JavaScript.
-Comparing incompatible values (``None > 3``) is False instead of an error.
+``a.b`` and ``a["b"]`` look a key up in a mapping (``a?.b`` is the same: a
+missing hop is None anyway), ``a[0]`` indexes a list; a missing name, key or
+index gives None (attributes of other objects are never read). ``x.length`` is
+the length of a list or string, as in JavaScript. Comparing incompatible
+values (``None > 3``) is False and arithmetic on them is None, never an error.
 """
 
 from __future__ import annotations
 
 import ast
 import functools
-import operator
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasks.blueprint.expressions import MAX_CONDITION_DEPTH, Eval, compile_tree, normalise
 from tasks.errors import ConditionError
 
 __all__ = [
@@ -41,55 +39,96 @@ __all__ = [
     "MAX_CONDITION_DEPTH",
     "MAX_CONDITION_LENGTH",
     "Condition",
+    "Names",
     "compile_condition",
     "condition_scope",
 ]
 
-#: The names a condition may read; anything else evaluates to None (and fails validation).
-CONDITION_NAMES = frozenset({"output", "action", "result", "context", "input"})
+#: The names the engine always defines in a condition; every other name is a node id or a
+#: context key (a name that is neither is None).
+CONDITION_NAMES = frozenset({"result", "context", "output", "action"})
 MAX_CONDITION_LENGTH = 2000
-MAX_CONDITION_DEPTH = 32
-
-_Eval = Callable[[Mapping[str, Any]], Any]
-
-_JS_WORDS = {"true": "True", "false": "False", "null": "None", "undefined": "None"}
-_JS_OPS = {"===": "==", "!==": "!=", "&&": " and ", "||": " or "}
-_COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
-    ast.Eq: operator.eq,
-    ast.NotEq: operator.ne,
-    ast.Lt: operator.lt,
-    ast.LtE: operator.le,
-    ast.Gt: operator.gt,
-    ast.GtE: operator.ge,
-    ast.In: lambda a, b: a in b,
-    ast.NotIn: lambda a, b: a not in b,
-}
 
 
 @dataclass(frozen=True)
 class Condition:
-    """A compiled edge condition; ``evaluate`` maps the names to a bool."""
+    """A compiled expression; ``evaluate`` maps the names to a bool, ``value`` to its value."""
 
     source: str
     names: frozenset[str]
-    _fn: _Eval = field(repr=False, compare=False)
+    _fn: Eval = field(repr=False, compare=False)
 
     def evaluate(self, names: Mapping[str, Any]) -> bool:
-        """Evaluate against ``names`` (see ``CONDITION_NAMES``); never raises for data shapes."""
+        """Evaluate as a condition against ``names``; never raises for data shapes."""
         return bool(self._fn(names))
+
+    def value(self, names: Mapping[str, Any]) -> Any:
+        """Evaluate as a transform: the expression's value (None where data is missing)."""
+        return self._fn(names)
+
+
+Layer = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
+
+
+class Names(Mapping[str, Any]):
+    """A scope of layered names: the first layer that has a name gives its value.
+
+    A layer is a mapping, or a function returning one, called the first time
+    the scope is read (so a condition that reads only ``result`` loads nothing).
+    """
+
+    def __init__(self, *layers: Layer) -> None:
+        """Look names up in ``layers``, first to last."""
+        self._layers = list(layers)
+        self._loaded: list[Mapping[str, Any] | None] = [None] * len(layers)
+
+    def _layer(self, i: int) -> Mapping[str, Any]:
+        loaded = self._loaded[i]
+        if loaded is None:
+            layer = self._layers[i]
+            loaded = layer() if callable(layer) else layer
+            self._loaded[i] = loaded
+        return loaded
+
+    def __getitem__(self, key: str) -> Any:
+        for i in range(len(self._layers)):
+            layer = self._layer(i)
+            if key in layer:
+                return layer[key]
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return any(key in self._layer(i) for i in range(len(self._layers)))
+
+    def __iter__(self) -> Iterator[str]:
+        seen: dict[str, None] = {}
+        for i in range(len(self._layers)):
+            seen.update(dict.fromkeys(self._layer(i)))
+        return iter(seen)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def condition_scope(
-    *, output: Any, action: str | None, context: Mapping[str, Any], run_input: Any
-) -> dict[str, Any]:
-    """The names a condition sees for a node's result, as the engine passes them."""
-    return {
-        "output": output,
-        "action": action,
-        "result": {"output": output, "action": action},
-        "context": dict(context),
-        "input": run_input,
-    }
+    *,
+    output: Any,
+    action: str | None,
+    outputs: Layer | None = None,
+    context: Layer | None = None,
+) -> Names:
+    """The names a condition on a node's result sees, in flowcraft's order.
+
+    ``result`` wins, then node outputs by id (``outputs``), then the run
+    context's keys, then ``context`` (outputs and context together, as
+    flowcraft's evaluator binds it) and flowbridge's ``output`` and ``action``.
+    """
+    view = Names(outputs or {}, context or {})
+    return Names(
+        {"result": {"output": output, "action": action}},
+        view,
+        {"context": view, "output": output, "action": action},
+    )
 
 
 @functools.lru_cache(maxsize=2048)
@@ -106,7 +145,7 @@ def compile_condition(expr: str) -> Condition:
     if not expr.strip():
         raise ConditionError(expr, "empty expression")
     try:
-        tree = ast.parse(_normalise(expr).strip(), mode="eval")
+        tree = ast.parse(normalise(expr).strip(), mode="eval")
     except SyntaxError as exc:
         raise ConditionError(expr, f"syntax error: {exc.msg}") from None
     except (RecursionError, MemoryError):
@@ -114,265 +153,5 @@ def compile_condition(expr: str) -> Condition:
     except ValueError as exc:  # e.g. a NUL character
         raise ConditionError(expr, f"cannot be parsed: {exc}") from None
     names: set[str] = set()
-    fn = _Compiler(expr, names).build(tree.body, 1)
+    fn = compile_tree(expr, tree.body, names)
     return Condition(source=expr, names=frozenset(names), _fn=fn)
-
-
-_TOKEN = re.compile(
-    r"""\s+|'(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|[^\W\d]\w*|\d[\w.]*|\.\d\w*"""
-    r"|===|!==|==|!=|<=|>=|&&|\|\||."
-)
-_CLOSING = {"(": ")", "[": "]", "{": "}"}
-
-
-def _normalise(expr: str) -> str:
-    """Rewrite JS operators and literals into Python, leaving string literals untouched."""
-    return "".join(_translate(_TOKEN.findall(expr)))
-
-
-def _translate(tokens: list[str]) -> list[str]:
-    out: list[str] = []
-    i = 0
-    while i < len(tokens):
-        tok = tokens[i]
-        if tok == "!":
-            # JS `!` binds tighter than comparisons (`!a == b` is `(!a) == b`), so wrap
-            # exactly its operand; Python's `not` alone would negate the whole comparison.
-            end = _operand_end(tokens, i + 1)
-            out += ["(not ", *_translate(tokens[i + 1 : end]), ")"]
-            i = end
-            continue
-        if tok.isspace():
-            out.append(" ")  # YAML block scalars may break a condition over lines
-        elif tok in _JS_OPS:
-            out.append(_JS_OPS[tok])
-        elif tok in _JS_WORDS and _previous(tokens, i) != ".":
-            out.append(_JS_WORDS[tok])
-        else:
-            out.append(tok)
-        i += 1
-    return out
-
-
-def _previous(tokens: list[str], i: int) -> str:
-    for tok in reversed(tokens[:i]):
-        if not tok.isspace():
-            return tok
-    return ""
-
-
-def _next_significant(tokens: list[str], i: int) -> int:
-    while i < len(tokens) and tokens[i].isspace():
-        i += 1
-    return i
-
-
-def _matching(tokens: list[str], i: int) -> int:
-    """Index just past the bracket that closes ``tokens[i]`` (or the end)."""
-    stack = [_CLOSING[tokens[i]]]
-    i += 1
-    while i < len(tokens) and stack:
-        if tokens[i] in _CLOSING:
-            stack.append(_CLOSING[tokens[i]])
-        elif tokens[i] == stack[-1]:
-            stack.pop()
-        i += 1
-    return i
-
-
-def _operand_end(tokens: list[str], i: int) -> int:
-    """Index just past the primary expression (with its `.x`, `[k]`, `(...)`) starting at ``i``."""
-    i = _next_significant(tokens, i)
-    while i < len(tokens) and tokens[i] in ("!", "-", "+"):
-        i = _next_significant(tokens, i + 1)
-    if i >= len(tokens):
-        return i
-    end = _matching(tokens, i) if tokens[i] in _CLOSING else i + 1
-    while True:
-        j = _next_significant(tokens, end)
-        if j < len(tokens) and tokens[j] == ".":
-            k = _next_significant(tokens, j + 1)
-            end = k + 1 if k < len(tokens) else k
-        elif j < len(tokens) and tokens[j] in ("[", "("):
-            end = _matching(tokens, j)
-        else:
-            return end
-
-
-def _safe_compare(op: Callable[[Any, Any], Any], left: Any, right: Any) -> bool:
-    try:
-        return bool(op(left, right))
-    except (TypeError, ValueError):
-        return False
-
-
-def _lookup(container: Any, key: Any) -> Any:
-    if isinstance(container, Mapping):
-        try:
-            return container.get(key)
-        except TypeError:  # unhashable key
-            return None
-    if isinstance(container, Sequence) and not isinstance(key, bool) and isinstance(key, int):
-        try:
-            return container[key]
-        except IndexError:
-            return None
-    return None
-
-
-class _Compiler:
-    """Turns a whitelisted AST into nested closures; rejects everything else."""
-
-    def __init__(self, expr: str, names: set[str]) -> None:
-        self.expr = expr
-        self.names = names
-
-    def fail(self, problem: str) -> ConditionError:
-        return ConditionError(self.expr, problem)
-
-    def build(self, node: ast.expr, depth: int) -> _Eval:
-        if depth > MAX_CONDITION_DEPTH:
-            raise self.fail(f"nested more than {MAX_CONDITION_DEPTH} levels deep")
-        d = depth + 1
-        if isinstance(node, ast.Constant):
-            return self._constant(node)
-        if isinstance(node, ast.Name):
-            return self._name(node)
-        if isinstance(node, ast.BoolOp):
-            parts = [self.build(v, d) for v in node.values]
-            return _bool_op(parts, stop_when=not isinstance(node.op, ast.And))
-        if isinstance(node, ast.UnaryOp):
-            return self._unary(node, d)
-        if isinstance(node, ast.Compare):
-            return self._compare(node, d)
-        if isinstance(node, ast.Attribute):
-            return self._attribute(node, d)
-        if isinstance(node, ast.Subscript):
-            return self._subscript(node, d)
-        if isinstance(node, ast.List | ast.Tuple):
-            items = [self.build(e, d) for e in node.elts]
-            as_list = isinstance(node, ast.List)
-            return lambda ns: (list if as_list else tuple)(f(ns) for f in items)
-        raise self.fail(f"{_describe(node)} is not allowed in a condition")
-
-    def _constant(self, node: ast.Constant) -> _Eval:
-        value = node.value
-        if value is not None and not isinstance(value, str | int | float | bool):
-            raise self.fail(f"literal {value!r} is not allowed (use strings, numbers, booleans)")
-        return lambda _ns: value
-
-    def _name(self, node: ast.Name) -> _Eval:
-        name = node.id
-        if name.startswith("_"):
-            raise self.fail(f"name {name!r} is not allowed (names starting with '_' are private)")
-        self.names.add(name)
-        return lambda ns: ns.get(name)
-
-    def _unary(self, node: ast.UnaryOp, depth: int) -> _Eval:
-        inner = self.build(node.operand, depth)
-        if isinstance(node.op, ast.Not):
-            return lambda ns: not inner(ns)
-        if isinstance(node.op, ast.USub | ast.UAdd):
-            sign = -1 if isinstance(node.op, ast.USub) else 1
-
-            def signed(ns: Mapping[str, Any]) -> Any:
-                value = inner(ns)
-                is_number = isinstance(value, int | float) and not isinstance(value, bool)
-                return sign * value if is_number else None
-
-            return signed
-        raise self.fail(f"operator {_describe(node.op)} is not allowed in a condition")
-
-    def _compare(self, node: ast.Compare, depth: int) -> _Eval:
-        ops: list[Callable[[Any, Any], Any]] = []
-        for op in node.ops:
-            fn = _COMPARE.get(type(op))
-            if fn is None:
-                raise self.fail(f"comparison {_describe(op)} is not allowed (use == or !=)")
-            ops.append(fn)
-        left = self.build(node.left, depth)
-        rights = [self.build(c, depth) for c in node.comparators]
-
-        def compare(ns: Mapping[str, Any]) -> bool:
-            a = left(ns)
-            for op, right in zip(ops, rights, strict=True):
-                b = right(ns)
-                if not _safe_compare(op, a, b):
-                    return False
-                a = b
-            return True
-
-        return compare
-
-    def _attribute(self, node: ast.Attribute, depth: int) -> _Eval:
-        attr = node.attr
-        if attr.startswith("_"):
-            raise self.fail(f"attribute {attr!r} is not allowed (names starting with '_')")
-        inner = self.build(node.value, depth)
-
-        def get(ns: Mapping[str, Any]) -> Any:
-            value = inner(ns)
-            if isinstance(value, Mapping):
-                return value.get(attr)
-            if attr == "length" and isinstance(value, Sequence):
-                return len(value)
-            return None
-
-        return get
-
-    def _subscript(self, node: ast.Subscript, depth: int) -> _Eval:
-        key_node = node.slice
-        if isinstance(key_node, ast.UnaryOp) and isinstance(key_node.op, ast.USub):
-            operand = key_node.operand
-            if isinstance(operand, ast.Constant) and type(operand.value) is int:
-                key_node = ast.Constant(-operand.value)
-        if not isinstance(key_node, ast.Constant) or not isinstance(key_node.value, str | int):
-            raise self.fail(
-                f"only a literal key is allowed in a subscript, like a['key'] or a[0], "
-                f"not {_describe(node.slice)}"
-            )
-        key = key_node.value
-        inner = self.build(node.value, depth)
-        return lambda ns: _lookup(inner(ns), key)
-
-
-def _bool_op(parts: list[_Eval], *, stop_when: bool) -> _Eval:
-    # Python's and/or: return the first operand whose truth is ``stop_when``, else the last.
-    def run(ns: Mapping[str, Any]) -> Any:
-        value: Any = None
-        for part in parts:
-            value = part(ns)
-            if bool(value) is stop_when:
-                return value
-        return value
-
-    return run
-
-
-_DESCRIPTIONS: dict[type[ast.AST], str] = {
-    ast.Call: "a function call",
-    ast.Lambda: "a lambda",
-    ast.ListComp: "a comprehension",
-    ast.SetComp: "a comprehension",
-    ast.DictComp: "a comprehension",
-    ast.GeneratorExp: "a generator expression",
-    ast.JoinedStr: "an f-string",
-    ast.NamedExpr: "an assignment (:=)",
-    ast.BinOp: "arithmetic",
-    ast.IfExp: "a conditional expression (x if c else y)",
-    ast.Dict: "a dict literal",
-    ast.Set: "a set literal",
-    ast.Slice: "a slice",
-    ast.Name: "a variable",
-    ast.Attribute: "a variable",
-    ast.Subscript: "a variable",
-    ast.Starred: "unpacking (*)",
-    ast.Await: "await",
-    ast.Is: "'is'",
-    ast.IsNot: "'is not'",
-    ast.Invert: "'~'",
-}
-
-
-def _describe(node: ast.AST) -> str:
-    return _DESCRIPTIONS.get(type(node), f"'{type(node).__name__}'")

@@ -1,8 +1,9 @@
 """Blueprints as immutable values: nodes, edges and their config, in flowcraft's JSON shape.
 
-``Blueprint.from_dict`` parses flowcraft's format and reports every structural
-problem at once (``bad-field``, ``unknown-config`` and each node's own config
-checks); graph checks are ``validate``'s. Durations are float seconds here and
+``Blueprint.from_dict`` parses flowcraft's format (``tasks.blueprint.parse``) and
+reports every structural problem at once (``bad-field``, ``unknown-key``,
+``unknown-config`` and each node's own config checks); graph checks are
+``validate``'s. Durations are float seconds here and
 milliseconds in the JSON. ``params`` and ``metadata`` are plain dicts (copied
 on parse, so JSON-serialisable); treat them as read-only.
 """
@@ -10,29 +11,28 @@ on parse, so JSON-serialisable); treat them as read-only.
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tasks.blueprint.analysis import Analysis, analyze
-from tasks.blueprint.validate import ValidationIssue, node_config_issues
-from tasks.durations import parse_duration
+from tasks.blueprint.validate import ValidationIssue
 from tasks.errors import BlueprintError
-from tasks.joins import DEFAULT_JOIN, issue_codes, option_keys
+from tasks.joins import DEFAULT_JOIN
 
-__all__ = ["Blueprint", "EdgeSpec", "NodeConfig", "NodeSpec"]
+__all__ = ["Blueprint", "EdgeSpec", "NodeConfig", "NodeInputs", "NodeSpec"]
 
-#: The ``config`` keys of every node; join strategies add their own (``option_keys``).
-_BASE_CONFIG_KEYS = ("maxRetries", "retryDelay", "timeout", "fallback", "joinStrategy")
+#: A node's ``inputs``: a node id or context key, or ``{key: node id or context key}``.
+NodeInputs = str | Mapping[str, str] | None
 
 
 @dataclass(frozen=True, kw_only=True)
 class NodeConfig:
     """How a node is retried, timed out, replaced on failure and joined."""
 
-    max_retries: int = 0
+    #: ``maxRetries`` in the JSON: attempts in total, as in flowcraft (1: no retry).
+    max_attempts: int = 1
     retry_delay_s: float = 1.0
     timeout_s: float | None = None
     fallback: str | None = None
@@ -47,7 +47,7 @@ class NodeConfig:
     def to_dict(self) -> dict[str, Any]:
         """The ``config`` object of flowcraft's JSON, durations in ms, every setting explicit."""
         out: dict[str, Any] = {
-            "maxRetries": self.max_retries,
+            "maxRetries": self.max_attempts,
             "retryDelay": _to_ms(self.retry_delay_s),
             "joinStrategy": self.join_strategy,
         }
@@ -61,11 +61,13 @@ class NodeConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class NodeSpec:
-    """One node: its id, the implementation it ``uses``, its params and config."""
+    """One node: its id, the implementation it ``uses``, its params, inputs and config."""
 
     id: str
     uses: str
     params: Mapping[str, Any] = field(default_factory=dict)
+    #: What the node's ``ctx.input`` is (flowcraft's ``inputs``); None: its predecessor's output.
+    inputs: NodeInputs = None
     config: NodeConfig = field(default_factory=NodeConfig)
 
     # params is a dict, so hash what is hashable; equal specs still hash equal.
@@ -74,22 +76,30 @@ class NodeSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The node object of flowcraft's JSON."""
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "uses": self.uses,
             "params": copy.deepcopy(dict(self.params)),
             "config": self.config.to_dict(),
         }
+        if self.inputs is not None:
+            out["inputs"] = self.inputs if isinstance(self.inputs, str) else dict(self.inputs)
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)
 class EdgeSpec:
-    """An edge, taken when ``action`` matches (or is None) and ``condition`` holds."""
+    """An edge, taken when ``action`` matches (or is None) and ``condition`` holds.
+
+    ``transform`` computes what the target receives as its input (flowcraft's edge
+    ``transform``); without one it receives the source's output.
+    """
 
     source: str
     target: str
     action: str | None = None
     condition: str | None = None
+    transform: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The edge object of flowcraft's JSON."""
@@ -98,6 +108,8 @@ class EdgeSpec:
             out["action"] = self.action
         if self.condition is not None:
             out["condition"] = self.condition
+        if self.transform is not None:
+            out["transform"] = self.transform
         return out
 
 
@@ -160,17 +172,30 @@ class Blueprint:
                     f"not {type(data).__name__}",
                 )
             ]
-        parser = _Parser()
+        from tasks.blueprint.parse import BLUEPRINT_KEYS, Parser
+
+        parser = Parser()
         bp_id = data.get("id")
         if not isinstance(bp_id, str) or not bp_id.strip():
             parser.add("bad-field", f"blueprint 'id' must be a non-empty string, got {bp_id!r}")
             bp_id = "?"
+        parser.unknown(data, BLUEPRINT_KEYS, f"blueprint {bp_id!r}", required=("id", "nodes"))
         meta = data.get("metadata")
         if meta is None:
             meta = {}
         elif not isinstance(meta, Mapping):
             parser.add("bad-field", f"blueprint {bp_id!r}: 'metadata' must be an object")
             meta = {}
+        entries = meta.get("cycleEntryPoints")
+        if entries is not None and not (
+            isinstance(entries, list | tuple) and all(isinstance(e, str) for e in entries)
+        ):
+            parser.add(
+                "bad-field",
+                f"blueprint {bp_id!r}: metadata.cycleEntryPoints must be a list of node ids, "
+                f"got {entries!r}",
+            )
+            meta = {k: v for k, v in meta.items() if k != "cycleEntryPoints"}
         version = parser.version(meta.get("version", data.get("version")), bp_id)
         nodes = [parser.node(raw, n) for n, raw in enumerate(parser.items(data, "nodes", bp_id))]
         edges = [parser.edge(raw, n) for n, raw in enumerate(parser.items(data, "edges", bp_id))]
@@ -250,176 +275,3 @@ def _to_ms(seconds: float) -> int | float | str:
         # Not exact in milliseconds: a seconds string keeps from_dict(to_dict()) exact.
         return f"{seconds!r}s"
     return int(ms) if ms == int(ms) else ms
-
-
-def _typo_hint(obj: Mapping[str, Any], key: str) -> str:
-    """`` (is 'usse' a typo of 'uses'?)`` when ``key`` is missing and a key like it is there."""
-    if key in obj:
-        return ""
-    close = difflib.get_close_matches(key, [str(k) for k in obj], n=1, cutoff=0.7)
-    return f" (is {close[0]!r} a typo of {key!r}?)" if close else ""
-
-
-class _Parser:
-    """Collects every structural issue instead of stopping at the first."""
-
-    def __init__(self) -> None:
-        self.issues: list[ValidationIssue] = []
-
-    def add(
-        self,
-        code: str,
-        message: str,
-        node: str | None = None,
-        edge: tuple[str, str] | None = None,
-    ) -> None:
-        self.issues.append(ValidationIssue(code, message, node=node, edge=edge))
-
-    def version(self, raw: Any, bp_id: str) -> str:
-        if raw is None:
-            return "1"
-        if isinstance(raw, bool) or not isinstance(raw, int | str) or not str(raw).strip():
-            hint = f" (write it as a string, e.g. '{raw}')" if isinstance(raw, float) else ""
-            self.add(
-                "bad-field",
-                f"blueprint {bp_id!r}: metadata.version must be a string or an integer, "
-                f"got {raw!r}{hint}",
-            )
-            return "1"
-        return str(raw).strip()
-
-    def items(self, data: Mapping[str, Any], key: str, bp_id: str) -> list[Any]:
-        raw = data.get(key)
-        if raw is None:
-            return []
-        if not isinstance(raw, list | tuple):
-            self.add("bad-field", f"blueprint {bp_id!r}: {key!r} must be a list")
-            return []
-        return list(raw)
-
-    def text(
-        self, obj: Mapping[str, Any], key: str, where: str, *, node: str | None = None
-    ) -> str | None:
-        raw = obj.get(key)
-        if isinstance(raw, str) and raw.strip():
-            return raw
-        self.add(
-            "bad-field",
-            f"{where} must be a non-empty string, got {raw!r}{_typo_hint(obj, key)}",
-            node=node,
-        )
-        return None
-
-    def node(self, raw: Any, position: int) -> NodeSpec | None:
-        if not isinstance(raw, Mapping):
-            self.add("bad-field", f"nodes[{position}] must be an object, got {raw!r}")
-            return None
-        node_id = self.text(raw, "id", f"nodes[{position}].id")
-        label = f"node {node_id!r}" if node_id else f"nodes[{position}]"
-        uses = self.text(raw, "uses", f"{label}: 'uses'", node=node_id)
-        params = raw.get("params")
-        if params is None:
-            params = {}
-        elif not isinstance(params, Mapping):
-            self.add("bad-field", f"{label}: 'params' must be an object", node=node_id)
-            params = {}
-        config, bad_keys = self.config(raw.get("config"), label, node_id)
-        if node_id is None:
-            return None
-        # Kept with an empty uses (the problem is recorded) so graph checks still see the node.
-        spec = NodeSpec(
-            id=node_id, uses=uses or "", params=copy.deepcopy(dict(params)), config=config
-        )
-        for issue in node_config_issues(spec):
-            # A mistyped option or joinStrategy was dropped; its follow-ups would only confuse.
-            if issue.code not in issue_codes() or not bad_keys & {*option_keys(), "joinStrategy"}:
-                self.issues.append(issue)
-        return spec
-
-    def config(self, raw: Any, label: str, node_id: str | None) -> tuple[NodeConfig, set[str]]:
-        if raw is None:
-            return NodeConfig(), set()
-        if not isinstance(raw, Mapping):
-            self.add("bad-field", f"{label}: 'config' must be an object", node=node_id)
-            return NodeConfig(), set()
-        join_keys = option_keys()
-        config_keys = (*_BASE_CONFIG_KEYS, *join_keys)
-        for key in raw:
-            if key not in config_keys:
-                close = difflib.get_close_matches(key, config_keys, n=1)
-                known = f"did you mean {close[0]!r}?" if close else "known: "
-                known += "" if close else ", ".join(sorted(config_keys))
-                self.add(
-                    "unknown-config",
-                    f"{label}: unknown config key {key!r} ({known})",
-                    node=node_id,
-                )
-        values: dict[str, Any] = {}
-        bad_keys: set[str] = set()
-
-        def bad(key: str, expected: str) -> None:
-            bad_keys.add(key)
-            self.add(
-                "bad-field",
-                f"{label}: config.{key} must be {expected}, got {raw[key]!r}",
-                node=node_id,
-            )
-
-        value = raw.get("maxRetries")
-        if value is not None:
-            if isinstance(value, bool) or not isinstance(value, int):
-                bad("maxRetries", "a non-negative integer")
-            else:
-                values["max_retries"] = value
-        options: dict[str, Any] = {}
-        for key, option in join_keys.items():
-            value = raw.get(key)
-            if value is None:
-                continue
-            if option.kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-                bad(key, "an integer")
-            elif option.kind is str and not isinstance(value, str):
-                bad(key, "a string")
-            else:
-                options[key] = value
-        if options:
-            values["join_options"] = options
-        for key, attr in (("retryDelay", "retry_delay_s"), ("timeout", "timeout_s")):
-            value = raw.get(key)
-            if value is None:
-                continue
-            try:
-                values[attr] = parse_duration(value)
-            except ValueError as exc:
-                bad(key, f"milliseconds or a duration like '5s' ({exc})")
-        for key, attr in (("fallback", "fallback"), ("joinStrategy", "join_strategy")):
-            value = raw.get(key)
-            if value is None:
-                continue
-            if not isinstance(value, str) or not value.strip():
-                bad(key, "a non-empty string")
-            else:
-                values[attr] = value
-        return NodeConfig(**values), bad_keys
-
-    def edge(self, raw: Any, position: int) -> EdgeSpec | None:
-        if not isinstance(raw, Mapping):
-            self.add("bad-field", f"edges[{position}] must be an object, got {raw!r}")
-            return None
-        source = self.text(raw, "source", f"edges[{position}].source")
-        target = self.text(raw, "target", f"edges[{position}].target")
-        label = f"edge {source!r} -> {target!r}" if source and target else f"edges[{position}]"
-        pair = (source, target) if source and target else None
-        action = raw.get("action")
-        if action is not None and (not isinstance(action, str) or not action):
-            self.add("bad-field", f"{label}: 'action' must be a non-empty string", edge=pair)
-            action = None
-        condition = raw.get("condition")
-        if condition is not None and not isinstance(condition, str):
-            self.add("bad-field", f"{label}: 'condition' must be a string", edge=pair)
-            condition = None
-        if source is None or target is None:
-            return None
-        # An empty condition (as editors often write) means "always".
-        condition = condition if condition and condition.strip() else None
-        return EdgeSpec(source=source, target=target, action=action, condition=condition)

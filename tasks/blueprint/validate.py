@@ -5,21 +5,24 @@ them. Issue codes are stable (tests and tools may match on them):
 
 ``no-nodes``, ``duplicate-node``, ``unknown-uses``, ``dangling-edge``, ``cycle``,
 ``no-start``, ``unreachable``, ``bad-config``, ``delay-too-long``,
-``bad-fallback``, ``bad-join``, ``bad-quorum``, ``bad-condition``; parsing adds
-``bad-field`` and ``unknown-config`` (see ``Blueprint.from_dict``).
+``bad-fallback``, ``bad-join``, ``bad-quorum``, ``bad-condition``,
+``bad-transform``, ``bad-loop``, ``bad-params``, ``bad-batch``; parsing adds
+``bad-field``, ``unknown-key`` and ``unknown-config`` (see ``Blueprint.from_dict``).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections import Counter
 from collections.abc import Collection
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tasks.blueprint.analysis import find_cycles
-from tasks.blueprint.conditions import CONDITION_NAMES, compile_condition
+from tasks.blueprint.checks import batch_issues, builtin_issues, loop_issues
+from tasks.blueprint.conditions import compile_condition
+from tasks.blueprint.issues import ValidationIssue, unknown_keys
 from tasks.builtins import builtin_names
 from tasks.durations import format_duration
 from tasks.errors import BlueprintError, ConditionError
@@ -34,6 +37,7 @@ __all__ = [
     "ValidationIssue",
     "check",
     "node_config_issues",
+    "unknown_keys",
     "validate",
 ]
 
@@ -41,19 +45,6 @@ __all__ = [
 BUILTIN_USES = builtin_names()
 #: The accepted ``joinStrategy`` values (``tasks.joins``), ``all`` being the default.
 JOIN_STRATEGIES = join_strategies()
-
-
-@dataclass(frozen=True)
-class ValidationIssue:
-    """One problem with a blueprint: a stable ``code`` and a message naming the node or edge."""
-
-    code: str
-    message: str
-    node: str | None = None
-    edge: tuple[str, str] | None = None
-
-    def __str__(self) -> str:
-        return self.message
 
 
 def _edge_name(edge: EdgeSpec) -> str:
@@ -88,7 +79,10 @@ def validate(
         issues.extend(_fallback_issues(bp, node, counts))
         if max_delay_s is not None:
             issues.extend(_delay_issues(node, max_delay_s))
-    issues.extend(_condition_issues(bp))
+    issues.extend(_expression_issues(bp))
+    issues.extend(loop_issues(bp))
+    issues.extend(builtin_issues(bp))
+    issues.extend(batch_issues(bp, known_uses))
     return issues
 
 
@@ -113,8 +107,12 @@ def node_config_issues(node: NodeSpec, *, predecessors: int | None = None) -> li
     def add(code: str, message: str) -> None:
         issues.append(ValidationIssue(code, f"{label}: {message}", node=node.id))
 
-    if cfg.max_retries < 0:
-        add("bad-config", f"maxRetries must not be negative, got {cfg.max_retries}")
+    if cfg.max_attempts < 1:
+        add(
+            "bad-config",
+            f"maxRetries counts attempts in total (1: no retry), so it must be at least 1, "
+            f"got {cfg.max_attempts}",
+        )
     if not (cfg.retry_delay_s >= 0 and math.isfinite(cfg.retry_delay_s)):
         add("bad-config", f"retryDelay must be a non-negative duration, got {cfg.retry_delay_s}s")
     if cfg.timeout_s is not None and not (cfg.timeout_s > 0 and math.isfinite(cfg.timeout_s)):
@@ -185,8 +183,9 @@ def _graph_issues(bp: Blueprint) -> list[ValidationIssue]:
         issues.append(
             ValidationIssue(
                 "cycle",
-                f"node {path[0]!r}: {kind} {shown} (loops are not supported yet; "
-                "remove an edge or fallback on the path)",
+                f"node {path[0]!r}: {kind} {shown} (a loop must go through a "
+                "loop-controller node's 'continue' edge; remove an edge or fallback on the path, "
+                "or add a loop-controller)",
                 node=path[0],
                 edge=(path[0], path[1]),
             )
@@ -248,26 +247,34 @@ def _delay_issues(node: NodeSpec, max_delay_s: float) -> list[ValidationIssue]:
     return issues
 
 
-def _condition_issues(bp: Blueprint) -> list[ValidationIssue]:
+#: A name with hyphens (``check-inventory``): a node id that an expression cannot name bare.
+_HYPHENATED = re.compile(r"(?<![\w.'\"\[])[A-Za-z_]\w*(?:-\w+)+")
+
+
+def _expression_issues(bp: Blueprint) -> list[ValidationIssue]:
     issues: list[ValidationIssue] = []
+    ids = set(bp.node_ids)
     for edge in bp.edges:
-        if edge.condition is None:
-            continue
         pair = (edge.source, edge.target)
-        try:
-            condition = compile_condition(edge.condition)
-        except ConditionError as exc:
-            issues.append(ValidationIssue("bad-condition", f"{_edge_name(edge)}: {exc}", edge=pair))
-            continue
-        unknown = sorted(condition.names - CONDITION_NAMES)
-        if unknown:
-            available = ", ".join(sorted(CONDITION_NAMES))
-            issues.append(
-                ValidationIssue(
-                    "bad-condition",
-                    f"{_edge_name(edge)}: condition {edge.condition!r} reads unknown "
-                    f"name(s) {', '.join(unknown)} (available: {available})",
-                    edge=pair,
-                )
-            )
+        for key, code in (("condition", "bad-condition"), ("transform", "bad-transform")):
+            expr = getattr(edge, key)
+            if expr is None:
+                continue
+            try:
+                compile_condition(expr)
+            except ConditionError as exc:
+                shown = expr if len(expr) <= 200 else expr[:200] + "..."
+                message = f"{_edge_name(edge)}: {key} {shown!r} is invalid: {exc.problem}"
+                issues.append(ValidationIssue(code, message, edge=pair))
+                continue
+            for name in _HYPHENATED.findall(expr):
+                if name in ids:
+                    issues.append(
+                        ValidationIssue(
+                            code,
+                            f"{_edge_name(edge)}: {key} {expr!r} reads {name!r} as a "
+                            f"subtraction; write context[{name!r}] to read that node's output",
+                            edge=pair,
+                        )
+                    )
     return issues

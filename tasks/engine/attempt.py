@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
 
 from state.constants import (
     NODE_COMPLETED,
@@ -29,11 +26,13 @@ from state.constants import (
     RUN_RUNNING,
     RUN_WAITING,
 )
-from state.records import Wakeup
 from tasks.builtins import Builtin, builtin
-from tasks.context import NodeContext
+from tasks.context import NodeContext, RunContext
+from tasks.engine.batch import execute_item, resolve_ref
+from tasks.engine.calls import EngineCall
 from tasks.engine.failure import fail, missing_node
 from tasks.engine.graph import branches, complete, settle
+from tasks.engine.inputs import RunData
 from tasks.engine.outcome import Done, Failed, call_node
 from tasks.engine.scope import Attempt, RunScope, Step
 from tasks.errors import NodeError
@@ -58,6 +57,7 @@ def execute_node(
     chord: bool = False,
     wake: bool = False,
     worker: str | None = None,
+    item: int | None = None,
 ) -> Step:
     """Run one attempt of one node if the store says it should run.
 
@@ -69,6 +69,7 @@ def execute_node(
     leaves firing the join to the chord body. With ``wake`` it is a short
     timer's wake-up call for a waiting node: it fires the timer if it is due.
     ``worker`` names this worker in the error of a node none of the workers had.
+    ``item`` makes it one item of the batch of the scatter ``node_id``.
     """
     store = rt.store
     loaded = rt.load_run(run_id)
@@ -89,6 +90,10 @@ def execute_node(
     scope = RunScope(rt, run, cached_bp or rt.blueprint_of(run))
     if node_id not in scope.bp.node_ids:
         return ignored("no such node")
+    if item is not None:
+        return execute_item(
+            scope, node_id, iteration, item, attempt, chord=chord, redelivered=redelivered
+        )
     state = store.get_node(run_id, node_id, iteration)
     if state is None:
         return ignored("not on the frontier")
@@ -132,37 +137,39 @@ def execute_node(
     return step
 
 
-def _context(att: Attempt) -> NodeContext:
+def _context(att: Attempt) -> tuple[NodeContext, RunData]:
     scope, store = att.scope, att.scope.store
     run_id, bp = scope.run_id, scope.bp
-    return NodeContext(
+    context = RunContext(
+        lambda: store.get_context(run_id), resolve=lambda v: resolve_ref(scope.rt, v)
+    )
+    data = RunData(scope, att.node_id, att.iteration, context)
+    ctx = NodeContext(
         run_id=run_id,
         node_id=att.node_id,
         iteration=att.iteration,
         attempt=att.number,
-        input=scope.run.input,
+        run_input=scope.run.input,
         params=att.spec.params,
-        load_outputs=lambda: {
-            n: r.output
-            for n, r in store.get_nodes(run_id, bp.node_ids).items()
-            if r.status == NODE_COMPLETED
-        },
-        load_context=lambda: store.get_context(run_id),
+        load_outputs=lambda: data.outputs,
+        load_context=context,
+        load_input=lambda: resolve_ref(scope.rt, data.input),
         load_branches=(
             (lambda: branches(scope, att.node_id, att.iteration))
             if att.node_id in bp.analysis.join_nodes
             else None
         ),
     )
+    return ctx, data
 
 
 def _run(att: Attempt, worker: str | None) -> Step:
     """Run the claimed attempt: a built-in node, or the registered function."""
     rt = att.scope.rt
-    ctx = _context(att)
+    ctx, data = _context(att)
     special = builtin(att.spec.uses)
     if special is not None and att.spec.uses not in rt.nodes.names():
-        return _run_builtin(att, special, ctx)
+        return _run_builtin(att, special, ctx, data)
     outcome = call_node(
         lambda: rt.nodes.get(att.spec.uses),
         ctx,
@@ -170,58 +177,18 @@ def _run(att: Attempt, worker: str | None) -> Step:
         timeout_errors=rt.port.timeout_errors,
     )
     if isinstance(outcome, Done):
-        return complete(att, outcome.output, outcome.action, ctx)
+        return complete(att, outcome.output, outcome.action, ctx, data)
     if isinstance(outcome, Failed):
         return fail(att, outcome.error, retryable=outcome.retryable, delay_s=outcome.delay_s)
     return missing_node(att, outcome.error, worker)
 
 
-def _run_builtin(att: Attempt, special: Builtin, ctx: NodeContext) -> Step:
+def _run_builtin(att: Attempt, special: Builtin, ctx: NodeContext, data: RunData) -> Step:
     try:
-        result = special.run(_BuiltinCall(att))
+        result = special.run(EngineCall(att, data))
     except NodeError as exc:
-        return fail(att, str(exc), retryable=False)
+        return fail(att, str(exc), retryable=exc.retryable, delay_s=exc.delay_s)
     if result is None:
         return Step("waiting")
     output, action = result
-    return complete(att, output, action, ctx)
-
-
-@dataclass
-class _BuiltinCall:
-    """The engine side of ``tasks.builtins.BuiltinCall`` for one attempt."""
-
-    att: Attempt
-
-    @property
-    def run_id(self) -> str:
-        return self.att.scope.run_id
-
-    @property
-    def node_id(self) -> str:
-        return self.att.node_id
-
-    @property
-    def iteration(self) -> int:
-        return self.att.iteration
-
-    @property
-    def params(self) -> Mapping[str, Any]:
-        return self.att.spec.params
-
-    def now(self) -> float:
-        return self.att.scope.rt.clock()
-
-    def wakeup(self) -> Wakeup | None:
-        return self.att.scope.store.get_wakeup(self.run_id, self.node_id, self.iteration)
-
-    def suspend(self, *, event: str | None = None, due_at: float | None = None) -> Wakeup | None:
-        store = self.att.scope.store
-        return store.suspend_node(
-            self.run_id, self.node_id, self.iteration, event=event, due_at=due_at
-        )
-
-    def schedule_wake(self, delay_s: float) -> None:
-        scope = self.att.scope
-        if delay_s <= scope.rt.settings.max_delay_s:
-            scope.dispatch(self.node_id, iteration=self.iteration, countdown=delay_s, wake=True)
+    return complete(att, output, action, ctx, data)

@@ -1,6 +1,6 @@
 """A failed attempt: retry with backoff, start the fallback, arrive at a tolerant join, or fail.
 
-The order is the blueprint's: retries first (``maxRetries``), then the
+The order is the blueprint's: retries first (``maxRetries`` attempts in total), then the
 ``fallback`` node, then a join downstream that tolerates failed branches, and
 only then the run fails with the node's error.
 """
@@ -40,7 +40,7 @@ def fail(att: Attempt, error: str, *, retryable: bool, delay_s: float | None = N
     scope, spec, it = att.scope, att.spec, att.iteration
     store, run_id = scope.store, scope.run_id
     cfg = spec.config
-    if retryable and att.number <= cfg.max_retries:
+    if retryable and att.number < cfg.max_attempts:
         backoff = cfg.retry_delay_s * (2 ** (att.number - 1))
         wait = min(delay_s if delay_s is not None else backoff, scope.rt.settings.max_delay_s)
         return requeue(att, error, wait)
@@ -63,8 +63,8 @@ def fail(att: Attempt, error: str, *, retryable: bool, delay_s: float | None = N
             for join_id in dict.fromkeys(a.join_id for a in plan.arrivals):
                 try_fire(scope, join_id, it, repair=False)
         return Step("failed")
-    event = scope.lifecycle("failed", error=reason)
-    if store.fail_node(run_id, spec.id, it, error=reason, outbox=[event]):
+    outbox = scope.finish_outbox("failed", error=reason)
+    if store.fail_node(run_id, spec.id, it, error=reason, outbox=outbox):
         scope.rt.notify_outbox()
         scope.rt.metrics.run_finished(scope.bp.id, "failed")
     return Step("failed")

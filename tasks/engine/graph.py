@@ -20,42 +20,59 @@ from state.constants import (
     RUN_FAILED,
 )
 from state.records import NodeCompletion, NodeState
+from tasks.builtins import SCATTER_USES
 from tasks.context import NodeContext
-from tasks.engine.routing import Plan, plan_completion, plan_from_taken, plan_skip, routing_source
+from tasks.engine.inputs import LOOP_KEY, RunData, loop_iteration
+from tasks.engine.routing import Plan, edges_of, plan_completion, plan_from_taken, plan_skip
 from tasks.engine.scope import Attempt, RunScope, Step
 from tasks.engine.shapes import chord_region, decide, losers, strategy_of
 from tasks.port import task_id
 
-__all__ = ["branches", "complete", "maybe_finish", "settle", "settle_stalled", "try_fire"]
+__all__ = [
+    "active_iterations",
+    "branches",
+    "complete",
+    "failed_primaries",
+    "maybe_finish",
+    "routing_edges",
+    "settle",
+    "settle_stalled",
+    "try_fire",
+]
 
 
-def source_of(scope: RunScope, node_id: str) -> str:
-    """``routing_source`` with the failed primaries read from the store (only if needed)."""
-    bp = scope.bp
-    if bp.analysis.successors.get(node_id):
-        return node_id
-    primaries = [n.id for n in bp.nodes if n.config.fallback == node_id]
+def failed_primaries(scope: RunScope, node_id: str, iteration: int) -> tuple[str, ...]:
+    """The nodes ``node_id`` is the fallback of that failed (read only if there are any)."""
+    primaries = [n.id for n in scope.bp.nodes if n.config.fallback == node_id]
     if not primaries:
-        return node_id
-    recs = scope.store.get_nodes(scope.run_id, primaries)
-    failed = tuple(p for p in primaries if p in recs and recs[p].status == NODE_FAILED)
-    return routing_source(bp, node_id, failed)
+        return ()
+    recs = scope.store.get_nodes(scope.run_id, primaries, iteration)
+    return tuple(p for p in primaries if p in recs and recs[p].status == NODE_FAILED)
 
 
-def complete(att: Attempt, output: Any, action: str | None, ctx: NodeContext) -> Step:
+def routing_edges(scope: RunScope, node_id: str, iteration: int) -> Any:
+    """The edges a node's result routes along (a fallback's include its failed primary's)."""
+    return edges_of(scope.bp, node_id, failed_primaries(scope, node_id, iteration))
+
+
+def complete(
+    att: Attempt, output: Any, action: str | None, ctx: NodeContext, data: RunData
+) -> Step:
     """Commit a node's completion once, then move the graph on (or tell the chord to)."""
     scope = att.scope
-    source = source_of(scope, att.node_id)
-    edges = scope.bp.analysis.successors.get(source, ())
-    needs_context = any(e.condition and "context" in e.condition for e in edges)
+    edges = routing_edges(scope, att.node_id, att.iteration)
     plan = plan_completion(
         scope.bp,
-        source,
+        att.node_id,
+        att.iteration,
+        edges,
         output=output,
         action=action,
-        context=ctx.context.as_dict() if needs_context else dict(ctx.context.staged),
-        input=scope.run.input,
+        names=data.condition_names(output, action),
     )
+    if att.node_id in scope.bp.analysis.loops:
+        # Where the loop is: what a node after it reads, and where a reader looks for work.
+        ctx.context.set(LOOP_KEY + att.node_id, att.iteration)
     res = scope.store.commit_node(
         NodeCompletion(
             run_id=scope.run_id,
@@ -66,9 +83,11 @@ def complete(att: Attempt, output: Any, action: str | None, ctx: NodeContext) ->
             action=action,
             edges_taken=plan.edges_taken,
             pending=plan.pending,
+            pending_at=plan.pending_at,
             skipped=plan.skipped,
             arrivals=plan.arrivals,
             context_writes=dict(ctx.context.staged),
+            context_deletes=tuple(sorted(ctx.context.deleted)),
             outbox=tuple(ctx.emitted),
         )
     )
@@ -89,36 +108,53 @@ def complete(att: Attempt, output: Any, action: str | None, ctx: NodeContext) ->
 def settle(scope: RunScope, node: NodeState, *, repair: bool, plan: Plan | None = None) -> None:
     """After a commit (or for a duplicate): dispatch successors, fire joins, finish the run."""
     bp = scope.bp
-    skipped = node.status == NODE_SKIPPED
-    source = node.node_id if skipped else source_of(scope, node.node_id)
+    it = node.iteration
     if plan is None:
-        plan = plan_skip(bp, source) if skipped else plan_from_taken(bp, source, node.edges_taken)
-    to_dispatch = list(plan.pending)
+        if node.status == NODE_SKIPPED:
+            plan = plan_skip(bp, node.node_id)
+        else:
+            edges = routing_edges(scope, node.node_id, it)
+            plan = plan_from_taken(bp, node.node_id, it, edges, node.edges_taken)
+    to_dispatch = [(n, it) for n in plan.pending] + list(plan.pending_at)
     if repair and to_dispatch:
-        recs = scope.store.get_nodes(scope.run_id, to_dispatch, node.iteration)
-        to_dispatch = [n for n in to_dispatch if n in recs and recs[n].status == NODE_PENDING]
-    region = None if repair else chord_region(bp, source)
-    if region is not None and len(to_dispatch) >= 2 and set(to_dispatch) <= set(region.chains):
+        to_dispatch = [
+            (n, at)
+            for n, at in to_dispatch
+            if (rec := scope.store.get_node(scope.run_id, n, at)) is not None
+            and rec.status == NODE_PENDING
+        ]
+    region = None if repair else chord_region(bp, node.node_id)
+    heads_only = [n for n, at in to_dispatch if at == it]
+    if (
+        region is not None
+        and len(heads_only) >= 2
+        and len(heads_only) == len(to_dispatch)
+        and set(heads_only) <= set(region.chains)
+    ):
         heads = [
             scope.rt.node_task(
-                bp,
-                scope.run_id,
-                h,
-                iteration=node.iteration,
-                branch=True,
-                run_attempt=scope.run.attempt,
+                bp, scope.run_id, h, iteration=it, branch=True, run_attempt=scope.run.attempt
             )
-            for h in to_dispatch
+            for h in heads_only
         ]
         scope.rt.port.dispatch_chord(heads, join_id=region.join)
     else:
-        for succ in to_dispatch:
-            scope.dispatch(succ, iteration=node.iteration)
+        for succ, at in to_dispatch:
+            scope.dispatch(succ, iteration=at)
     busy = bool(to_dispatch)
-    for join_id in dict.fromkeys(a.join_id for a in plan.arrivals):
-        # Fired or not, a join with arrivals keeps the run open until it settles.
-        try_fire(scope, join_id, node.iteration, repair=repair)
+    if node.status == NODE_COMPLETED and bp.node(node.node_id).uses == SCATTER_USES:
+        from tasks.engine.batch import start_items
+
+        start_items(scope, node, repair=repair)
         busy = True
+    for join_id in dict.fromkeys(a.join_id for a in plan.arrivals):
+        if try_fire(scope, join_id, it, repair=repair):
+            busy = True
+            continue
+        # Not fired now: it waits for more arrivals (the run stays open), or it fired before
+        # (an ``any`` join's late branch) and may have finished: then the run may be done.
+        rec = scope.store.get_node(scope.run_id, join_id, it)
+        busy = busy or rec is None or rec.active
     if not busy:
         maybe_finish(scope)
 
@@ -130,8 +166,8 @@ def try_fire(scope: RunScope, join_id: str, iteration: int, *, repair: bool) -> 
     if decision.action == "wait":
         return False
     if decision.action == "fail":
-        event = scope.lifecycle("failed", error=decision.reason)
-        if store.finish_run(scope.run_id, status=RUN_FAILED, error=decision.reason, outbox=[event]):
+        outbox = scope.finish_outbox("failed", error=decision.reason)
+        if store.finish_run(scope.run_id, status=RUN_FAILED, error=decision.reason, outbox=outbox):
             scope.rt.notify_outbox()
             scope.rt.metrics.run_finished(scope.bp.id, RUN_FAILED)
             return True
@@ -185,11 +221,35 @@ def _cancel_losers(scope: RunScope, join_id: str, iteration: int) -> None:
         scope.rt.port.revoke(ids)
 
 
+def active_iterations(scope: RunScope) -> dict[int, dict[str, NodeState]]:
+    """The records of the iterations where a loop may still have work (none without loops)."""
+    loops = scope.bp.analysis.loops
+    if not loops:
+        return {}
+    context = scope.store.get_context(scope.run_id)
+    out: dict[int, dict[str, NodeState]] = {}
+    for controller, loop in loops.items():
+        k = loop_iteration(context, controller)
+        # The controller's latest pass and the one it may have started; the body's last two.
+        for at, ids in ((k, (controller, *loop.body)), (k + 1, (controller,)), (k - 1, loop.body)):
+            if at <= 0:
+                continue
+            recs = scope.store.get_nodes(scope.run_id, ids, at)
+            out.setdefault(at, {}).update(recs)
+    return out
+
+
 def maybe_finish(scope: RunScope) -> None:
     """Complete the run when nothing is pending, running or waiting on the paths taken."""
     store, bp = scope.store, scope.bp
     recs = store.get_nodes(scope.run_id, bp.node_ids)
     if any(r.active for r in recs.values()):
+        return
+    if any(r.active for it in active_iterations(scope).values() for r in it.values()):
+        return
+    from tasks.engine.batch import batches_open
+
+    if batches_open(scope, recs):
         return
     for join_id in bp.analysis.join_nodes:
         # Arrivals without a join record: the join is about to fire (or be skipped).
@@ -198,8 +258,8 @@ def maybe_finish(scope: RunScope) -> None:
     output = {
         n: r.output for n, r in recs.items() if r.status == NODE_COMPLETED and not r.edges_taken
     }
-    event = scope.lifecycle("completed", output=output)
-    if store.finish_run(scope.run_id, status=RUN_COMPLETED, output=output, outbox=[event]):
+    outbox = scope.finish_outbox("completed", output=output)
+    if store.finish_run(scope.run_id, status=RUN_COMPLETED, output=output, outbox=outbox):
         scope.rt.notify_outbox()
         scope.rt.metrics.run_finished(bp.id, RUN_COMPLETED)
 
@@ -226,6 +286,15 @@ def settle_stalled(scope: RunScope, recs: dict[str, NodeState]) -> list[str]:
     for join_id in scope.bp.analysis.join_nodes:
         if join_id not in recs and try_fire(scope, join_id, 0, repair=True):
             actions.append(f"fired {join_id}")
+    from tasks.engine.batch import gather_of, start_items
+
+    for node_id, rec in recs.items():
+        scatter = scope.bp.node(node_id).uses == SCATTER_USES
+        if scatter and rec.status == NODE_COMPLETED and gather_of(scope, node_id) not in recs:
+            # A batch whose window was lost (its Celery messages gone): send the first
+            # unfinished window again (items already done are duplicates and run nothing).
+            start_items(scope, rec, repair=True)
+            actions.append(f"resent the open window of batch {node_id}")
     if not actions and not any(r.active for r in recs.values()):
         before = scope.run.status
         maybe_finish(scope)

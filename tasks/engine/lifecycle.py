@@ -1,20 +1,31 @@
-"""A run's life outside node attempts: starting it, cancelling it, events, the chord body."""
+"""A run's life outside node attempts: starting, cancelling, events, resumes, the chord body."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from state.constants import NODE_PENDING, RUN_ACTIVE, RUN_PENDING
 from state.records import Delivery, Run
 from tasks.blueprint import Blueprint
+from tasks.builtins import RESUME_EVENT_ID, builtin
+from tasks.engine.children import child_cancels, parent_notice
 from tasks.engine.graph import try_fire
 from tasks.engine.scope import RunScope
+from tasks.errors import ResumeError
 from tasks.events import lifecycle_event
 from tasks.port import task_id
 from tasks.runtime import Runtime
 
-__all__ = ["cancel_run", "deliver_event", "fire_from_chord", "start_run"]
+__all__ = [
+    "cancel_run",
+    "deliver_event",
+    "fire_from_chord",
+    "resume_node",
+    "start_run",
+]
+
 
 #: How long a cancel waits for a reconciler holding the run's lock (then goes on unfenced).
 CANCEL_LOCK_WAIT_S = 5.0
@@ -26,8 +37,13 @@ def start_run(
     run_input: Any,
     *,
     run_id: str | None = None,
+    parent: Mapping[str, Any] | None = None,
 ) -> tuple[bool, Run]:
-    """Create a run of ``bp`` (idempotent on ``run_id``) and dispatch its pending start nodes."""
+    """Create a run of ``bp`` (idempotent on ``run_id``) and dispatch its pending start nodes.
+
+    The run's context starts as its input (flowcraft's initial state: each key of
+    an object input is a context key). ``parent`` links a child run to its node.
+    """
     run_id = run_id or str(uuid.uuid4())
     starts = bp.analysis.start_nodes
     run = Run(
@@ -37,15 +53,21 @@ def start_run(
         status=RUN_PENDING,
         input=run_input,
         snapshot=bp.to_dict(),
+        parent=None if parent is None else dict(parent),
     )
     started = lifecycle_event(
         rt.settings, run_id, "started", blueprint=bp.id, version=bp.version, input=run_input
     )
-    created, stored = rt.store.create_run(run, start_nodes=starts, outbox=[started])
+    context = dict(run_input) if isinstance(run_input, Mapping) else None
+    created, stored = rt.store.create_run(
+        run, start_nodes=starts, outbox=[started], context=context
+    )
     if not created and stored.rejected:
         # A start of this id was rejected before (its blueprint was unknown, say) and left a
         # failed record; this one (its DLQ record replayed, or sent again) starts the run.
-        created = rt.store.restart_rejected(run, start_nodes=starts, outbox=[started])
+        created = rt.store.restart_rejected(
+            run, start_nodes=starts, outbox=[started], context=context
+        )
         if created:
             stored = rt.store.get_run(run_id) or stored
     if created:
@@ -76,6 +98,7 @@ def cancel_run(rt: Runtime, run_id: str, reason: str = "cancelled") -> bool:
     """Cancel a run: nothing new is dispatched; in-flight tasks are revoked (best effort)."""
     before = rt.store.get_run(run_id)
     in_flight: list[str] = []
+    outbox = [lifecycle_event(rt.settings, run_id, "cancelled", reason=reason)]
     if before is not None and before.snapshot:
         bp = rt.blueprint_of(before)
         for rec in rt.store.get_nodes(run_id, bp.node_ids).values():
@@ -85,7 +108,9 @@ def cancel_run(rt: Runtime, run_id: str, reason: str = "cancelled") -> bool:
                         run_id, rec.node_id, rec.iteration, max(rec.attempts, 1), before.attempt
                     )
                 )
-    outbox = [lifecycle_event(rt.settings, run_id, "cancelled", reason=reason)]
+        # Its children stop with it; a child cancelled on its own tells its parent.
+        outbox += child_cancels(rt, before, bp, "was cancelled")
+        outbox += parent_notice(rt, before, "cancelled")
     # Under the run lock, with a fresh fence: a reconciler that lost its lock cannot undo it.
     with rt.port.run_locks().hold(run_id, wait_s=CANCEL_LOCK_WAIT_S) as fence:
         applied, _ = rt.store.cancel_run(run_id, reason=reason, outbox=outbox, fence=fence)
@@ -117,12 +142,69 @@ def deliver_event(
     return delivery
 
 
-def fire_from_chord(rt: Runtime, run_id: str, join_id: str, iteration: int = 0) -> str:
-    """The chord body: try to fire the join its branches meet at (the store decides)."""
+def fire_from_chord(
+    rt: Runtime, run_id: str, join_id: str, iteration: int = 0, *, window: int | None = None
+) -> str:
+    """The chord body: try to fire the join its branches meet at (the store decides).
+
+    With ``window`` the branches were a window of a batch's items and the join is
+    its gather: the next window starts, or after the last the gather fires.
+    """
     run = rt.store.get_run(run_id)
     if run is None or run.status not in RUN_ACTIVE:
         return "ignored"
-    if try_fire(RunScope(rt, run, rt.blueprint_of(run)), join_id, iteration, repair=False):
+    scope = RunScope(rt, run, rt.blueprint_of(run))
+    if window is not None:
+        from tasks.engine.batch import window_done
+
+        return window_done(scope, join_id, iteration, window)
+    if try_fire(scope, join_id, iteration, repair=False):
         return "fired"
     # A detached branch (retrying outside the chord, or on a fallback) will fire it on arrival.
     return "waiting"
+
+
+def resume_node(
+    rt: Runtime,
+    run_id: str,
+    node_id: str,
+    *,
+    output: Any = None,
+    action: str | None = None,
+    event_id: str | None = None,
+) -> Delivery:
+    """Resume a parked ``wait`` (or ``sleep``): it completes with ``output`` and ``action``.
+
+    A resume is an event for the node (``resume:<node>``, or its wait's event
+    name), so it is deduplicated by ``event_id`` and kept if it comes before the
+    node parks. ``action`` chooses the node's edges as any result's does.
+
+    Raises:
+        ResumeError: no such run or node, or the node cannot be resumed.
+    """
+    run = rt.store.get_run(run_id)
+    if run is None:
+        return Delivery(outcome="no-run")
+    if not run.snapshot:
+        return Delivery(outcome="finished")
+    if run.snapshot.get("kind") == "workflow":
+        raise ResumeError(
+            f"run {run_id!r} is a code workflow: it has no nodes to resume; send it an event "
+            "(flowbridge signal) or resume its ctx.ref (kafka-workflow's protocol)"
+        )
+    bp = rt.blueprint_of(run)
+    if node_id not in bp.node_ids:
+        raise ResumeError(
+            f"run {run_id!r} has no node {node_id!r} (nodes: {', '.join(bp.node_ids)})"
+        )
+    spec = bp.node(node_id)
+    special = builtin(spec.uses)
+    name = None if special is None else special.resume_event(node_id, spec.params)
+    if name is None:
+        raise ResumeError(
+            f"node {node_id!r} ({spec.uses}) of run {run_id!r} cannot be resumed: only wait and "
+            "sleep nodes park until they are resumed"
+        )
+    eid = RESUME_EVENT_ID + (event_id or str(uuid.uuid4()))
+    payload = {"output": output, "action": action}
+    return deliver_event(rt, run_id, name, event_id=eid, payload=payload)

@@ -32,7 +32,8 @@ from state.constants import (
 )
 from state.records import Arrival, NodeState, Run
 from tasks.blueprint import Blueprint
-from tasks.engine.graph import settle_stalled, source_of
+from tasks.builtins.batch import GATHER_USES, SCATTER_USES
+from tasks.engine.graph import routing_edges, settle_stalled
 from tasks.engine.routing import plan_from_taken, plan_skip
 from tasks.engine.scope import RunScope
 from tasks.engine.shapes import failure_is_tolerated
@@ -117,6 +118,24 @@ def default_from(run: Run, bp: Blueprint, recs: Mapping[str, NodeState]) -> list
     return list(bp.analysis.start_nodes)
 
 
+def _refuse_passes(bp: Blueprint, run_id: str, reset: set[str]) -> None:
+    """Refuse a retry that would re-run a loop's passes or a batch's items.
+
+    Their records live at other iterations and item keys that a reset of the
+    blueprint's nodes does not reach; re-running them from stale records would be
+    wrong, so such a run is started again instead.
+    """
+    looped = {n for c, loop in bp.analysis.loops.items() for n in (c, *loop.body)}
+    batched = {n.id for n in bp.nodes if n.uses in (SCATTER_USES, GATHER_USES)}
+    hit = sorted(reset & (looped | batched))
+    if hit:
+        raise RetryError(
+            f"run {run_id!r}: a retry from there re-runs {hit[0]!r}, part of a "
+            f"{'loop' if hit[0] in looped else 'batch'}, whose passes or items are not reset: "
+            "retry from a node after it, or start the run again"
+        )
+
+
 def plan_retry(
     scope: RunScope, recs: Mapping[str, NodeState], from_nodes: Sequence[str] | None
 ) -> RetryPlan:
@@ -139,6 +158,7 @@ def plan_retry(
     # A chosen node below another chosen one is re-created by the run itself.
     roots = [n for n in chosen if not any(n in _downstream(bp, [m]) for m in chosen if m != n)]
     reset = set(chosen) | below
+    _refuse_passes(bp, run.run_id, reset)
     stopped_by_run = {
         n
         for n, r in recs.items()
@@ -157,7 +177,8 @@ def plan_retry(
         if node_id in reset or rec is None:
             continue
         if rec.status == NODE_COMPLETED:
-            plan = plan_from_taken(bp, source_of(scope, node_id), rec.edges_taken)
+            edges = routing_edges(scope, node_id, rec.iteration)
+            plan = plan_from_taken(bp, node_id, rec.iteration, edges, rec.edges_taken)
         elif rec.status == NODE_SKIPPED:
             plan = plan_skip(bp, node_id)
         elif rec.status == NODE_FAILED and failure_is_tolerated(bp, node_id):

@@ -69,6 +69,19 @@ class RunScope:
         """The ``run.<kind>`` record for the runs topic."""
         return lifecycle_event(self.rt.settings, self.run_id, kind, **fields)
 
+    def finish_outbox(self, kind: str, **fields: Any) -> list[OutboxMessage]:
+        """What the change that ends the run writes besides its status.
+
+        ``run.<kind>``, its parent's wake-up, and a cancel for each child still running.
+        """
+        from tasks.engine.children import child_cancels, parent_notice
+
+        return [
+            self.lifecycle(kind, **fields),
+            *parent_notice(self.rt, self.run, kind),
+            *child_cancels(self.rt, self.run, self.bp, kind),
+        ]
+
 
 @dataclass(frozen=True)
 class Attempt:

@@ -140,6 +140,8 @@ def failure_is_tolerated(bp: Blueprint, node_id: str) -> bool:
         if n in seen:
             continue
         seen.add(n)
+        if n in a.loops:
+            return False  # a loop's pass that cannot end makes the loop fail, not a branch
         if n in a.join_nodes:
             if not strategy_of(bp, n).tolerates_failure:
                 return False

@@ -86,6 +86,9 @@ class JoinStrategy:
     cancels_losers: ClassVar[bool] = False
     #: A fan-out of plain branches into this join may run as a Celery chord.
     chord_eligible: ClassVar[bool] = False
+    #: The join fires on the first completion(s): its input is the first branch's output
+    #: (else the last's, as flowcraft's "processed last").
+    first_wins: ClassVar[bool] = False
 
     def check(self, options: Mapping[str, Any], predecessors: int | None) -> list[tuple[str, str]]:
         """Problems with the options, as ``(issue code, message)``; ``predecessors`` when known."""

@@ -1,4 +1,11 @@
-"""``any``/``race`` and ``quorum``: fire on the first n completed branches, cancel the rest."""
+"""``any``, ``race`` and ``quorum``: fire on the first completed branch(es).
+
+``any`` is flowcraft's: the join runs once on the first branch that completes,
+the other branches go on, and a failed branch fails the run (flowcraft also
+runs an ``any`` join again for each later arrival; flowbridge decides it once).
+``race`` and ``quorum`` are flowbridge's: they cancel the losers and tolerate a
+failed branch while enough can still complete.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ class _FirstN(JoinStrategy):
 
     tolerates_failure = True
     cancels_losers = True
+    first_wins = True
 
     def need(self, options: Mapping[str, Any]) -> int:
         """How many completed branches fire the join."""
@@ -37,14 +45,23 @@ class _FirstN(JoinStrategy):
         )
 
 
-class AnyJoin(_FirstN):
-    """The first completed branch wins; the others are cancelled."""
+class AnyJoin(JoinStrategy):
+    """flowcraft's ``any``: fire on the first completed branch; a failed branch fails the run."""
 
     name = "any"
+    first_wins = True
+
+    def decide(self, options: Mapping[str, Any], arrivals: Arrivals) -> Decision:
+        """Fire on the first completion; a branch none of whose arrivals completed waits."""
+        if arrivals.completed:
+            return Decision("fire")
+        if arrivals.all_skipped:
+            return Decision("skip")
+        return Decision("wait")
 
 
 class RaceJoin(_FirstN):
-    """``race``: another name of ``any``."""
+    """``race``: the first completed branch wins; the others are cancelled."""
 
     name = "race"
 

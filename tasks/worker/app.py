@@ -105,9 +105,15 @@ def _delivery(task: Task) -> dict[str, Any]:
 # ``throws``: an expected failure, logged in one line without a traceback.
 @app.task(name=RUN_NODE_TASK, bind=True, ignore_result=True, throws=(NodeFailedError,))
 def run_node(
-    self: Task, run_id: str, node_id: str, iteration: int = 0, attempt: int = 1, wake: bool = False
+    self: Task,
+    run_id: str,
+    node_id: str,
+    iteration: int = 0,
+    attempt: int = 1,
+    wake: bool = False,
+    item: int | None = None,
 ) -> str:
-    """Run one attempt of one node (at least once; its state effects apply once).
+    """Run one attempt of one node or batch item (at least once; its effects apply once).
 
     Returns how the attempt ended (``completed``, ``retry``, ``waiting``, ...), which
     Flower shows as the result of a succeeded task. A node that failed for good raises
@@ -118,10 +124,14 @@ def run_node(
 
     rt = get_runtime()
     with _attempt_span(self, run_id, node_id, attempt) as current:
-        step = execute_node(rt, run_id, node_id, iteration, attempt, wake=wake, **_delivery(self))
+        step = execute_node(
+            rt, run_id, node_id, iteration, attempt, wake=wake, item=item, **_delivery(self)
+        )
         if current is not None:
             current.set_attribute("flowbridge.outcome", step.kind)
     if step.kind == "failed":
+        if item is not None:
+            raise NodeFailedError(f"item {item} of {node_id} failed")
         rec = rt.store.get_node(run_id, node_id, iteration)
         raise NodeFailedError(rec.error if rec is not None and rec.error else f"{node_id} failed")
     return step.kind
@@ -129,14 +139,21 @@ def run_node(
 
 @app.task(name=BRANCH_TASK, bind=True)
 def run_branch(
-    self: Task, run_id: str, node_id: str, iteration: int = 0, attempt: int = 1
+    self: Task,
+    run_id: str,
+    node_id: str,
+    iteration: int = 0,
+    attempt: int = 1,
+    item: int | None = None,
 ) -> dict[str, str]:
     """A chord header: run a branch node by node; never raises, returns only ids and outcomes."""
     from tasks.engine import execute_node
 
     rt = get_runtime()
     with _attempt_span(self, run_id, node_id, attempt):
-        step = execute_node(rt, run_id, node_id, iteration, attempt, chord=True, **_delivery(self))
+        step = execute_node(
+            rt, run_id, node_id, iteration, attempt, chord=True, item=item, **_delivery(self)
+        )
     if step.next_node is not None or step.retry_attempt is not None:
         loaded = rt.load_run(run_id)
         if loaded is not None and loaded[1] is not None and isinstance(rt.port, CeleryPort):
@@ -149,18 +166,30 @@ def run_branch(
                 countdown=step.countdown,
                 branch=True,
                 run_attempt=loaded[0].attempt,
+                item=item,
             )
             # The replacement keeps this task's place in the chord.
             return self.replace(rt.port.signature(nxt))  # type: ignore[no-any-return]
-    return {"node": node_id, "outcome": step.kind}
+    return {"node": node_id if item is None else f"{node_id}[{item}]", "outcome": step.kind}
 
 
 @app.task(name=JOIN_TASK, bind=True, ignore_result=True)
-def fire_join(self: Task, results: Any, run_id: str, join_id: str, iteration: int = 0) -> str:
-    """A chord body: fire the join once (the state store's conditional write decides)."""
+def fire_join(
+    self: Task,
+    results: Any,
+    run_id: str,
+    join_id: str,
+    iteration: int = 0,
+    window: int | None = None,
+) -> str:
+    """A chord body: fire the join once (the state store's conditional write decides).
+
+    ``window``: the chord was a window of a batch's items; the next window starts
+    (or, after the last, the gather fires).
+    """
     from tasks.engine import fire_from_chord
 
-    return fire_from_chord(get_runtime(), run_id, join_id, iteration)
+    return fire_from_chord(get_runtime(), run_id, join_id, iteration, window=window)
 
 
 @app.task(name=RECONCILE_TASK, ignore_result=True)

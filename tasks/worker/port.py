@@ -84,6 +84,8 @@ class CeleryPort:
         }
         if task.wake:
             kwargs["wake"] = True
+        if task.item is not None:
+            kwargs["item"] = task.item
         name = BRANCH_TASK if task.branch else RUN_NODE_TASK
         return self.app.signature(name, kwargs=kwargs, **options)
 
@@ -91,15 +93,21 @@ class CeleryPort:
         """Send one node attempt to its run's shard queue."""
         self.signature(task).apply_async()
 
-    def dispatch_chord(self, heads: Sequence[NodeTask], *, join_id: str) -> None:
+    def dispatch_chord(
+        self, heads: Sequence[NodeTask], *, join_id: str, window: int | None = None
+    ) -> None:
         """A Celery chord: the branches as header tasks, a body that fires ``join_id``."""
         from celery import chord
 
         first = heads[0]
-        body = self.app.signature(
-            JOIN_TASK,
-            kwargs={"run_id": first.run_id, "join_id": join_id, "iteration": first.iteration},
-        )
+        kwargs: dict[str, Any] = {
+            "run_id": first.run_id,
+            "join_id": join_id,
+            "iteration": first.iteration,
+        }
+        if window is not None:
+            kwargs["window"] = window
+        body = self.app.signature(JOIN_TASK, kwargs=kwargs)
         chord([self.signature(h) for h in heads], body).apply_async()
 
     def revoke(self, task_ids: Sequence[str], *, terminate: bool = False) -> None:

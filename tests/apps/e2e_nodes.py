@@ -156,7 +156,7 @@ register_blueprint(
                 "id": "flaky",
                 "uses": "flaky",
                 "params": {"failures": 5},
-                "config": {"maxRetries": 1, "retryDelay": 20},
+                "config": {"maxRetries": 2, "retryDelay": 20},
             },
             {"id": "after", "uses": "echo"},
         ],
@@ -450,3 +450,5 @@ register_blueprint(
         ],
     }
 )
+# flowcraft built-ins (subflow, batch, loop): their own module, registered with these.
+from tests.apps import builtin_nodes  # noqa: E402, F401

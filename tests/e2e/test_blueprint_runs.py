@@ -58,7 +58,8 @@ def test_condition_on_output_and_context_chooses_the_edge(stack: Stack) -> None:
 
     assert (g["nodes"]["gold"]["status"], g["nodes"]["basic"]["status"]) == ("completed", "skipped")
     assert (b["nodes"]["gold"]["status"], b["nodes"]["basic"]["status"]) == ("skipped", "completed")
-    assert stack.store.get_context(gold.run_id) == {"tier": "gold"}
+    # The context starts as the run's input (flowcraft's initial state) and has the node's write.
+    assert stack.store.get_context(gold.run_id) == {"score": 80, "tier": "gold"}
 
 
 @on_both_stores

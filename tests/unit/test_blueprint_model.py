@@ -59,7 +59,6 @@ ORDER: dict[str, Any] = {
             "condition": "output.total > 10 && context.vip == true",
         }
     ],
-    "ui": {"x": 1},
 }
 
 
@@ -80,7 +79,7 @@ def test_from_dict_parses_flowcraft_json() -> None:
     assert charge.uses == "charge-card"
     assert charge.params == {"amount": 3, "nested": {"k": [1, 2]}}
     assert charge.config == NodeConfig(
-        max_retries=2, retry_delay_s=0.5, timeout_s=5.0, fallback="manual"
+        max_attempts=2, retry_delay_s=0.5, timeout_s=5.0, fallback="manual"
     )
     assert bp.node("manual").config == NodeConfig()
     assert bp.node("ship").config.join_strategy == "any"
@@ -196,10 +195,11 @@ def test_structural_errors_name_the_field(change: dict[str, Any], code: str, tex
 @pytest.mark.parametrize(
     ("config", "code", "text"),
     [
-        ({"maxRetries": "3"}, "bad-field", "config.maxRetries must be a non-negative integer"),
-        ({"maxRetries": True}, "bad-field", "config.maxRetries must be a non-negative integer"),
+        ({"maxRetries": "3"}, "bad-field", "config.maxRetries must be a positive integer"),
+        ({"maxRetries": True}, "bad-field", "config.maxRetries must be a positive integer"),
         ({"maxRetries": 1.5}, "bad-field", "config.maxRetries"),
-        ({"maxRetries": -1}, "bad-config", "maxRetries must not be negative"),
+        ({"maxRetries": 0}, "bad-config", "maxRetries counts attempts in total"),
+        ({"maxRetries": -1}, "bad-config", "so it must be at least 1, got -1"),
         ({"retryDelay": "soon"}, "bad-field", "config.retryDelay"),
         ({"retryDelay": -5}, "bad-field", "negative"),
         ({"timeout": "500"}, "bad-field", "has no unit"),
@@ -461,7 +461,7 @@ def test_load_file_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(BlueprintError) as info:
         load_file(cyclic)
     assert str(info.value).startswith(f"{cyclic}: blueprint 'c' is invalid:")
-    assert issue_codes(info.value) == ["cycle", "no-start"]
+    assert issue_codes(info.value) == ["cycle"], "a cycle is its own entry (flowcraft)"
     assert load_file(cyclic, validate=False).id == "c"
     with pytest.raises(BlueprintError, match="unknown blueprint file type"):
         load_file(tmp_path / "x.toml")
@@ -571,6 +571,8 @@ def test_public_surface_is_pinned() -> None:
         "Condition",
         "EdgeSpec",
         "JOIN_STRATEGIES",
+        "Loop",
+        "Names",
         "NodeConfig",
         "NodeSpec",
         "ValidationIssue",
@@ -592,6 +594,7 @@ def test_public_surface_is_pinned() -> None:
         "ConditionError",
         "NodeError",
         "NodeFailedError",
+        "ResumeError",
         "RetryError",
         "UnknownBlueprintError",
         "UnknownNodeError",

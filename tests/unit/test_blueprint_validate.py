@@ -50,7 +50,7 @@ def test_a_good_blueprint_has_no_issues() -> None:
         nodes=[
             {"id": "charge", "uses": "charge-card", "config": {"fallback": "manual"}},
             {"id": "manual", "uses": "review"},
-            {"id": "pack", "uses": "sleep"},
+            {"id": "pack", "uses": "sleep", "params": {"duration": "1h"}},
             {"id": "label", "uses": "wait"},
             {"id": "ship", "uses": "ship", "config": {"joinStrategy": "quorum", "n": 2}},
         ],
@@ -79,14 +79,28 @@ def test_duplicate_node() -> None:
 
 
 def test_unknown_uses_lists_registered_names_sorted() -> None:
-    bp = bp_of([node("charge", "charge-card"), node("nap", "sleep")], [("charge", "nap")])
+    bp = bp_of([node("charge", "charge-card"), node("wait", "wait")], [("charge", "wait")])
     issues = validate(bp, known_uses=["ship", "bill"])
     assert [(i.code, i.node) for i in issues] == [("unknown-uses", "charge")]
     assert issues[0].message == (
-        "node 'charge': unknown uses 'charge-card' (registered: bill, ship, sleep, wait)"
+        "node 'charge': unknown uses 'charge-card' (registered: batch-gather, batch-scatter, "
+        "bill, loop-controller, ship, sleep, subflow, wait, webhook)"
     )
     assert validate(bp) == []  # without known_uses the check is off
-    assert frozenset({"sleep", "wait"}) == BUILTIN_USES
+    assert (
+        frozenset(
+            {
+                "sleep",
+                "wait",
+                "webhook",
+                "subflow",
+                "batch-scatter",
+                "batch-gather",
+                "loop-controller",
+            }
+        )
+        == BUILTIN_USES
+    ), "flowcraft's built-ins"
 
 
 def test_dangling_edges_name_the_edge_and_the_missing_end() -> None:
@@ -142,10 +156,17 @@ def test_long_chains_do_not_hit_the_recursion_limit() -> None:
     assert cycles[0].message.count("->") == 2999
 
 
-def test_no_start_node() -> None:
-    issues = validate(bp_of([{"id": "a"}, {"id": "b"}], [("a", "b"), ("b", "a")]))
-    assert [i.code for i in issues] == ["cycle", "no-start"]
-    assert "blueprint 'flow' has no start node" in issues[1].message
+def test_a_graph_without_a_start_node_starts_at_its_cycle_as_in_flowcraft() -> None:
+    bp = bp_of([{"id": "a"}, {"id": "b"}], [("a", "b"), ("b", "a")])
+    assert bp.analysis.start_nodes == ("a",)
+    assert [i.code for i in validate(bp)] == ["cycle"], "without a loop-controller it is refused"
+    chosen = Blueprint.build(
+        "flow",
+        nodes=[{"id": "a", "uses": "u"}, {"id": "b", "uses": "u"}],
+        edges=[{"source": "a", "target": "b"}, {"source": "b", "target": "a"}],
+        metadata={"cycleEntryPoints": ["b"]},
+    )
+    assert chosen.analysis.start_nodes == ("b",)
 
 
 def test_unreachable_nodes() -> None:
@@ -177,7 +198,11 @@ def test_fallback_target_is_reachable_only_through_a_reachable_primary() -> None
 @pytest.mark.parametrize(
     ("config", "code", "text"),
     [
-        ({"max_retries": -1}, "bad-config", "node 'a': maxRetries must not be negative, got -1"),
+        (
+            {"max_attempts": 0},
+            "bad-config",
+            "node 'a': maxRetries counts attempts in total (1: no retry), so it must be at least 1, got 0",
+        ),
         ({"retry_delay_s": -0.5}, "bad-config", "node 'a': retryDelay must be a non-negative"),
         ({"timeout_s": 0.0}, "bad-config", "node 'a': timeout must be positive, got 0.0s"),
         ({"timeout_s": -3.0}, "bad-config", "node 'a': timeout must be positive"),
@@ -242,27 +267,27 @@ def test_delays_at_or_over_the_limit() -> None:
 def test_bad_conditions_name_the_edge_and_the_expression() -> None:
     bp = Blueprint(
         id="flow",
-        nodes=(node("a"), node("b"), node("c"), node("d")),
+        nodes=(node("a"), node("b"), node("c"), node("check-out")),
         edges=(
             EdgeSpec(source="a", target="b", condition="output.total >"),
             EdgeSpec(source="a", target="c", condition="open('f')"),
-            EdgeSpec(source="a", target="d", condition="outptu.total > 1 && ok"),
+            EdgeSpec(source="a", target="check-out", condition="check-out.total > 1 && ok"),
         ),
     )
     issues = validate(bp)
     assert [(i.code, i.edge) for i in issues] == [
         ("bad-condition", ("a", "b")),
         ("bad-condition", ("a", "c")),
-        ("bad-condition", ("a", "d")),
+        ("bad-condition", ("a", "check-out")),
     ]
     assert issues[0].message.startswith("edge 'a' -> 'b': condition 'output.total >' is invalid")
     assert "syntax error" in issues[0].message
     assert "a function call is not allowed" in issues[1].message
-    assert "reads unknown name(s) ok, outptu" in issues[2].message
+    assert "reads 'check-out' as a subtraction; write context['check-out']" in issues[2].message
 
 
 def test_check_raises_with_every_issue() -> None:
-    bp = bp_of([node("a", "mystery", max_retries=-2), node("b")], [("a", "b"), ("b", "zzz")])
+    bp = bp_of([node("a", "mystery", max_attempts=0), node("b")], [("a", "b"), ("b", "zzz")])
     with pytest.raises(BlueprintError) as info:
         check(bp, known_uses={"u"})
     exc = info.value
@@ -270,4 +295,4 @@ def test_check_raises_with_every_issue() -> None:
     text = str(exc)
     assert text.startswith("blueprint 'flow' is invalid:\n  - node 'a': unknown uses 'mystery'")
     assert "\n  - edge 'b' -> 'zzz': target 'zzz' is not a node" in text
-    assert "\n  - node 'a': maxRetries must not be negative" in text
+    assert "\n  - node 'a': maxRetries counts attempts in total" in text

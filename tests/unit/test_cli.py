@@ -178,6 +178,15 @@ def test_migrate_says_whether_it_created_upgraded_or_found_the_schema(tmp_path: 
     assert f"upgraded from version 3 to {v}" in flowbridge(env, "migrate").stdout
     with sqlite3.connect(tmp_path / "state.db") as db:
         assert "attempt" in {r[1] for r in db.execute("PRAGMA table_info(runs)")}
+    # A version-4 file: its runs have no parent column and it has no batch pages yet.
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.execute("ALTER TABLE runs DROP COLUMN parent")
+        db.execute("DROP TABLE batch_pages")
+        db.execute("UPDATE schema_version SET version = 4")
+    assert f"upgraded from version 4 to {v}" in flowbridge(env, "migrate").stdout
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert "parent" in {r[1] for r in db.execute("PRAGMA table_info(runs)")}
+        assert db.execute("SELECT COUNT(*) FROM batch_pages").fetchone() == (0,)
 
 
 @pytest.mark.parametrize("once", [[], ["--once"]], ids=["plain", "once"])

@@ -1,4 +1,5 @@
-"""The edge condition language: operators, JS syntax, missing data, and what it refuses."""
+"""The expression language of conditions and transforms: operators, JS syntax, missing data,
+the run's scope (flowcraft's names), and what it refuses."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 import pytest
 
 from tasks.blueprint import CONDITION_NAMES, compile_condition, condition_scope
-from tasks.blueprint.conditions import MAX_CONDITION_LENGTH
+from tasks.blueprint.conditions import MAX_CONDITION_LENGTH, Names
 from tasks.errors import ConditionError
 
 SCOPE: dict[str, Any] = condition_scope(
@@ -20,8 +21,8 @@ SCOPE: dict[str, Any] = condition_scope(
         "empty": None,
     },
     action="approved",
-    context={"vip": True, "tier": 2, "region": "eu"},
-    run_input={"country": "DE", "limit": 10},
+    outputs={"route": {"total": 1665}, "check": {"ok": True}},
+    context={"vip": True, "tier": 2, "region": "eu", "country": "DE", "limit": 10, "route": 0},
 )
 
 
@@ -50,7 +51,20 @@ def ev(expr: str, names: dict[str, Any] | None = None) -> bool:
         ("output.flags['_id'] == 'x1'", True),
         ("result.action == 'approved' and result.output.total > 1", True),
         ("action == 'approved'", True),
-        ("input.country == 'DE' and output.total > input.limit", True),
+        ("country == 'DE' and output.total > limit", True),
+        ("context.country == 'DE' and context.limit == 10", True),
+        ("route.total >= 500 && route.total <= 2000", True),
+        ("context.route.total == 1665", True),
+        ("check?.ok && route?.['total'] > 1", True),
+        ("output.total * 2 > 20", True),
+        ("output.total + 0.5 == 13", True),
+        ("output.items[0].qty - 2 == 0", True),
+        ("limit / 4 == 2.5 && limit % 3 == 1", True),
+        ("output.status + '!' == 'paid!'", True),
+        ("'n=' + limit == 'n=10'", True),
+        ("limit / 0", False),
+        ("output.empty + 1", False),
+        ("output.tags * 2", False),
         ("-output.total < 0", True),
         ("+context.tier == 2", True),
         ("output.tags.length == 2", True),
@@ -150,7 +164,8 @@ def test_no_attributes_of_python_objects_are_read() -> None:
         ("any(x for x in y)", "a function call"),
         ("f'{output}'", "an f-string"),
         ("(x := 1)", "an assignment (:=)"),
-        ("output.total * 2 > 10", "arithmetic"),
+        ("output.total ** 2 > 10", "'**'"),
+        ("output.total // 2", "'//'"),
         ("1 if output else 2", "a conditional expression"),
         ("{'a': 1}", "a dict literal"),
         ("{1, 2}", "a set literal"),
@@ -199,15 +214,48 @@ def test_compiled_conditions_are_cached_and_report_their_names() -> None:
     first = compile_condition("output.ok && context.flag || input.x == 1")
     assert compile_condition("output.ok && context.flag || input.x == 1") is first
     assert first.names == frozenset({"output", "context", "input"})
-    assert first.names <= CONDITION_NAMES
     assert first.source == "output.ok && context.flag || input.x == 1"
 
 
-def test_condition_scope_matches_the_documented_names() -> None:
-    scope = condition_scope(output=1, action=None, context={"a": 1}, run_input={"b": 2})
-    assert set(scope) == CONDITION_NAMES
-    assert scope["result"] == {"output": 1, "action": None}
-    assert compile_condition("result.action == null && context.a == 1").evaluate(scope) is True
+def test_the_scope_is_flowcraft_s_result_then_node_ids_then_context() -> None:
+    scope = condition_scope(
+        output=1,
+        action=None,
+        outputs={"a": "node a", "result": "a node called result"},
+        context={"a": "key a", "b": 2, "context": "a key called context", "output": "key"},
+    )
+    assert set(CONDITION_NAMES) <= set(scope)
+    assert scope["result"] == {"output": 1, "action": None}, "result is the node's result"
+    assert scope["a"] == "node a", "a node's output shadows a context key of its name"
+    assert scope["b"] == 2
+    assert scope["context"] == "a key called context", "as flowcraft: a key wins over the name"
+    assert scope["output"] == "key", "flowbridge's output and action come last"
+    assert "missing" not in scope
+    plain = condition_scope(output=1, action="go", outputs={"n": 3}, context={"k": 1})
+    assert dict(plain["context"]) == {"n": 3, "k": 1}
+    assert compile_condition("result.action == 'go' && context.k == 1 && n == 3").evaluate(plain)
+
+
+def test_layers_are_loaded_only_when_a_name_needs_them() -> None:
+    loads: list[str] = []
+
+    def outputs() -> dict[str, Any]:
+        loads.append("outputs")
+        return {"a": 1}
+
+    scope = condition_scope(output={"ok": True}, action=None, outputs=outputs, context={})
+    assert compile_condition("result.output.ok").evaluate(scope)
+    assert loads == []
+    assert compile_condition("a == 1").evaluate(scope)
+    assert compile_condition("a == 1 && a").evaluate(scope)
+    assert loads == ["outputs"]
+
+
+def test_a_transform_s_value_is_the_expression_s_value() -> None:
+    names = Names({"input": 10, "context": {"deep": {"x": [1, 2]}}})
+    assert compile_condition("input * 2").value(names) == 20
+    assert compile_condition("context.deep.x").value(names) == [1, 2]
+    assert compile_condition("context.deep.missing").value(names) is None
 
 
 def test_evaluate_returns_a_real_bool() -> None:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bridge.errors import MessageError
-from bridge.messages import CancelJob, NodeJob, StartJob, parse_job
+from bridge.messages import CancelJob, NodeJob, ResumeJob, StartJob, parse_event, parse_job
 
 
 def parse(obj: object) -> object:
@@ -22,7 +22,12 @@ def test_start_node_cancel_and_flowcraft_shapes() -> None:
         "r", "n", 2
     )
     assert parse({"v": 1, "type": "cancel", "run_id": "r"}) == CancelJob("r")
-    assert parse({"runId": "r", "blueprintId": "b", "nodeId": "n"}) == NodeJob("r", "n", None, "b")
+    assert parse({"runId": "r", "blueprintId": "b", "nodeId": "n"}) == NodeJob(
+        "r", "n", None, "b", flowcraft=True
+    )
+    assert parse({"v": 1, "type": "node", "run_id": "r", "node": "n", "iteration": 3}) == NodeJob(
+        "r", "n", iteration=3
+    )
 
 
 @pytest.mark.parametrize(
@@ -54,3 +59,18 @@ def test_size_limit_and_tombstone() -> None:
         parse_job(b'{"v": 1, "type": "x"}', max_bytes=10)
     with pytest.raises(MessageError, match="no value"):
         parse_job(None, max_bytes=10)
+
+
+def test_a_resume_on_the_events_topic() -> None:
+    def ev(obj: dict) -> object:
+        return parse_event(json.dumps(obj).encode(), max_bytes=1 << 20)
+
+    base = {"v": 1, "type": "resume", "run_id": "r", "node": "wait-for-approval"}
+    assert ev({**base, "output": {"ok": 1}, "action": "approve", "event_id": "e1"}) == ResumeJob(
+        "r", "wait-for-approval", "e1", {"ok": 1}, "approve"
+    )
+    assert ev(base) == ResumeJob("r", "wait-for-approval", None)
+    with pytest.raises(MessageError, match="'action' must be a non-empty string"):
+        ev({**base, "action": 3})
+    with pytest.raises(MessageError, match="'node' must be a non-empty string"):
+        ev({**base, "node": ""})

@@ -119,3 +119,63 @@ def test_pause_holds_dispatched_nodes_until_resume() -> None:
     assert calls == Counter() and runner.result(run.run_id)["nodes"]["x"]["status"] == "pending"
     assert runner.resume(run.run_id)
     assert runner.result(run.run_id)["status"] == "completed" and calls == Counter({"x": 1, "y": 1})
+
+
+def test_a_subflow_node_retried_runs_a_new_child_and_loops_and_batches_are_refused() -> None:
+    broken = {"inner"}
+
+    def inner(ctx: NodeContext) -> str:
+        if ctx.node_id in broken:
+            raise NodeError("child down", retryable=False)
+        return "fixed"
+
+    runner = make_runner(
+        {"inner": inner, "echo": lambda ctx: ctx.input},
+        chain(
+            "parent",
+            {"id": "start", "uses": "echo"},
+            {"id": "sub", "uses": "subflow", "params": {"blueprintId": "child"}},
+        ),
+        chain("child", {"id": "inner", "uses": "inner"}),
+        {
+            "id": "batchy",
+            "nodes": [
+                {"id": "xs", "uses": "echo"},
+                {
+                    "id": "s",
+                    "uses": "batch-scatter",
+                    "inputs": "xs",
+                    "params": {"workerUsesKey": "echo", "outputKey": "ys", "gatherNodeId": "g"},
+                },
+                {
+                    "id": "g",
+                    "uses": "batch-gather",
+                    "params": {"outputKey": "ys", "gatherNodeId": "g"},
+                    "config": {"joinStrategy": "all"},
+                },
+                {"id": "after", "uses": "inner"},
+            ],
+            "edges": [
+                {"source": "xs", "target": "s"},
+                {"source": "s", "target": "g"},
+                {"source": "g", "target": "after"},
+            ],
+        },
+    )
+    run = runner.run("parent", {})
+    assert run["status"] == "failed", run
+    first_child = run["nodes"]["sub"]
+    broken.clear()
+    assert runner.retry(run["run_id"], "sub") == 2
+    run = runner.result(run["run_id"])
+    assert run["status"] == "completed", run
+    assert run["nodes"]["sub"]["output"] == "fixed", (first_child, run["nodes"]["sub"])
+
+    broken.add("after")  # the node after the batch: node id "after", function inner
+    batch = runner.run("batchy", [1, 2])
+    assert batch["status"] == "failed", batch
+    broken.clear()
+    with pytest.raises(RetryError, match="part of a batch"):
+        runner.retry(batch["run_id"], "s")
+    assert runner.retry(batch["run_id"]) == 2, "from the failed node after the batch: allowed"
+    assert runner.result(batch["run_id"])["status"] == "completed"

@@ -230,7 +230,7 @@ def test_every_statement_names_a_whole_partition_key() -> None:
     assert set(keys) == {
         "schema_version", "runs", "nodes", "run_nodes", "arrivals", "context", "history",
         "run_index", "run_index_buckets", "outbox", "outbox_cursor",
-        "waits", "inbox", "timers", "timer_buckets",
+        "waits", "inbox", "timers", "timer_buckets", "batch_pages",
         "wf_runs", "wf_history", "wf_inbox", "wf_timers", "wf_timer_buckets",
     }  # fmt: skip
     for name, cql in STATEMENTS.items():
