@@ -47,8 +47,8 @@ from state.scylla.writes import Writes
 
 __all__ = ["RUN_REPAIR_GRACE_S", "Runs"]
 
-#: A run's unapplied effects older than this are repaired by ``get_run`` (younger ones are
-#: probably being applied right now by the writer).
+#: A live run's unapplied effects older than this are repaired by ``get_run`` (younger ones
+#: are probably being applied right now by the writer); a finished run's always are.
 RUN_REPAIR_GRACE_S: Final = 10.0
 
 
@@ -137,11 +137,15 @@ class Runs:
         return False, stored
 
     def get_run(self, run_id: str, *, snapshot: bool = True) -> Run | None:
-        """Read one run (repairing its unapplied effects if they are old)."""
+        """Read one run (repairing its unapplied effects if it finished, or if they are old)."""
         row = self.s.run_row(run_id)
         if row is not None and pending_effects(row) is not None:
             status_at = row.get("status_at") or 0.0
-            if status_at < self.s.clock() - RUN_REPAIR_GRACE_S:
+            # A finished run's effects (its active nodes cancelled, say) are what its reader
+            # looks at next, and they are idempotent: apply them now rather than show a
+            # cancelled run whose nodes still wait. A live run's are left to their writer
+            # for a while, who is probably applying them right now.
+            if row.get("status") in RUN_TERMINAL or status_at < self.s.clock() - RUN_REPAIR_GRACE_S:
                 self.fx.repair_run(row)
         # The column is still read; only its decoding is skipped (the hot part).
         return run_of(row, snapshot=snapshot)
