@@ -123,6 +123,9 @@ class Settings:
     #: FLOWBRIDGE_WEBHOOK_BASE_URL: where the HTTP API that receives webhook calls is reached
     #: from outside; a ``webhook`` node's URL is ``<this>/webhooks/<run id>/<node id>``.
     webhook_base_url: str = "http://localhost:8000"
+    #: FLOWBRIDGE_WEBHOOK_SECRET: signs webhook URLs (``?sig=``), the only credential a caller
+    #: needs; None: unsigned URLs, and the web process asks for its own credentials instead.
+    webhook_secret: str | None = field(default=None, repr=False)
     #: The environment these were read from, for backends that take extra options.
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -170,6 +173,7 @@ class Settings:
             kw_error_topic=_kw_topic(env, "FLOWBRIDGE_KW_ERROR_TOPIC", "workflow-error"),
             webhook_base_url=env.get("FLOWBRIDGE_WEBHOOK_BASE_URL", "").strip()
             or cls.webhook_base_url,
+            webhook_secret=env.get("FLOWBRIDGE_WEBHOOK_SECRET", "").strip() or None,
             env=env,
         )
 

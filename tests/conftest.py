@@ -458,13 +458,13 @@ class Stack:
         )
         return proc
 
-    def start_web(self, name: str = "web", **env: str) -> str:
-        """Start the web process on a free port; returns its base URL once it answers."""
+    def start_web(self, name: str = "web", *, port: int | None = None, **env: str) -> str:
+        """Start the web process on ``port`` (a free one); returns its base URL once it answers."""
         import urllib.request
 
         from flowbridge.dev import free_port
 
-        port = free_port()
+        port = port or free_port()
         proc = self.start(name, [str(BIN / "python"), "-m", "bridge.web"], PORT=str(port), **env)
         url = f"http://127.0.0.1:{port}"
 

@@ -27,7 +27,21 @@ from state.constants import RUN_PAUSED, RUN_RUNNABLE, RUN_TERMINAL
 from tasks.errors import WORKFLOW_RETRY
 from tasks.settings import Settings
 
-__all__ = ["Commands"]
+__all__ = ["Commands", "event_message"]
+
+
+def event_message(run_id: str, name: str, payload: Any, *, event_id: str) -> dict[str, Any]:
+    """The events-topic message ``signal`` publishes (its size is what the bridge limits)."""
+    msg: dict[str, Any] = {
+        "v": 1,
+        "type": "event",
+        "run_id": run_id,
+        "name": name,
+        "event_id": event_id,
+    }
+    if payload is not None:
+        msg["payload"] = payload
+    return msg
 
 
 class Commands:
@@ -170,16 +184,7 @@ class Commands:
         if check:
             self.check_reachable(run_id)
         event_id = event_id or str(uuid.uuid4())
-        msg: dict[str, Any] = {
-            "v": 1,
-            "type": "event",
-            "run_id": run_id,
-            "name": name,
-            "event_id": event_id,
-        }
-        if payload is not None:
-            msg["payload"] = payload
-        self._send("events", run_id, msg)
+        self._send("events", run_id, event_message(run_id, name, payload, event_id=event_id))
         return event_id
 
     def resume(

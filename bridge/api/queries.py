@@ -9,10 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.api.views import history_json, run_json, run_summary, timeline
+from state.history import HistoryKind
 from state.protocol import StateStore
 from state.records import Run
 
 __all__ = ["Queries"]
+
+#: History kinds that say the run received an event (kept, consumed or matched to a wait).
+_RECEIVED = frozenset(
+    {HistoryKind.EVENT_STORED, HistoryKind.EVENT_CONSUMED, HistoryKind.EVENT_MATCHED}
+)
 
 
 class Queries:
@@ -71,6 +77,13 @@ class Queries:
     def timeline(self, run_id: str) -> list[dict[str, Any]]:
         """The run's history as a timeline: time, node, event, attempt, error (``views``)."""
         return timeline(self.store.get_history(run_id))
+
+    def received_event(self, run_id: str, event_id: str) -> bool:
+        """Whether the run received the event ``event_id`` (not one dropped as too late)."""
+        return any(
+            e.kind in _RECEIVED and isinstance(e.data, dict) and e.data.get("id") == event_id
+            for e in self.store.get_history(run_id)
+        )
 
     def context(self, run_id: str) -> dict[str, Any]:
         """The run's context (one value per key)."""

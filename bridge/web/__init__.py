@@ -4,7 +4,8 @@
 through ``bridge.api.Queries`` and acts through ``bridge.api.Commands`` and
 ``bridge.api.DeadLetters``, as the CLI does; it never touches the consumer.
 Everything but ``/healthz`` and ``/metrics`` is behind authentication
-(``bridge.web.auth``).
+(``bridge.web.auth``), except that ``/webhooks/...`` takes a signed URL instead
+when ``FLOWBRIDGE_WEBHOOK_SECRET`` is set (``bridge.web.webhooks``).
 """
 
 from bridge.web.app import create_app

@@ -1,4 +1,4 @@
-"""The FastAPI application: the JSON API (``/api``), the pages, ``/healthz`` and ``/metrics``.
+"""The FastAPI application: the JSON API (``/api``), webhooks, pages, ``/healthz``, ``/metrics``.
 
 Reads go through ``Queries``, actions through ``Commands`` (checked first, as the
 CLI checks them) and ``DeadLetters``. Errors are JSON: ``{"detail": "..."}``.
@@ -17,6 +17,7 @@ from bridge.errors import DeadLetterError, RunStateError
 from bridge.web.auth import COOKIE, Auth
 from bridge.web.metrics import WebMetrics
 from bridge.web.settings import WebSettings
+from bridge.web.webhooks import WebhookSettings, add_webhooks
 
 __all__ = ["Services", "create_app"]
 
@@ -34,15 +35,20 @@ class _LoginRequired(Exception):
     """A page asked for without credentials: go to the login form."""
 
 
-def create_app(services: Services, settings: WebSettings) -> FastAPI:
-    """The application over ``services``, guarded as ``settings`` say."""
+def create_app(
+    services: Services, settings: WebSettings, webhooks: WebhookSettings | None = None
+) -> FastAPI:
+    """The application over ``services``, guarded as ``settings`` (and ``webhooks``) say."""
     from bridge.web.pages import add_pages
 
     auth = Auth(settings)
     metrics = WebMetrics()
     app = FastAPI(
         title="flowbridge",
-        summary="Runs, their history and the DLQ; retry, pause, resume, cancel, signal, replay.",
+        summary=(
+            "Runs, their history and the DLQ; retry, pause, resume, cancel, signal, replay; "
+            "webhook calls."
+        ),
         version="1",
     )
     app.state.services = services
@@ -177,5 +183,12 @@ def create_app(services: Services, settings: WebSettings) -> FastAPI:
             {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )
 
+    add_webhooks(
+        app,
+        queries=services.queries,
+        commands=services.commands,
+        auth=auth,
+        settings=webhooks or WebhookSettings(),
+    )
     add_pages(app, services, auth, page_user=page_user, act=act)
     return app

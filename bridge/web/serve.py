@@ -26,9 +26,10 @@ def main() -> int:
         import uvicorn
 
         from bridge.api import Commands, DeadLetters, Queries
-        from bridge.settings import KafkaSettings
+        from bridge.settings import BridgeSettings, KafkaSettings
         from bridge.web.app import Services, create_app
         from bridge.web.settings import WebSettings
+        from bridge.web.webhooks import WebhookSettings
         from tasks.runtime import open_state
         from tasks.settings import Settings
 
@@ -44,11 +45,16 @@ def main() -> int:
             commands=Commands(settings=settings, kafka=kafka, queries=queries),
             dlq=DeadLetters(settings=settings, kafka=kafka),
         )
-        app = create_app(services, web)
+        hooks = WebhookSettings(
+            secret=settings.webhook_secret,
+            max_message_bytes=BridgeSettings.from_env().max_message_bytes,
+        )
+        app = create_app(services, web, hooks)
     except FlowbridgeError as exc:
         log.error("cannot start the web process: %s", exc)
         return 2
     mode = "local only, no authentication" if web.local_only else "authentication required"
-    log.info("web on http://%s:%d (%s)", web.host, web.port, mode)
+    signed = "signed URLs" if hooks.secret else "the web's credentials"
+    log.info("web on http://%s:%d (%s; webhooks: %s)", web.host, web.port, mode, signed)
     uvicorn.run(app, host=web.host, port=web.port, log_level="info", access_log=False)
     return 0

@@ -8,8 +8,9 @@
   loop goes on (``continue``) or ends (``break``), by ``params.condition`` over
   the run's scope; ``params.maxIterations`` ends a loop that would not.
 - ``webhook`` returns the URL and the event name an HTTP call for this node
-  will become (the HTTP API turns the call into that event); a ``wait`` on the
-  event is what waits, as in flowcraft.
+  will become (the web process's ``POST /webhooks/<run>/<node>`` turns the call
+  into that event; ``tasks.webhooks`` signs the URL); a ``wait`` on the event is
+  what waits, as in flowcraft.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tasks.builtins.base import (
     text_map_problem,
 )
 from tasks.errors import NodeError
+from tasks.webhooks import webhook_event
 
 __all__ = ["DEFAULT_MAX_ITERATIONS", "LoopController", "Subflow", "Webhook", "child_event"]
 
@@ -147,4 +149,4 @@ class Webhook(Builtin):
 
     def run(self, call: BuiltinCall) -> BuiltinResult:
         """The URL and event of this node (flowcraft: ``webhook:<node id>``)."""
-        return {"url": call.webhook_url(), "event": f"webhook:{call.node_id}"}, None
+        return {"url": call.webhook_url(), "event": webhook_event(call.node_id)}, None

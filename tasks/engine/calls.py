@@ -15,6 +15,7 @@ from tasks.engine.children import MAX_DEPTH, child_run, child_run_id, parent_lin
 from tasks.engine.inputs import RunData
 from tasks.engine.scope import Attempt
 from tasks.errors import NodeError, UnknownBlueprintError
+from tasks.webhooks import webhook_url
 
 __all__ = ["EngineCall"]
 
@@ -135,6 +136,8 @@ class EngineCall:
         return gather_outputs(self.att.scope, self.node_id, self.iteration)
 
     def webhook_url(self) -> str:
-        """``<FLOWBRIDGE_WEBHOOK_BASE_URL>/webhooks/<run id>/<node id>``."""
-        base = self.att.scope.rt.settings.webhook_base_url.rstrip("/")
-        return f"{base}/webhooks/{self.run_id}/{self.node_id}"
+        """``<FLOWBRIDGE_WEBHOOK_BASE_URL>/webhooks/<run id>/<node id>``, signed with a secret."""
+        settings = self.att.scope.rt.settings
+        return webhook_url(
+            settings.webhook_base_url, self.run_id, self.node_id, settings.webhook_secret
+        )

@@ -1,4 +1,4 @@
-"""Nodes and blueprints of the end-to-end tests of flowcraft's built-ins: subflow, batch, loop.
+"""Nodes and blueprints of the end-to-end tests of the built-ins: subflow, batch, loop, webhook.
 
 Imported by ``tests.apps.e2e_nodes`` (the workers' FLOWBRIDGE_APP). Side effects are
 counted in Redis as there (``effects:<name>``).
@@ -207,6 +207,21 @@ register_blueprint(
             {"source": "start", "target": "review"},
             {"source": "review", "target": "approve", "action": "approve"},
             {"source": "review", "target": "reject", "action": "reject"},
+        ],
+    }
+)
+# flowcraft's webhook pair: the URL node, the wait for its call, and a node after it.
+register_blueprint(
+    {
+        "id": "webhook",
+        "nodes": [
+            {"id": "hook", "uses": "webhook"},
+            {"id": "wait-for-call", "uses": "wait", "params": {"eventName": "webhook:hook"}},
+            {"id": "next", "uses": "passthrough"},
+        ],
+        "edges": [
+            {"source": "hook", "target": "wait-for-call"},
+            {"source": "wait-for-call", "target": "next"},
         ],
     }
 )
