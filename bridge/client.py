@@ -197,12 +197,15 @@ class Client:
         paused run goes on (``pause``).
 
         Raises:
-            RunStateError: without ``node``, no such run or it is not paused.
+            RunStateError: no such run, or it has finished; with ``node``, it is not a wait
+                or sleep node of the run; without, the run is not paused.
         """
         if node is None:
             self.commands.unpause(run_id, check=True)
             return None
-        return self.commands.resume(run_id, node, output=output, action=action, event_id=event_id)
+        return self.commands.resume(
+            run_id, node, output=output, action=action, event_id=event_id, check=True
+        )
 
     def retry(self, run_id: str, *from_nodes: str) -> None:
         """Publish a retry of finished run ``run_id`` from ``from_nodes`` (a new attempt).

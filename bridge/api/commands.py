@@ -109,6 +109,36 @@ class Commands:
                     status=run.status,
                 )
 
+    def check_resumable(self, run_id: str, node: str) -> None:
+        """Raise ``RunStateError`` unless the run is live and ``node`` is a wait or sleep of it."""
+        from tasks.builtins import builtin
+
+        self.check_reachable(run_id)
+        run = self.queries.record(run_id)
+        assert run is not None
+        if run.snapshot.get("kind") == "workflow":
+            raise RunStateError(
+                f"run {run_id!r} is a code workflow: it has no nodes to resume; send it an "
+                "event (flowbridge signal)",
+                run_id=run_id,
+                status=run.status,
+            )
+        specs = {str(n.get("id")): n for n in run.snapshot.get("nodes", []) if isinstance(n, dict)}
+        resumable = [
+            i
+            for i, n in specs.items()
+            if (b := builtin(str(n.get("uses")))) is not None
+            and b.resume_event(i, n.get("params") or {}) is not None
+        ]
+        if node not in resumable:
+            what = "has no node" if node not in specs else "cannot resume node"
+            raise RunStateError(
+                f"run {run_id!r} {what} {node!r}: only its wait and sleep nodes are resumed "
+                f"({', '.join(map(repr, resumable)) or 'it has none'})",
+                run_id=run_id,
+                status=run.status,
+            )
+
     def _check_status(self, run_id: str, allowed: frozenset[str], what: str) -> None:
         run = self.queries.record(run_id)
         if run is None:
@@ -137,7 +167,11 @@ class Commands:
     def unpause(self, run_id: str, *, check: bool = False) -> None:
         """Publish a resume of a paused run (``resume`` is a parked node's)."""
         if check:
-            self._check_status(run_id, frozenset({RUN_PAUSED}), "only a paused run is resumed")
+            self._check_status(
+                run_id,
+                frozenset({RUN_PAUSED}),
+                "only a paused run is resumed (a parked wait: name its node after the run id)",
+            )
         self._send("jobs", run_id, {"v": 1, "type": "resume", "run_id": run_id})
 
     def start(
@@ -203,7 +237,7 @@ class Commands:
         one ``event_id`` resume once.
         """
         if check:
-            self.check_reachable(run_id)
+            self.check_resumable(run_id, node)
         event_id = event_id or str(uuid.uuid4())
         msg: dict[str, Any] = {
             "v": 1,

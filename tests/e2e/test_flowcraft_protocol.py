@@ -88,3 +88,35 @@ def test_resume_of_a_finished_run_is_refused_by_the_cli(stack: Stack) -> None:
     )
     assert out.returncode == 1
     assert "is completed" in out.stderr
+
+
+def test_resume_names_what_is_wrong_with_the_node_or_the_run(stack: Stack) -> None:
+    """The mistakes of a new user, each answered at the CLI (exit 1 or 2), none published."""
+    handle = stack.client.start("review", {})
+    stack.wait_for(lambda: handle.status() == "waiting", what="the run to wait")
+
+    def resume(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "flowbridge"), "resume", handle.run_id, *args],
+            env=stack.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    typo = resume("reveiw", "--action", "approve")
+    assert typo.returncode == 1
+    assert "has no node 'reveiw': only its wait and sleep nodes are resumed ('review')" in (
+        typo.stderr
+    )
+    not_a_wait = resume("approve")
+    assert not_a_wait.returncode == 1 and "cannot resume node 'approve'" in not_a_wait.stderr
+    run_level = resume()
+    assert run_level.returncode == 1
+    assert "only a paused run is resumed (a parked wait: name its node" in run_level.stderr
+    options_without_node = resume("--action", "approve")
+    assert options_without_node.returncode == 2 and "name it after RUN_ID" in (
+        options_without_node.stderr
+    )
+    assert handle.status() == "waiting"
+    assert stack.read_topic("dlq", 1, timeout=2) == [], "nothing reached the bridge"
