@@ -7,16 +7,19 @@ belongs to the process that made it: the store makes a new one after a fork
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Final
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
 
 from state.errors import ConfigError, SchemaError, StateError
 from state.scylla.config import ScyllaConfig
 from state.scylla.schema import STATEMENTS
 
-__all__ = ["CONCURRENCY", "UNSET", "Row"]
+__all__ = ["CONCURRENCY", "UNSET", "Row", "StatementCounts", "statement_kind"]
 
 Row = dict[str, Any]
 
@@ -34,6 +37,65 @@ class _Unset:
 
 
 UNSET: Final = _Unset()
+
+
+#: What a statement is to the cluster: a read, a plain write, or a conditional write (Paxos).
+Kind = Literal["read", "write", "lwt"]
+
+
+@functools.cache
+def statement_kind(name: str) -> Kind:
+    """Whether the prepared statement ``name`` reads, writes plainly, or writes conditionally."""
+    cql = STATEMENTS[name]
+    if cql.lstrip().upper().startswith("SELECT"):
+        return "read"
+    return "lwt" if " IF " in cql else "write"
+
+
+@dataclass
+class StatementCounts:
+    """What one connection sent while counting: statements by kind and name, and round trips.
+
+    A round trip is one request the client waits for: one statement, one batch, or
+    one group of statements sent concurrently (``run_all``), since the group's
+    latency is about that of its slowest member. An LWT is one round trip here,
+    although the coordinator runs Paxos (about four replica round trips) for it.
+    """
+
+    reads: int = 0
+    writes: int = 0
+    lwts: int = 0
+    #: Batches sent (their statements are counted by kind too).
+    batches: int = 0
+    round_trips: int = 0
+    by_statement: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, names: Sequence[str], *, batch: bool = False) -> None:
+        """Count one round trip carrying the statements ``names``."""
+        with self._lock:
+            self.round_trips += 1
+            self.batches += batch
+            for name in names:
+                kind = statement_kind(name)
+                if kind == "read":
+                    self.reads += 1
+                elif kind == "write":
+                    self.writes += 1
+                else:
+                    self.lwts += 1
+                self.by_statement[name] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        """The totals as a plain dict (for tables and JSON)."""
+        with self._lock:
+            return {
+                "lwts": self.lwts,
+                "writes": self.writes,
+                "reads": self.reads,
+                "batches": self.batches,
+                "round_trips": self.round_trips,
+            }
 
 
 class _Ambiguous(Exception):
@@ -99,6 +161,8 @@ class _Conn:
         self._prepared: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._errors = _driver_errors()
+        #: Set while someone counts (``Session.counting``); None costs one test per request.
+        self.counts: StatementCounts | None = None
 
     def shutdown(self) -> None:
         """Close every connection of this Cluster."""
@@ -145,8 +209,11 @@ class _Conn:
         """Run statements concurrently; each result is its rows or its (translated) error."""
         profile = "serial" if serial else None
         out: list[list[Row] | Exception] = []
+        counts = self.counts
         for start in range(0, len(items), CONCURRENCY):
             chunk = items[start : start + CONCURRENCY]
+            if counts is not None:
+                counts.add([name for name, _ in chunk])
             futures = []
             for name, params in chunk:
                 bound = self.bind(name, params)

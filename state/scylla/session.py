@@ -6,18 +6,19 @@ prefork pool forks after import and a driver's threads do not survive a fork.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Final
 
 from state.records import OutboxMessage
 from state.rules import Event, runs
 from state.scylla.config import _MAX_TTL_S, ScyllaConfig
-from state.scylla.driver import Row, _Conn, _ok
+from state.scylla.driver import Row, StatementCounts, _Conn, _ok
 from state.scylla.effects import HistoryItem
 from state.scylla.rows import timeuuid
 
@@ -97,6 +98,20 @@ class Session:
                     self._conn = _Conn(self.config)
                 conn = self._conn
         return conn
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[StatementCounts]:
+        """Count what this process's connection sends inside the block (reads, LWTs, round trips).
+
+        For tests and the benchmark: the counter is off otherwise. Blocks do not nest.
+        """
+        conn = self.conn()
+        counts = StatementCounts()
+        conn.counts = counts
+        try:
+            yield counts
+        finally:
+            conn.counts = None
 
     def close(self) -> None:
         """Shut this process's Cluster down."""
