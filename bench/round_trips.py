@@ -129,7 +129,7 @@ def budget(store: ScyllaStore) -> dict[str, dict[str, float]]:
             raise RuntimeError(f"{run.blueprint_id} ended {run.status}")
     last = f"n{bench.apps.STEPS - 1:03d}"
     middle = [f"n{i:03d}" for i in range(1, bench.apps.STEPS - 1)]
-    branches = [t.label for t in fan.tasks if t.label.startswith("b")]
+    branches = [t.label for t in fan.tasks if t.label[:1] == "b" and t.label[1:].isdigit()]
 
     def one(t: TaskCount) -> dict[str, float]:
         return dict(zip(KINDS, map(float, t.row()), strict=True))

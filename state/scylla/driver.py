@@ -19,12 +19,14 @@ from state.errors import ConfigError, SchemaError, StateError
 from state.scylla.config import ScyllaConfig
 from state.scylla.schema import STATEMENTS
 
-__all__ = ["CONCURRENCY", "UNSET", "Row", "StatementCounts", "statement_kind"]
+__all__ = ["BATCH", "CONCURRENCY", "UNSET", "Row", "StatementCounts", "statement_kind"]
 
 Row = dict[str, Any]
 
 #: Statements in flight at once when a read or write fans out.
 CONCURRENCY: Final = 64
+#: The name of a ``run_all`` item that is an unlogged batch: its parameters are its statements.
+BATCH: Final = "batch"
 #: How long ``migrate`` waits for every node to report the new schema.
 SCHEMA_AGREEMENT_WAIT_S: Final = 60.0
 
@@ -71,11 +73,11 @@ class StatementCounts:
     by_statement: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def add(self, names: Sequence[str], *, batch: bool = False) -> None:
-        """Count one round trip carrying the statements ``names``."""
+    def add(self, names: Sequence[str], *, batches: int = 0) -> None:
+        """Count one round trip carrying the statements ``names`` (``batches`` of them batched)."""
         with self._lock:
             self.round_trips += 1
-            self.batches += batch
+            self.batches += batches
             for name in names:
                 kind = statement_kind(name)
                 if kind == "read":
@@ -181,7 +183,17 @@ class _Conn:
         return stmt
 
     def bind(self, name: str, params: Sequence[Any]) -> Any:
-        """Bind ``params`` to the prepared statement ``name`` (UNSET leaves a column alone)."""
+        """Bind ``params`` to the prepared statement ``name`` (UNSET leaves a column alone).
+
+        A ``BATCH`` item becomes one unlogged batch of its statements (``params``).
+        """
+        if name == BATCH:
+            from cassandra.query import BatchStatement, BatchType
+
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            for inner, values in params:
+                batch.add(self.bind(inner, values))
+            return batch
         values = [self.unset if v is UNSET else v for v in params]
         return self._statement(name).bind(values)
 
@@ -213,7 +225,10 @@ class _Conn:
         for start in range(0, len(items), CONCURRENCY):
             chunk = items[start : start + CONCURRENCY]
             if counts is not None:
-                counts.add([name for name, _ in chunk])
+                names = [
+                    n for name, p in chunk for n in ([i for i, _ in p] if name == BATCH else [name])
+                ]
+                counts.add(names, batches=sum(name == BATCH for name, _ in chunk))
             futures = []
             for name, params in chunk:
                 bound = self.bind(name, params)
@@ -240,7 +255,13 @@ class _Conn:
         reread: Callable[[], Row | None] | None,
     ) -> tuple[bool, Row | None]:
         """Run one conditional write: (applied, the LWT's result row or the SERIAL re-read)."""
-        result = self.run_all([(name, params)])[0]
+        return self.settle(self.run_all([(name, params)])[0], op, reread)
+
+    @staticmethod
+    def settle(
+        result: list[Row] | Exception, op: str | None, reread: Callable[[], Row | None] | None
+    ) -> tuple[bool, Row | None]:
+        """A conditional write's ``run_all`` result as (applied, its result row or the re-read)."""
         if isinstance(result, _Ambiguous):
             if reread is None:
                 raise StateError(f"a conditional write timed out: {result}; retry")

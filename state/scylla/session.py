@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
-from typing import Final
+from typing import Any, Final
 
 from state.records import OutboxMessage
 from state.rules import Event, runs
@@ -26,6 +26,10 @@ __all__ = ["MAX_CAS_ROUNDS", "Key", "Session"]
 
 #: Rounds of read-then-compare-and-set before a contended write gives up.
 MAX_CAS_ROUNDS: Final = 8
+#: How long a row this thread read stays good as the next operation's read (``recall``).
+RECENT_S: Final = 1.0
+#: Rows a thread keeps for ``recall`` (a task needs two or three).
+_RECENT_MAX: Final = 32
 
 #: A node record key: (run id, node id, iteration).
 Key = tuple[str, str, int]
@@ -67,6 +71,7 @@ class Session:
         #: Guards the write clock and the per-process caches below.
         self.ts_lock = threading.Lock()
         self._conn: _Conn | None = None
+        self._recent = threading.local()
         self._last_us = 0
         #: (status, bucket) pairs whose directory entry this process wrote.
         self.bucket_dirs: set[tuple[str, int]] = set()
@@ -89,6 +94,7 @@ class Session:
             self._lock = threading.Lock()
             self.ts_lock = threading.Lock()
             self._conn = None
+            self._recent = threading.local()
             self.bucket_dirs = set()
             self.outbox_locs = {}
         conn = self._conn
@@ -119,6 +125,37 @@ class Session:
         if conn is not None and self._pid == os.getpid():
             conn.shutdown()
         self._conn = None
+
+    # --- rows this thread just read or wrote ------------------------------------------------
+    def remember(self, key: tuple[Any, ...], value: Any) -> None:
+        """Keep what this thread just read (or wrote) under ``key`` for the next operation.
+
+        An engine task reads the run and the node, then claims the node, then completes
+        it: the claim need not read them again, nor the completion the row the claim
+        wrote. Such a row is only ever a compare-and-set's expectation or a liveness
+        hint, exactly as a fresh non-SERIAL read is: if it is stale, the conditional
+        write fails and the row is read again at SERIAL.
+        """
+        rows: dict[tuple[Any, ...], tuple[Any, float]] | None = getattr(self._recent, "rows", None)
+        if rows is None:
+            rows = self._recent.rows = {}
+        elif len(rows) >= _RECENT_MAX:
+            rows.clear()
+        rows[key] = (value, time.monotonic())
+
+    def recall(self, key: tuple[Any, ...], max_age_s: float = RECENT_S) -> Any:
+        """What ``remember`` kept under ``key`` in this thread, once, if it is recent enough."""
+        rows: dict[tuple[Any, ...], tuple[Any, float]] | None = getattr(self._recent, "rows", None)
+        got = rows.pop(key, None) if rows else None
+        if got is None or time.monotonic() - got[1] > max_age_s:
+            return None
+        return got[0]
+
+    def forget(self, key: tuple[Any, ...]) -> None:
+        """Drop what ``remember`` kept under ``key`` (this thread changed that row)."""
+        rows = getattr(self._recent, "rows", None)
+        if rows:
+            rows.pop(key, None)
 
     # --- time -----------------------------------------------------------------------------
     def now(self) -> tuple[float, int]:
