@@ -28,6 +28,7 @@ from bench.report import (
     write_json,
 )
 from bench.scenarios import Ctx, FanOut, IndependentRuns, LinearChain, Scenario
+from bench.store_scenarios import StoreRatio
 
 __all__ = ["main"]
 
@@ -40,6 +41,7 @@ ALL: dict[str, Scenario] = {
         BridgeIngest(),
         StartLatency(),
         VersusDbos(),
+        StoreRatio(),
     )
 }
 PROFILABLE = ("chain", "runs", "fanout", "ingest")

@@ -74,6 +74,14 @@ class StateStore(Protocol):
         skip decoding it again (it dominated a wide fan-out's worker time).
         """
 
+    def get_run_and_node(
+        self, run_id: str, node_id: str, iteration: int = 0, *, snapshot: bool = True
+    ) -> tuple[Run | None, NodeState | None]:
+        """``get_run`` and ``get_node`` at once (concurrently, where a store can).
+
+        What an engine task reads first: the run (is it live, not paused?) and its node.
+        """
+
     def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[Run]:
         """List recent runs, newest first, optionally with one status."""
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from state import open_store
 from state.protocol import StateStore
-from state.records import Run
+from state.records import NodeState, Run
 from tasks.blueprint import Blueprint
 from tasks.constants import SNAPSHOT_CACHE_SIZE
 from tasks.metrics import Metrics, NullMetrics
@@ -85,6 +85,19 @@ class Runtime:
             # A cancel marker (a cancel before its start) has no snapshot and no blueprint.
             return run, (self.blueprint_of(run) if run.snapshot else None)
         return run, bp
+
+    def load_task(
+        self, run_id: str, node_id: str, iteration: int
+    ) -> tuple[Run, Blueprint | None, NodeState | None] | None:
+        """``load_run`` and the node's record, read together (a node task's first read)."""
+        with self._lock:
+            bp = self._snapshots.get(run_id)
+        run, node = self.store.get_run_and_node(run_id, node_id, iteration, snapshot=bp is None)
+        if run is None:
+            return None
+        if bp is None:
+            return run, (self.blueprint_of(run) if run.snapshot else None), node
+        return run, bp, node
 
     def blueprint_of(self, run: Run) -> Blueprint:
         """The blueprint snapshot the run started with (immutable, so cached per run)."""

@@ -97,6 +97,12 @@ class MemoryStore(TransactionalStore):
                 return None
             return run_of(row if snapshot else replace(row, snapshot="{}"))
 
+    def get_run_and_node(
+        self, run_id: str, node_id: str, iteration: int = 0, *, snapshot: bool = True
+    ) -> tuple[Run | None, NodeState | None]:
+        """The run and one node record (two reads: each is a local lookup here)."""
+        return self.get_run(run_id, snapshot=snapshot), self.get_node(run_id, node_id, iteration)
+
     def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[Run]:
         """Recent runs: newest created first, or for one status, latest progress first."""
         with self._locked() as db:

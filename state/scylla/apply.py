@@ -27,7 +27,7 @@ from state.scylla.retention import Retention
 from state.scylla.rows import padded, pending_effects, view_of
 from state.scylla.schema import TIMER_SHARDS
 from state.scylla.session import MAX_CAS_ROUNDS, Key, Session
-from state.scylla.writes import Writes
+from state.scylla.writes import Statement, Writes, batched
 
 __all__ = ["RUN_CAS_ROUNDS", "Applier", "backoff"]
 
@@ -65,46 +65,69 @@ class Applier:
         self, run_id: str, iteration: int, ids: Sequence[str], status: str, at: float, ttl: int
     ) -> None:
         """Create node records that have none (who creates them does not matter)."""
-        if not ids:
+        self.create_records(run_id, [(iteration, n, status) for n in ids], at, ttl)
+
+    def create_records(
+        self,
+        run_id: str,
+        records: Sequence[tuple[int, str, str]],
+        at: float,
+        ttl: int,
+        beside: Sequence[Statement] = (),
+    ) -> None:
+        """Create records (iteration, node id, status) that have none, in one round trip.
+
+        ``beside``: plain writes sent in the same round trip (they must not depend on it).
+        """
+        if not records and not beside:
             return
-        items = [
-            ("node_create", (ttl, status, at, uuid.uuid4().hex, UNSET, run_id, n, iteration))
-            for n in ids
+        items: list[Statement] = [
+            ("node_create", (ttl, status, at, uuid.uuid4().hex, UNSET, run_id, n, it))
+            for it, n, status in dict.fromkeys(records)
         ]
         c = self.s.conn()
-        for (_, params), result in zip(items, c.run_all(items), strict=True):
+        results = c.run_all([*items, *beside])
+        _ok(results[len(items) :])
+        for (_, params), result in zip(items, results, strict=False):
             if isinstance(result, _Ambiguous):
+                node_id, it = params[6], params[7]
                 for _ in range(MAX_CAS_ROUNDS):
-                    reread = functools.partial(
-                        self.s.node_row, run_id, params[6], iteration, serial=True
-                    )
+                    reread = functools.partial(self.s.node_row, run_id, node_id, it, serial=True)
                     found = reread()
                     if found is not None and found.get("status") is not None:
                         break
                     c.lwt("node_create", params, None, reread)
                 else:
-                    raise StateError(f"run {run_id!r}: creating node {params[6]!r} timed out")
+                    raise StateError(f"run {run_id!r}: creating node {node_id!r} timed out")
             elif isinstance(result, Exception):
                 raise result
 
-    def apply_node(self, key: Key, eff: Effects, op: str, run: Row | None) -> None:
-        """Apply a node write's effects (the live-run parts only on a live run), then mark them."""
+    def apply_node(
+        self, key: Key, eff: Effects, op: str, run: Row | None, *, mark: bool = True
+    ) -> None:
+        """Apply a node write's effects (the live-run parts only on a live run), then mark them.
+
+        ``mark=False`` leaves them unmarked: for a claim, whose effects (its history event,
+        progress) are replaced by the completion's a moment later; a reader meanwhile
+        applies them again (they are idempotent) and marks them.
+        """
         run_id, _, iteration = key
         # Checked again here, not only when staged: a repair may come after the run finished.
         live = run is not None and runs.live(run["status"])
         ttl = self.s.ttl_for(run)
         c = self.s.conn()
         writes = self.w.history(run_id, eff.history, eff.at, ttl, eff.ts)
+        arrivals: list[Statement] = []
         if live and run is not None:
             joins = [a[0] for a in eff.arrivals]
             fallback = [eff.fallback] if eff.fallback is not None else []
-            # The directory first: every record and arrival set must be findable by retention.
+            # Sent before the records and arrivals (below): every record and arrival set must
+            # be findable by retention. History, context and progress need no order.
             ids = [*eff.pending, *eff.skipped, *joins, *fallback]
-            dirs = self.w.directory(run_id, iteration, ids, eff.at, 0, eff.ts)
+            writes += self.w.directory(run_id, iteration, ids, eff.at, 0, eff.ts)
             for node_id, at_iteration in eff.pending_at:
-                dirs += self.w.directory(run_id, at_iteration, [node_id], eff.at, 0, eff.ts)
-            _ok(c.run_all(dirs))
-            writes += [
+                writes += self.w.directory(run_id, at_iteration, [node_id], eff.at, 0, eff.ts)
+            arrivals = [
                 ("arrival_put", (run_id, j, iteration, pred, outcome, 0, eff.ts))
                 for j, pred, outcome in eff.arrivals
             ]
@@ -116,15 +139,22 @@ class Applier:
             writes += self.w.outbox(eff.outbox, eff.ts)
             if eff.touch or eff.fallback is not None:
                 writes += self.w.touch(run, eff.at, eff.ts)
-        _ok(c.run_all(writes))
+        if eff.timer is not None:
+            # The fired timer's hint (best effort: a hint written by a host whose clock is ahead
+            # survives this delete, and due_timers deletes it when it finds it stale).
+            bucket, due_at, park_op = eff.timer
+            shard = shard_of(run_id, TIMER_SHARDS)
+            writes.append(("timer_del", (eff.ts, bucket, shard, due_at, *key, park_op)))
+        _ok(c.run_all(batched(writes)))
         if live:
-            self.create_nodes(run_id, iteration, eff.pending, NodeStatus.PENDING, eff.at, 0)
-            self.create_nodes(run_id, iteration, eff.skipped, NodeStatus.SKIPPED, eff.at, 0)
-            for node_id, at_iteration in eff.pending_at:
-                self.create_nodes(run_id, at_iteration, [node_id], NodeStatus.PENDING, eff.at, 0)
+            # The directory is written: the records and arrivals go together, one round trip.
+            records = [(iteration, n, NodeStatus.PENDING) for n in eff.pending]
+            records += [(iteration, n, NodeStatus.SKIPPED) for n in eff.skipped]
+            records += [(at_it, n, NodeStatus.PENDING) for n, at_it in eff.pending_at]
             if eff.fallback is not None:  # staged by an older release (now a pending record)
-                self.create_nodes(run_id, iteration, [eff.fallback], NodeStatus.PENDING, eff.at, 0)
-            elif eff.fail_run is not None:
+                records.append((iteration, eff.fallback, NodeStatus.PENDING))
+            self.create_records(run_id, records, eff.at, 0, beside=arrivals)
+            if eff.fallback is None and eff.fail_run is not None:
                 f = eff.fail_run
                 failed, _ = self.transition(
                     run_id, lambda v: runs.fail_run(v, error=f.error, outbox=f.outbox)
@@ -132,15 +162,10 @@ class Applier:
                 if failed:
                     ttl = self.s.ttl  # the run's rows now expire: so does this mark
             if eff.wake_run:
-                self.wake_run(run_id)
-        if eff.timer is not None:
-            # The fired timer's hint (best effort: a hint written by a host whose clock is ahead
-            # survives this delete, and due_timers deletes it when it finds it stale).
-            bucket, due_at, park_op = eff.timer
-            shard = shard_of(run_id, TIMER_SHARDS)
-            c.execute("timer_del", (eff.ts, bucket, shard, due_at, *key, park_op))
-        # Stamped with the op's time: a late duplicate mark loses to the retention rewrite.
-        c.execute("node_effects_done", (ttl, eff.ts, {op}, *key))
+                self.wake_run(run_id, guess=run)
+        if mark and not eff.empty:  # empty effects are never pending: nothing to mark
+            # Stamped with the op's time: a late duplicate mark loses to the retention rewrite.
+            c.execute("node_effects_done", (ttl, eff.ts, {op}, *key))
 
     def repair_node(self, row: Row, run: Row | None = None, *, reread_run: bool = True) -> None:
         """Apply a node row's unapplied effects, if any (the repair path)."""
@@ -159,9 +184,9 @@ class Applier:
             self._apply_retry(run_id, eff)
         terminal = eff.index is not None and eff.index.status in RUN_TERMINAL
         ttl = self.s.ttl if terminal else 0
-        if eff.start_nodes:
-            _ok(c.run_all(self.w.directory(run_id, 0, eff.start_nodes, eff.at, ttl, eff.ts)))
-        writes = self.w.history(run_id, eff.history, eff.at, ttl, eff.ts)
+        # The start nodes' directory entries go before their records (retention finds them).
+        writes = self.w.directory(run_id, 0, eff.start_nodes, eff.at, ttl, eff.ts)
+        writes += self.w.history(run_id, eff.history, eff.at, ttl, eff.ts)
         writes += self.w.outbox(eff.outbox, eff.ts)
         # A new run's context (its creation's effects): stamped with the creation's time.
         writes += [
@@ -171,13 +196,14 @@ class Applier:
         if eff.index is not None:
             writes += self.w.index(run_id, eff.index, eff.ts)
             writes.append(("run_progress", (self.s.ttl, eff.ts, eff.at, eff.index.bucket, run_id)))
-        _ok(c.run_all(writes))
+        _ok(c.run_all(batched(writes)))
         self.create_nodes(run_id, 0, eff.start_nodes, NodeStatus.PENDING, eff.at, ttl)
         if eff.cancel_nodes is not None:
             self.cancel_nodes(run_id, eff.cancel_nodes, eff.at)
         if eff.finish:
             self.expire_run(run_id)
-        c.execute("run_effects_done", (ttl, eff.ts, {op}, run_id))
+        if not eff.empty:  # empty effects (a wake that only changes the token) are never pending
+            c.execute("run_effects_done", (ttl, eff.ts, {op}, run_id))
 
     def _apply_retry(self, run_id: str, eff: Effects) -> None:
         """A retry's effects: reset records, drop their arrivals, lift the TTL, create pending.
@@ -209,8 +235,7 @@ class Applier:
         if eff.revive:
             revive = Retention(self.s, ttl=0)
             dirs, rows = revive.node_rows(run_id)
-            for row in rows:
-                revive.expire_node(row)
+            revive.expire_nodes(rows)
             revive.expire_rest(run_id, dirs)
         ids = [*eff.retry_pending, *eff.skipped, *(a[0] for a in eff.arrivals)]
         if ids:
@@ -234,7 +259,7 @@ class Applier:
         dirs, rows = self.retention.node_rows(run_id)
         for row in rows:
             self.repair_node(row)  # a finished run: only the history part applies
-            self.retention.expire_node(row)
+        self.retention.expire_nodes(rows)
         self.retention.expire_rest(run_id, dirs)
 
     # --- the run row's conditional writes -------------------------------------------------
@@ -245,6 +270,7 @@ class Applier:
 
         A fenced change makes the fence part of the condition, not just checked before.
         """
+        self.s.forget(("run", run_id))  # what this thread read of it is about to be stale
         row = before if before is not None else self.s.run_row(run_id)
         for _ in range(MAX_CAS_ROUNDS):
             view = view_of(row)
@@ -298,6 +324,7 @@ class Applier:
         unapplied effects are applied first, since this write replaces them.
         """
         run_id = row["run_id"]
+        self.s.forget(("run", run_id))  # what this thread read of it is about to be stale
         self.repair_run(row)
         op = uuid.uuid4().hex
         params = (
@@ -323,17 +350,23 @@ class Applier:
         eff = self.w.run_effects(change, at=at, ts=ts, row=row)
         return self.cas_run(row, eff, status=UNSET if change.status is None else change.status)
 
-    def wake_run(self, run_id: str) -> None:
+    def wake_run(self, run_id: str, *, guess: Row | None = None) -> None:
         """A parked node was woken: a ``waiting`` run becomes ``running``.
 
         A run that is not waiting still gets a new token (an LWT that changes
         nothing else): a suspend that read "nothing runs" before this wake and
         is about to move the run to ``waiting`` then fails its compare-and-set,
-        reads the nodes again and sees this one.
+        reads the nodes again and sees this one. ``guess``: the run row as the
+        caller read it a moment ago (the compare-and-set checks it; a row that says
+        there is nothing to wake is read again).
         """
-        row = self.s.run_row(run_id)
+        row = guess if guess is not None else self.s.run_row(run_id)
         for round_ in range(RUN_CAS_ROUNDS):
             change = runs.wake_run(view_of(row))
+            if (row is None or not change.applied) and guess is not None:
+                guess = None
+                row = self.s.run_row(run_id, serial=True)
+                change = runs.wake_run(view_of(row))
             if row is None or not change.applied:
                 return
             if self.flip(row, change):

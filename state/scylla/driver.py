@@ -7,21 +7,26 @@ belongs to the process that made it: the store makes a new one after a fork
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Final
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
 
 from state.errors import ConfigError, SchemaError, StateError
 from state.scylla.config import ScyllaConfig
 from state.scylla.schema import STATEMENTS
 
-__all__ = ["CONCURRENCY", "UNSET", "Row"]
+__all__ = ["BATCH", "CONCURRENCY", "UNSET", "Row", "StatementCounts", "statement_kind"]
 
 Row = dict[str, Any]
 
 #: Statements in flight at once when a read or write fans out.
 CONCURRENCY: Final = 64
+#: The name of a ``run_all`` item that is an unlogged batch: its parameters are its statements.
+BATCH: Final = "batch"
 #: How long ``migrate`` waits for every node to report the new schema.
 SCHEMA_AGREEMENT_WAIT_S: Final = 60.0
 
@@ -34,6 +39,65 @@ class _Unset:
 
 
 UNSET: Final = _Unset()
+
+
+#: What a statement is to the cluster: a read, a plain write, or a conditional write (Paxos).
+Kind = Literal["read", "write", "lwt"]
+
+
+@functools.cache
+def statement_kind(name: str) -> Kind:
+    """Whether the prepared statement ``name`` reads, writes plainly, or writes conditionally."""
+    cql = STATEMENTS[name]
+    if cql.lstrip().upper().startswith("SELECT"):
+        return "read"
+    return "lwt" if " IF " in cql else "write"
+
+
+@dataclass
+class StatementCounts:
+    """What one connection sent while counting: statements by kind and name, and round trips.
+
+    A round trip is one request the client waits for: one statement, one batch, or
+    one group of statements sent concurrently (``run_all``), since the group's
+    latency is about that of its slowest member. An LWT is one round trip here,
+    although the coordinator runs Paxos (about four replica round trips) for it.
+    """
+
+    reads: int = 0
+    writes: int = 0
+    lwts: int = 0
+    #: Batches sent (their statements are counted by kind too).
+    batches: int = 0
+    round_trips: int = 0
+    by_statement: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, names: Sequence[str], *, batches: int = 0) -> None:
+        """Count one round trip carrying the statements ``names`` (``batches`` of them batched)."""
+        with self._lock:
+            self.round_trips += 1
+            self.batches += batches
+            for name in names:
+                kind = statement_kind(name)
+                if kind == "read":
+                    self.reads += 1
+                elif kind == "write":
+                    self.writes += 1
+                else:
+                    self.lwts += 1
+                self.by_statement[name] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        """The totals as a plain dict (for tables and JSON)."""
+        with self._lock:
+            return {
+                "lwts": self.lwts,
+                "writes": self.writes,
+                "reads": self.reads,
+                "batches": self.batches,
+                "round_trips": self.round_trips,
+            }
 
 
 class _Ambiguous(Exception):
@@ -99,6 +163,8 @@ class _Conn:
         self._prepared: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._errors = _driver_errors()
+        #: Set while someone counts (``Session.counting``); None costs one test per request.
+        self.counts: StatementCounts | None = None
 
     def shutdown(self) -> None:
         """Close every connection of this Cluster."""
@@ -117,7 +183,17 @@ class _Conn:
         return stmt
 
     def bind(self, name: str, params: Sequence[Any]) -> Any:
-        """Bind ``params`` to the prepared statement ``name`` (UNSET leaves a column alone)."""
+        """Bind ``params`` to the prepared statement ``name`` (UNSET leaves a column alone).
+
+        A ``BATCH`` item becomes one unlogged batch of its statements (``params``).
+        """
+        if name == BATCH:
+            from cassandra.query import BatchStatement, BatchType
+
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            for inner, values in params:
+                batch.add(self.bind(inner, values))
+            return batch
         values = [self.unset if v is UNSET else v for v in params]
         return self._statement(name).bind(values)
 
@@ -145,8 +221,14 @@ class _Conn:
         """Run statements concurrently; each result is its rows or its (translated) error."""
         profile = "serial" if serial else None
         out: list[list[Row] | Exception] = []
+        counts = self.counts
         for start in range(0, len(items), CONCURRENCY):
             chunk = items[start : start + CONCURRENCY]
+            if counts is not None:
+                names = [
+                    n for name, p in chunk for n in ([i for i, _ in p] if name == BATCH else [name])
+                ]
+                counts.add(names, batches=sum(name == BATCH for name, _ in chunk))
             futures = []
             for name, params in chunk:
                 bound = self.bind(name, params)
@@ -173,7 +255,13 @@ class _Conn:
         reread: Callable[[], Row | None] | None,
     ) -> tuple[bool, Row | None]:
         """Run one conditional write: (applied, the LWT's result row or the SERIAL re-read)."""
-        result = self.run_all([(name, params)])[0]
+        return self.settle(self.run_all([(name, params)])[0], op, reread)
+
+    @staticmethod
+    def settle(
+        result: list[Row] | Exception, op: str | None, reread: Callable[[], Row | None] | None
+    ) -> tuple[bool, Row | None]:
+        """A conditional write's ``run_all`` result as (applied, its result row or the re-read)."""
         if isinstance(result, _Ambiguous):
             if reread is None:
                 raise StateError(f"a conditional write timed out: {result}; retry")

@@ -28,10 +28,10 @@ from state.records import (
 )
 from state.rules import Verdict, nodes
 from state.scylla.apply import Applier
-from state.scylla.driver import _ok
+from state.scylla.driver import Row, _ok
 from state.scylla.effects import encode_effects
 from state.scylla.rows import node_of, pending_effects, unset
-from state.scylla.session import MAX_CAS_ROUNDS, Session
+from state.scylla.session import MAX_CAS_ROUNDS, Session, _row
 from state.scylla.writes import Writes
 
 __all__ = ["Nodes"]
@@ -50,6 +50,16 @@ class Nodes:
         """Read one node record (applying its unapplied effects first)."""
         return self.get_nodes(run_id, [node_id], iteration).get(node_id)
 
+    def node_from(
+        self, run_id: str, node_id: str, iteration: int, row: Row | None
+    ) -> NodeState | None:
+        """``get_node`` of a node row just read (read again if it had effects to apply)."""
+        if row is not None and pending_effects(row) is not None:
+            return self.get_node(run_id, node_id, iteration)
+        if row is not None:
+            self.s.remember(("node", run_id, node_id, iteration), row)
+        return node_of(row)
+
     def get_nodes(
         self, run_id: str, node_ids: Sequence[str], iteration: int = 0
     ) -> dict[str, NodeState]:
@@ -64,6 +74,9 @@ class Nodes:
             # again: no reader may act on a completion whose successors are not written yet.
             pending = [r for r in rows if pending_effects(r) is not None]
             if not pending:
+                if len(ids) == 1 and rows:
+                    # A task's own node, which it may claim next (``begin_attempt``).
+                    self.s.remember(("node", run_id, ids[0], iteration), rows[0])
                 return {r["node_id"]: n for r in rows if (n := node_of(r)) is not None}
             for row in pending:
                 self.fx.repair_node(row)
@@ -87,7 +100,10 @@ class Nodes:
         is first created ``pending`` (``IF NOT EXISTS``, listed in the run's directory).
         """
         key = (run_id, node_id, iteration)
-        run, row = self.s.run_and_node(*key)
+        # What this task's ``get_run`` and ``get_node`` read a moment ago; else read them now.
+        run, row = self.s.recall(("run", run_id)), self.s.recall(("node", *key))
+        if run is None or row is None:
+            run, row = self.s.run_and_node(*key)
         if row is None and create and run is not None:
             at, ts = self.s.now()
             ttl = self.s.ttl_for(run)
@@ -119,7 +135,19 @@ class Nodes:
             reread = functools.partial(self.s.node_row, *key, serial=True)
             applied, _ = self.s.conn().lwt("node_begin", params, op, reread)
             if applied:
-                self.fx.apply_node(key, eff, op, run)
+                # Left unmarked: the completion replaces these effects (and marks its own).
+                self.fx.apply_node(key, eff, op, run, mark=False)
+                written = {
+                    **row,
+                    "status": claimed.status,
+                    "attempts": claimed.attempts,
+                    "deliveries": claimed.deliveries,
+                    "updated_at": at,
+                    "lwt_op": op,
+                    "effects": params[5],
+                }
+                # The completion of this attempt expects exactly this row: it need not read it.
+                self.s.remember(("claimed", *key), (written, run))
                 return claimed
             row = reread()
         raise StateError(f"run {run_id!r}: node {node_id!r} start lost {MAX_CAS_ROUNDS} races")
@@ -128,7 +156,15 @@ class Nodes:
         """Apply a node completion once; a duplicate re-applies the stored effects (the repair)."""
         cp = completion
         key = (cp.run_id, cp.node_id, cp.iteration)
-        run, row = self.s.run_and_node(*key)
+        c = self.s.conn()
+        # The row this attempt's claim wrote, and the run as the claim saw it: the run is read
+        # again beside the conditional write (its TTL is the claim's run's, fixed below).
+        claimed = self.s.recall(("claimed", *key), max_age_s=float("inf"))
+        if claimed is not None:
+            row, run = claimed
+        else:
+            run, row = self.s.run_and_node(*key)
+        fresh = claimed is None
         run_status = run["status"] if run is not None else RunStatus.FAILED
         for _ in range(MAX_CAS_ROUNDS):
             at, ts = self.s.now()
@@ -137,7 +173,7 @@ class Nodes:
             # retry that made the run live meanwhile applies them again (``Runs.retry_run``).
             change = nodes.complete(node_of(row), None if run is None else "running", cp, now=at)
             if row is not None and change.verdict is Verdict.REFUSED:
-                self.fx.repair_node(row, run, reread_run=False)
+                self.fx.repair_node(row, run, reread_run=not fresh)
                 stored_node = node_of(row)
                 assert stored_node is not None
                 return CommitResult(applied=False, node=stored_node, run_status=run_status)
@@ -163,7 +199,20 @@ class Nodes:
                 name = "node_complete_keep"
                 params = (*common, at, op, encode_effects(eff), *key, cp.attempt)
             reread = functools.partial(self.s.node_row, *key, serial=True)
-            applied, _ = self.s.conn().lwt(name, params, op, reread)
+            if fresh:
+                applied, _ = c.lwt(name, params, op, reread)
+            else:
+                lwt, runs_ = c.run_all([(name, params), ("run_get", (cp.run_id,))])
+                applied, _ = c.settle(lwt, op, reread)
+                ttl = params[0]
+                run = _row(_ok([runs_])[0])
+                run_status = run["status"] if run is not None else RunStatus.FAILED
+                fresh = True
+                if applied and self.s.ttl_for(run) != ttl:
+                    # The run finished while the node ran: the row gets the run's TTL too.
+                    self.fx.retention.expire_node(
+                        {"run_id": key[0], "node_id": key[1], "iteration": key[2]}
+                    )
             if applied:
                 self.fx.apply_node(key, eff, op, run)
                 return CommitResult(applied=True, node=done, run_status=run_status)
@@ -290,7 +339,8 @@ class Nodes:
     def fire_join(self, run_id: str, join_id: str, iteration: int = 0) -> bool:
         """Create the join's pending record once (``IF status = null``: only if it has none)."""
         key = (run_id, join_id, iteration)
-        run = self.s.run_row(run_id)
+        # The chord body read the run a moment ago (only the TTL and liveness depend on it).
+        run = self.s.recall(("run", run_id)) or self.s.run_row(run_id)
         at, ts = self.s.now()
         change = nodes.fire_join(key, now=at)
         assert change.node is not None

@@ -11,11 +11,13 @@ The caller repairs each node row's unapplied effects before its rewrite
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, Final
 
 from state.scylla.driver import Row, _Ambiguous, _Conn, _ok
 from state.scylla.rows import unset as _u
 from state.scylla.session import MAX_CAS_ROUNDS, Key, Session
+from state.scylla.writes import batched
 
 __all__ = ["MARK_MARGIN_US", "Retention"]
 
@@ -131,7 +133,7 @@ class Retention:
                     (run_id, d["iteration"], d["node_id"], d["at"], ttl, max(now_ts, d["wt"] + 1)),
                 )
             )
-        _ok(c.run_all(writes))
+        _ok(c.run_all(batched(writes)))
         self._expire_inbox(run_id)
         self._expire_row("run", (run_id,))
 
@@ -176,83 +178,107 @@ class Retention:
 
     def _expire_row(self, kind: str, key: tuple[Any, ...]) -> None:
         """Rewrite a run or node row's LWT columns with the TTL (compare-and-set on ``lwt_op``)."""
+        self._expire_rows(kind, [key])
+
+    def expire_nodes(self, rows: Sequence[Row]) -> None:
+        """``expire_node`` of several rows, each step of all of them at once (three round trips)."""
+        self._expire_rows("node", [(r["run_id"], r["node_id"], r["iteration"]) for r in rows])
+
+    def _rewrite(self, kind: str, key: tuple[Any, ...], r: Row) -> tuple[Any, ...]:
+        """The ``<kind>_rewrite`` parameters: the row as read, again, with the TTL."""
+        if kind == "node":
+            return (
+                self._ttl,
+                r["status"],
+                r["attempts"],
+                r["deliveries"],
+                _u(r["output"]),
+                _u(r["action"]),
+                _u(r["edges_taken"]),
+                _u(r["error"]),
+                r["updated_at"],
+                r["lwt_op"],
+                _u(r["effects"]),
+                _u(r.get("wait_event")),
+                _u(r.get("wait_due")),
+                _u(r.get("wait_bucket")),
+                _u(r.get("wait_op")),
+                _u(r.get("woken")),
+                _u(r.get("woke_event")),
+                *key,
+                r["lwt_op"],
+            )
+        return (
+            self._ttl,
+            _u(r["blueprint_id"]),
+            _u(r["version"]),
+            _u(r["input"]),
+            _u(r["snapshot"]),
+            _u(r["created_at"]),
+            r["status"],
+            _u(r["status_at"]),
+            _u(r["output"]),
+            _u(r["error"]),
+            _u(r["fence"]),
+            _u(r["reconciled_at"]),
+            _u(r.get("attempt")),
+            r["lwt_op"],
+            _u(r["effects"]),
+            _u(r.get("parent")),
+            *key,
+            r["lwt_op"],
+        )
+
+    def _marks(self, kind: str, key: tuple[Any, ...], r: Row) -> list[tuple[str, tuple[Any, ...]]]:
+        """What follows a rewrite that applied: the row marker and the effects marks, with TTL."""
+        marker_ts = max(self.s.now()[1], (r.get("status_wt") or 0) + 1)
+        writes: list[tuple[str, tuple[Any, ...]]] = [
+            # The INSERT that created the row gave it a row marker without a TTL; a newer
+            # marker with one replaces it (it must be newer than the creating write).
+            (f"{kind}_marker", (*key, self._ttl, marker_ts)),
+        ]
+        if r.get("effects_done"):
+            # Set elements have no readable WRITETIME on Cassandra 4: stamp them a little
+            # in the future so that a late duplicate mark (stamped with its op's time,
+            # which is older) cannot land on top without a TTL.
+            done_ts = marker_ts + MARK_MARGIN_US
+            writes.append(
+                (f"{kind}_effects_done", (self._ttl, done_ts, set(r["effects_done"]), *key))
+            )
+        return writes
+
+    def _expire_rows(self, kind: str, keys: Sequence[tuple[Any, ...]]) -> None:
+        """Rewrite run or node rows with the TTL: read all at SERIAL, rewrite all, mark all."""
         c = self._c()
+        todo = list(dict.fromkeys(keys))
         for _ in range(MAX_CAS_ROUNDS):
-            rows = c.execute(f"{kind}_get", key, serial=True)  # the current token, at SERIAL
-            if not rows or rows[0].get("status") is None:
+            if not todo:
                 return
-            r = rows[0]
-            if kind == "node":
-                params: tuple[Any, ...] = (
-                    self._ttl,
-                    r["status"],
-                    r["attempts"],
-                    r["deliveries"],
-                    _u(r["output"]),
-                    _u(r["action"]),
-                    _u(r["edges_taken"]),
-                    _u(r["error"]),
-                    r["updated_at"],
-                    r["lwt_op"],
-                    _u(r["effects"]),
-                    _u(r.get("wait_event")),
-                    _u(r.get("wait_due")),
-                    _u(r.get("wait_bucket")),
-                    _u(r.get("wait_op")),
-                    _u(r.get("woken")),
-                    _u(r.get("woke_event")),
-                    *key,
-                    r["lwt_op"],
-                )
-            else:
-                params = (
-                    self._ttl,
-                    _u(r["blueprint_id"]),
-                    _u(r["version"]),
-                    _u(r["input"]),
-                    _u(r["snapshot"]),
-                    _u(r["created_at"]),
-                    r["status"],
-                    _u(r["status_at"]),
-                    _u(r["output"]),
-                    _u(r["error"]),
-                    _u(r["fence"]),
-                    _u(r["reconciled_at"]),
-                    _u(r.get("attempt")),
-                    r["lwt_op"],
-                    _u(r["effects"]),
-                    _u(r.get("parent")),
-                    *key,
-                    r["lwt_op"],
-                )
-            result = c.run_all([(f"{kind}_rewrite", params)])[0]
-            if isinstance(result, _Ambiguous):
-                continue  # the rewrite is idempotent (lwt_op is unchanged): just do it again
-            if isinstance(result, Exception):
-                raise result
-            if not result or not result[0].get("[applied]"):
-                continue  # a conditional write got in between: read again
-            tail = (*key,)
-            marker_ts = max(self.s.now()[1], (r.get("status_wt") or 0) + 1)
-            writes: list[tuple[str, tuple[Any, ...]]] = [
-                # The INSERT that created the row gave it a row marker without a TTL; a newer
-                # marker with one replaces it (it must be newer than the creating write).
-                (f"{kind}_marker", (*tail, self._ttl, marker_ts)),
+            # The current tokens, at SERIAL.
+            read = _ok(c.run_all([(f"{kind}_get", k) for k in todo], serial=True))
+            found = [
+                (k, rows[0])
+                for k, rows in zip(todo, read, strict=True)
+                if rows and rows[0].get("status") is not None
             ]
-            if r.get("effects_done"):
-                # Set elements have no readable WRITETIME on Cassandra 4: stamp them a little
-                # in the future so that a late duplicate mark (stamped with its op's time,
-                # which is older) cannot land on top without a TTL.
-                done_ts = marker_ts + MARK_MARGIN_US
-                writes.append(
-                    (f"{kind}_effects_done", (self._ttl, done_ts, set(r["effects_done"]), *tail))
-                )
-            _ok(c.run_all(writes))
+            results = c.run_all([(f"{kind}_rewrite", self._rewrite(kind, k, r)) for k, r in found])
+            todo, marks = [], []
+            for (k, r), result in zip(found, results, strict=True):
+                if isinstance(result, _Ambiguous):
+                    todo.append(k)  # the rewrite is idempotent (lwt_op is unchanged): again
+                elif isinstance(result, Exception):
+                    raise result
+                elif not result or not result[0].get("[applied]"):
+                    todo.append(k)  # a conditional write got in between: read again
+                else:
+                    marks += self._marks(kind, k, r)
+            _ok(c.run_all(marks))
+        if not todo:
             return
         # Housekeeping only: the row keeps no TTL (a leak, not a wrong state); say so.
         log.warning(
             "%s: could not give %s %s the retention TTL (kept changing)",
             self.s.config.redacted_url(),
             kind,
-            key,
+            ", ".join(map(str, todo)),
         )

@@ -138,7 +138,10 @@ class Runs:
 
     def get_run(self, run_id: str, *, snapshot: bool = True) -> Run | None:
         """Read one run (repairing its unapplied effects if it finished, or if they are old)."""
-        row = self.s.run_row(run_id)
+        return self.run_from(run_id, self.s.run_row(run_id), snapshot=snapshot)
+
+    def run_from(self, run_id: str, row: Row | None, *, snapshot: bool = True) -> Run | None:
+        """``get_run`` of a run row just read."""
         if row is not None and pending_effects(row) is not None:
             status_at = row.get("status_at") or 0.0
             # A finished run's effects (its active nodes cancelled, say) are what its reader
@@ -147,6 +150,9 @@ class Runs:
             # for a while, who is probably applying them right now.
             if row.get("status") in RUN_TERMINAL or status_at < self.s.clock() - RUN_REPAIR_GRACE_S:
                 self.fx.repair_run(row)
+        if row is not None:
+            # The engine claims a node of this run next: that claim need not read it again.
+            self.s.remember(("run", run_id), row)
         # The column is still read; only its decoding is skipped (the hot part).
         return run_of(row, snapshot=snapshot)
 

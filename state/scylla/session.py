@@ -6,18 +6,19 @@ prefork pool forks after import and a driver's threads do not survive a fork.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
-from typing import Final
+from typing import Any, Final
 
 from state.records import OutboxMessage
 from state.rules import Event, runs
 from state.scylla.config import _MAX_TTL_S, ScyllaConfig
-from state.scylla.driver import Row, _Conn, _ok
+from state.scylla.driver import Row, StatementCounts, _Conn, _ok
 from state.scylla.effects import HistoryItem
 from state.scylla.rows import timeuuid
 
@@ -25,6 +26,10 @@ __all__ = ["MAX_CAS_ROUNDS", "Key", "Session"]
 
 #: Rounds of read-then-compare-and-set before a contended write gives up.
 MAX_CAS_ROUNDS: Final = 8
+#: How long a row this thread read stays good as the next operation's read (``recall``).
+RECENT_S: Final = 1.0
+#: Rows a thread keeps for ``recall`` (a task needs two or three).
+_RECENT_MAX: Final = 32
 
 #: A node record key: (run id, node id, iteration).
 Key = tuple[str, str, int]
@@ -66,6 +71,7 @@ class Session:
         #: Guards the write clock and the per-process caches below.
         self.ts_lock = threading.Lock()
         self._conn: _Conn | None = None
+        self._recent = threading.local()
         self._last_us = 0
         #: (status, bucket) pairs whose directory entry this process wrote.
         self.bucket_dirs: set[tuple[str, int]] = set()
@@ -88,6 +94,7 @@ class Session:
             self._lock = threading.Lock()
             self.ts_lock = threading.Lock()
             self._conn = None
+            self._recent = threading.local()
             self.bucket_dirs = set()
             self.outbox_locs = {}
         conn = self._conn
@@ -98,12 +105,57 @@ class Session:
                 conn = self._conn
         return conn
 
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[StatementCounts]:
+        """Count what this process's connection sends inside the block (reads, LWTs, round trips).
+
+        For tests and the benchmark: the counter is off otherwise. Blocks do not nest.
+        """
+        conn = self.conn()
+        counts = StatementCounts()
+        conn.counts = counts
+        try:
+            yield counts
+        finally:
+            conn.counts = None
+
     def close(self) -> None:
         """Shut this process's Cluster down."""
         conn = self._conn
         if conn is not None and self._pid == os.getpid():
             conn.shutdown()
         self._conn = None
+
+    # --- rows this thread just read or wrote ------------------------------------------------
+    def remember(self, key: tuple[Any, ...], value: Any) -> None:
+        """Keep what this thread just read (or wrote) under ``key`` for the next operation.
+
+        An engine task reads the run and the node, then claims the node, then completes
+        it: the claim need not read them again, nor the completion the row the claim
+        wrote. Such a row is only ever a compare-and-set's expectation or a liveness
+        hint, exactly as a fresh non-SERIAL read is: if it is stale, the conditional
+        write fails and the row is read again at SERIAL.
+        """
+        rows: dict[tuple[Any, ...], tuple[Any, float]] | None = getattr(self._recent, "rows", None)
+        if rows is None:
+            rows = self._recent.rows = {}
+        elif len(rows) >= _RECENT_MAX:
+            rows.clear()
+        rows[key] = (value, time.monotonic())
+
+    def recall(self, key: tuple[Any, ...], max_age_s: float = RECENT_S) -> Any:
+        """What ``remember`` kept under ``key`` in this thread, once, if it is recent enough."""
+        rows: dict[tuple[Any, ...], tuple[Any, float]] | None = getattr(self._recent, "rows", None)
+        got = rows.pop(key, None) if rows else None
+        if got is None or time.monotonic() - got[1] > max_age_s:
+            return None
+        return got[0]
+
+    def forget(self, key: tuple[Any, ...]) -> None:
+        """Drop what ``remember`` kept under ``key`` (this thread changed that row)."""
+        rows = getattr(self._recent, "rows", None)
+        if rows:
+            rows.pop(key, None)
 
     # --- time -----------------------------------------------------------------------------
     def now(self) -> tuple[float, int]:

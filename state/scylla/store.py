@@ -176,6 +176,15 @@ class ScyllaStore:
         """Read one run (repairing its unapplied effects if they are old)."""
         return self._runs.get_run(run_id, snapshot=snapshot)
 
+    def get_run_and_node(
+        self, run_id: str, node_id: str, iteration: int = 0, *, snapshot: bool = True
+    ) -> tuple[Run | None, NodeState | None]:
+        """The run and one node record, read concurrently (one round trip)."""
+        s = self.session
+        run_row, node_row = s.run_and_node(run_id, node_id, iteration)
+        run = self._runs.run_from(run_id, run_row, snapshot=snapshot)
+        return run, self._nodes.node_from(run_id, node_id, iteration, node_row)
+
     def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[Run]:
         """Recent runs newest first, through the status index."""
         return self._index.list_runs(status=status, limit=limit)

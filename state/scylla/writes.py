@@ -12,15 +12,15 @@ time-based id fixed in the blob), so applying effects twice is applying them onc
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
 
 from state.codec import dump_headers, dumps
 from state.constants import STATUS_BUCKET_S
 from state.keys import bucket_of, shard_of
 from state.records import RUN_TERMINAL, OutboxMessage
 from state.rules import FollowUps, RunChange
-from state.scylla.driver import UNSET, Row
+from state.scylla.driver import BATCH, UNSET, Row
 from state.scylla.effects import Effects, FailRun, HistoryItem, IndexMove
 from state.scylla.rows import unset
 from state.scylla.schema import (
@@ -32,10 +32,54 @@ from state.scylla.schema import (
 )
 from state.scylla.session import Session
 
-__all__ = ["Statement", "Writes"]
+__all__ = ["RUN_PARTITION", "Statement", "Writes", "batched"]
 
 #: A prepared statement's name and its parameters.
 Statement = tuple[str, tuple[Any, ...]]
+
+#: Statements on the run's own partition key (``run_id``, in any table): a Cassandra or Scylla
+#: mutation is per partition key, so a batch of them is one write on each replica.
+RUN_PARTITION: Final = frozenset(
+    {
+        "dir_put",
+        "history_put",
+        "context_put",
+        "context_del",
+        "run_progress",
+        "wait_put",
+        "batch_rewrite",
+    }
+)
+#: About the most a batch carries (bytes of its values): Scylla warns at 128 KB, fails at 1 MB.
+BATCH_MAX_BYTES: Final = 32_000
+
+
+def _size(params: Sequence[Any]) -> int:
+    return sum(len(v) if isinstance(v, str | bytes) else 16 for v in params)
+
+
+def batched(statements: Sequence[Statement]) -> list[Statement]:
+    """One run's ``statements``, those on its own partition as one unlogged batch (or a few).
+
+    The batch is one round trip instead of one each. The other statements (other
+    partitions: arrivals, outbox, index) stay separate, sent concurrently beside it.
+    """
+    out: list[Statement] = []
+    batch: list[Statement] = []
+    size = 0
+    for st in statements:
+        if st[0] not in RUN_PARTITION:
+            out.append(st)
+            continue
+        n = _size(st[1])
+        if batch and size + n > BATCH_MAX_BYTES:
+            out.append((BATCH, tuple(batch)) if len(batch) > 1 else batch[0])
+            batch, size = [], 0
+        batch.append(st)
+        size += n
+    if batch:
+        out.append((BATCH, tuple(batch)) if len(batch) > 1 else batch[0])
+    return out
 
 
 class Writes:

@@ -123,6 +123,12 @@ class SQLiteStore(TransactionalStore):
         )
         return None if row is None else run_of(row)
 
+    def get_run_and_node(
+        self, run_id: str, node_id: str, iteration: int = 0, *, snapshot: bool = True
+    ) -> tuple[Run | None, NodeState | None]:
+        """The run and one node record (two reads: each is a local lookup here)."""
+        return self.get_run(run_id, snapshot=snapshot), self.get_node(run_id, node_id, iteration)
+
     def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[Run]:
         """List recent runs newest first, through the status index when a status is given."""
 

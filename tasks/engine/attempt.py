@@ -26,6 +26,7 @@ from state.constants import (
     RUN_RUNNING,
     RUN_WAITING,
 )
+from state.records import NodeState
 from tasks.builtins import Builtin, builtin
 from tasks.context import NodeContext, RunContext
 from tasks.engine.batch import execute_item, resolve_ref
@@ -72,7 +73,14 @@ def execute_node(
     ``item`` makes it one item of the batch of the scatter ``node_id``.
     """
     store = rt.store
-    loaded = rt.load_run(run_id)
+    state: NodeState | None = None
+    if item is None:
+        # The run and the node record in one read (a batch item reads its own records).
+        task = rt.load_task(run_id, node_id, iteration)
+        loaded = None if task is None else (task[0], task[1])
+        state = None if task is None else task[2]
+    else:
+        loaded = rt.load_run(run_id)
     if loaded is None:
         log.warning("run %s: no such run; node job %s ignored", run_id, node_id)
         return Step("no-run")
@@ -94,7 +102,6 @@ def execute_node(
         return execute_item(
             scope, node_id, iteration, item, attempt, chord=chord, redelivered=redelivered
         )
-    state = store.get_node(run_id, node_id, iteration)
     if state is None:
         return ignored("not on the frontier")
     if state.status in (NODE_COMPLETED, NODE_SKIPPED):

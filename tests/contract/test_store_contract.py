@@ -234,6 +234,18 @@ def test_get_nodes_reads_only_the_given_existing_ids(store: StateStore) -> None:
     assert node.iteration == 0 and node.active
 
 
+def test_get_run_and_node_reads_what_get_run_and_get_node_read(store: StateStore) -> None:
+    run_id = started(store, "a")
+    run, node = store.get_run_and_node(run_id, "a", snapshot=False)
+    assert run is not None and run.run_id == run_id and run.snapshot == {}
+    assert run == store.get_run(run_id, snapshot=False)
+    assert node is not None and node == store.get_node(run_id, "a")
+    run, node = store.get_run_and_node(run_id, "x")
+    assert run is not None and run.snapshot == store.get_run(run_id).snapshot  # type: ignore[union-attr]
+    assert node is None
+    assert store.get_run_and_node(new_id(), "a") == (None, None)
+
+
 def test_begin_attempt_counts_deliveries(store: StateStore) -> None:
     run_id = started(store, "a")
     first = store.begin_attempt(run_id, "a", 0, 1)
