@@ -525,7 +525,8 @@ class Bridge:
         event = lifecycle_event(self.rt.settings, run_id, "failed", error=run.error)
         try:
             created, _ = self.rt.store.create_run(run, start_nodes=(), outbox=[event])
-        except StateError as exc:
+        except Exception as exc:
+            # The record is in the DLQ already; failing to mark the run must not stop the bridge.
             log.warning("could not record rejected run %s as failed: %s", run_id, exc)
             return
         if created:

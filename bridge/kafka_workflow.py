@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.errors import MessageError
+from bridge.messages import reject_lone_surrogates
 from tasks.errors import UnknownBlueprintError
 from tasks.lifecycle import resume_ref, start
 from tasks.runtime import Runtime
@@ -95,6 +96,7 @@ def parse_kw(
             )
         try:
             run_input = json.loads(value[len(KW_START_PREFIX) :])
+            reject_lone_surrogates(value, run_input)
         except ValueError as exc:
             raise MessageError(f"new: is not followed by JSON: {exc}") from None
         except RecursionError:
@@ -106,6 +108,7 @@ def parse_kw(
         raise MessageError(f"not JSON and not new:{{json}}: {exc}") from None
     except RecursionError:
         raise MessageError("not new:{json} and JSON nested too deeply") from None
+    reject_lone_surrogates(value, obj)
     if not isinstance(obj, dict):
         raise MessageError(
             f'a resume must be a JSON object {{"ref": ID, "value": V}}, got {type(obj).__name__}'

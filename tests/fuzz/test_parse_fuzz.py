@@ -5,6 +5,8 @@ In process and fast; the same records go through a real bridge in ``test_bridge_
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from types import SimpleNamespace
 
@@ -26,8 +28,9 @@ def test_every_generated_record_parses_or_names_its_problem() -> None:
         trace_of(rec)
         origin_of(rec)
         try:
+            parsed: object
             if r.topic == "kw" or (r.topic == "events" and is_kw(r.value)):
-                parse_kw(
+                parsed = parse_kw(
                     r.value or b"",
                     key=r.key,
                     headers=r.headers,
@@ -35,9 +38,11 @@ def test_every_generated_record_parses_or_names_its_problem() -> None:
                     max_bytes=MAX_BYTES,
                 )
             elif r.topic == "events":
-                parse_event(r.value, max_bytes=MAX_BYTES)
+                parsed = parse_event(r.value, max_bytes=MAX_BYTES)
             else:
-                parse_job(r.value, max_bytes=MAX_BYTES)
+                parsed = parse_job(r.value, max_bytes=MAX_BYTES)
+            # What is accepted must be storable: UTF-8 text all through.
+            json.dumps(dataclasses.asdict(parsed), ensure_ascii=False).encode()
         except MessageError as exc:
             assert exc.reason.strip(), r
             dead_letter_headers(rec, exc.reason)  # the reason must travel as a header
