@@ -21,8 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.errors import MessageError
-from bridge.messages import reject_lone_surrogates
+from bridge.errors import MessageError, reject_lone_surrogates
 from tasks.errors import UnknownBlueprintError
 from tasks.lifecycle import resume_ref, start
 from tasks.runtime import Runtime

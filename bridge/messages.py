@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.errors import MessageError
+from bridge.errors import MessageError, reject_lone_surrogates
 
 __all__ = [
     "CancelJob",
@@ -26,30 +26,10 @@ __all__ = [
     "StartJob",
     "parse_event",
     "parse_job",
-    "reject_lone_surrogates",
 ]
 
 VERSION = 1
 _ID = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,200}$")
-#: A ``\\uD800``-``\\uDFFF`` escape: JSON may spell a lone surrogate, which is not text.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-
-def reject_lone_surrogates(raw: bytes, obj: Any) -> None:
-    """Refuse a decoded value holding a lone UTF-16 surrogate (no store or topic can keep it).
-
-    Only values whose text has a surrogate escape are re-encoded to check: a valid pair
-    decodes to one character and passes.
-    """
-    if not _SURROGATE_ESCAPE.search(raw):
-        return
-    try:
-        json.dumps(obj, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        raise MessageError(
-            "value holds a lone UTF-16 surrogate (a \\uD800-\\uDFFF escape without its pair): "
-            "not text"
-        ) from None
 
 
 @dataclass(frozen=True)
