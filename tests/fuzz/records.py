@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import string
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,9 @@ class FuzzRecord:
     may_accept: bool = False
     kind: str = ""
 
+
+#: The bridge's id rule (``bridge.messages``): such a string names a run, maybe an existing one.
+_ID = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,200}$")
 
 #: Values of the wrong type for any field.
 WRONG: list[Any] = [
@@ -106,8 +110,12 @@ def _one(rng: random.Random, n: int) -> FuzzRecord:
         bad = {**msg, name: wrong}
         if name in ("reason", "version") and wrong is None:
             bad[name] = 17  # a missing optional field is fine: keep it wrong
-        # A cancel, retry, pause or resume may still be valid with the new value ("" as a reason).
-        return FuzzRecord(topic, _json(bad), key=key, may_accept=ok, kind=f"{kind}:{name}")
+        # A cancel, retry, pause or resume may still be valid with the new value ("" as a reason);
+        # "../../etc" is a valid run id, and an earlier rejected start that named it made the run.
+        reused = name in ("run_id", "runId") and isinstance(wrong, str) and bool(_ID.match(wrong))
+        return FuzzRecord(
+            topic, _json(bad), key=key, may_accept=ok or reused, kind=f"{kind}:{name}"
+        )
     if kind == "huge":
         size = rng.choice([MAX_BYTES + 1, 2 * MAX_BYTES, 600_000])
         if rng.random() < 0.5:
