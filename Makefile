@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv dev test lint format typecheck pytest browser bench bench-quick clean services-stop
+.PHONY: venv dev test lint format typecheck pytest browser bench bench-quick clean services-stop fuzz
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,14 @@ typecheck: venv
 
 pytest: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## The full fuzz suite (not part of `make test`, which runs its short form): 10,000 generated
+## records through a real bridge on tansu and on Kafka, and 2,000 blueprint files per kind.
+FUZZ_RECORDS ?= 10000
+FUZZ_EXAMPLES ?= 2000
+fuzz: venv
+	FLOWBRIDGE_FUZZ_RECORDS=$(FUZZ_RECORDS) FLOWBRIDGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+	  $(PY) -m pytest tests/fuzz -o timeout=1800 -s $(PYTEST_ARGS)
 
 ## Stop the Cassandra and Kafka a test session left running (FLOWBRIDGE_TEST_KEEP_SERVICES=1).
 services-stop:

@@ -20,6 +20,10 @@ Delivery, stated exactly:
 * If Redis or the state store is down, the affected partition is paused at the
   record that failed and retried; the consumer keeps polling (so it keeps its
   group membership) until they are back.
+* A rebalance (a bridge joins or leaves the group) runs inside ``poll``; the
+  listener commits what was handed off and not yet committed of the partitions
+  it loses and forgets their paused state, so a partition paused for
+  backpressure moves to its new owner at the record that failed.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
@@ -88,6 +93,27 @@ class BridgeStats:
     paused: int = 0
 
 
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Hands a rebalance's revoked and assigned partitions to the bridge."""
+
+    def __init__(self, bridge: Bridge, consumer: KafkaConsumer) -> None:
+        """Listen for ``bridge``'s ``consumer``."""
+        self.bridge = bridge
+        self.consumer = consumer
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Commit what is done and forget the revoked partitions' state."""
+        self.bridge._revoked(self.consumer, set(revoked), lost=False)
+
+    def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        """Evicted from the group: a commit would be refused, so only forget."""
+        self.bridge._revoked(self.consumer, set(lost), lost=True)
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Start the new partitions clean."""
+        self.bridge._assigned(self.consumer, set(assigned))
+
+
 class Bridge:
     """Consumes ``<prefix>flowbridge.jobs`` and dispatches Celery tasks (see the module doc)."""
 
@@ -110,6 +136,10 @@ class Bridge:
         self.stats = BridgeStats()
         self._stop = threading.Event()
         self._paused: dict[TopicPartition, float] = {}
+        # Next offsets handed off but not yet committed (a commit failed): committed on revoke.
+        self._uncommitted: dict[TopicPartition, int] = {}
+        # The listener runs on kafka-python's IO thread, the loop on this one.
+        self._lock = threading.Lock()
         self._consumer: KafkaConsumer | None = None
         self._dlq: KafkaProducer | None = None
 
@@ -145,10 +175,7 @@ class Bridge:
     # --- Kafka clients ------------------------------------------------
     def _make_consumer(self) -> KafkaConsumer:
         s = self.settings
-        return KafkaConsumer(
-            self.jobs_topic,
-            self.events_topic,
-            self.kw_topic,
+        consumer = KafkaConsumer(
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -161,6 +188,10 @@ class Bridge:
             fetch_max_bytes=max(s.dlq_max_bytes, 50 * 1024 * 1024),
             **self.kafka.client_config(),
         )
+        consumer.subscribe(
+            [self.jobs_topic, self.events_topic, self.kw_topic], listener=_Rebalance(self, consumer)
+        )
+        return consumer
 
     def _make_dlq_producer(self) -> KafkaProducer:
         return KafkaProducer(
@@ -235,19 +266,88 @@ class Bridge:
                 self.stats.paused += 1
                 consumer.pause(tp)
                 consumer.seek(tp, rec.offset)
-                self._paused[tp] = time.monotonic() + RETRY_PAUSE_S
+                with self._lock:
+                    self._paused[tp] = time.monotonic() + RETRY_PAUSE_S
                 break
             next_offset = rec.offset + 1
         if next_offset is not None:
-            consumer.commit({tp: OffsetAndMetadata(next_offset, "", -1)})
+            with self._lock:
+                self._uncommitted[tp] = next_offset
+            self._commit(consumer, [tp])
+
+    def _commit(self, consumer: KafkaConsumer, tps: list[TopicPartition]) -> None:
+        """Commit the handed-off offsets of ``tps``; a failed commit is kept and tried again."""
+        with self._lock:
+            offsets = {
+                tp: OffsetAndMetadata(self._uncommitted[tp], "", -1)
+                for tp in tps
+                if tp in self._uncommitted
+            }
+        if not offsets:
+            return
+        try:
+            consumer.commit(offsets)
+        except KafkaError as exc:
+            # Kicked from the group or mid-rebalance: the new owner handles these records
+            # again (harmless), and the revoke listener commits them if this member still can.
+            log.warning("commit of %s failed (kept for later): %s", sorted(offsets), exc)
+            return
+        with self._lock:
+            for tp, meta in offsets.items():
+                if self._uncommitted.get(tp) == meta.offset:
+                    del self._uncommitted[tp]
 
     def _resume_due(self) -> None:
+        if self._consumer is None:
+            return
         now = time.monotonic()
-        due = [tp for tp, at in self._paused.items() if at <= now]
-        if due and self._consumer is not None:
+        assigned = self._consumer.assignment()
+        with self._lock:
+            # A partition a rebalance took away is no longer ours to resume (it would raise).
+            due = [tp for tp, at in self._paused.items() if at <= now and tp in assigned]
             for tp in due:
                 del self._paused[tp]
+            retry = [tp for tp in self._uncommitted if tp in assigned]
+        if due:
             self._consumer.resume(*due)
+        if retry:
+            self._commit(self._consumer, retry)
+
+    def _revoked(self, consumer: KafkaConsumer, tps: set[TopicPartition], *, lost: bool) -> None:
+        """A rebalance takes ``tps``: commit what was handed off, forget their paused state.
+
+        Runs on kafka-python's IO thread, where a blocking commit is refused: the commit is
+        sent asynchronously and reaches the coordinator before this member's next join.
+        """
+        with self._lock:
+            offsets = {
+                tp: OffsetAndMetadata(self._uncommitted.pop(tp), "", -1)
+                for tp in tps
+                if tp in self._uncommitted
+            }
+            for tp in tps:
+                self._paused.pop(tp, None)
+        if offsets and not lost:
+            consumer.commit_async(offsets)
+        log.info(
+            "partitions %s: %s (%d uncommitted offsets %s)",
+            "lost" if lost else "revoked",
+            ", ".join(f"{tp.topic}:{tp.partition}" for tp in sorted(tps)) or "none",
+            len(offsets),
+            "dropped" if lost else "committed",
+        )
+
+    def _assigned(self, consumer: KafkaConsumer, tps: set[TopicPartition]) -> None:
+        """New partitions start fetching from their committed offsets, never paused."""
+        with self._lock:
+            for tp in tps:
+                self._paused.pop(tp, None)
+        # A fresh assignment is not paused; resume in case one was kept across the rebalance.
+        consumer.resume(*[tp for tp in tps if tp in consumer.assignment()])
+        log.info(
+            "partitions assigned: %s",
+            ", ".join(f"{tp.topic}:{tp.partition}" for tp in sorted(tps)) or "none",
+        )
 
     # --- one record ---------------------------------------------------
     def handle(self, rec: Any) -> None:
@@ -425,7 +525,8 @@ class Bridge:
         event = lifecycle_event(self.rt.settings, run_id, "failed", error=run.error)
         try:
             created, _ = self.rt.store.create_run(run, start_nodes=(), outbox=[event])
-        except StateError as exc:
+        except Exception as exc:
+            # The record is in the DLQ already; failing to mark the run must not stop the bridge.
             log.warning("could not record rejected run %s as failed: %s", run_id, exc)
             return
         if created:

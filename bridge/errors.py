@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from state.errors import FlowbridgeError
 
-__all__ = ["DeadLetterError", "KafkaUnavailableError", "MessageError", "RunStateError"]
+__all__ = [
+    "DeadLetterError",
+    "KafkaUnavailableError",
+    "MessageError",
+    "RunStateError",
+    "reject_lone_surrogates",
+]
 
 
 class MessageError(FlowbridgeError):
@@ -49,3 +57,24 @@ class RunStateError(FlowbridgeError):
 
 class DeadLetterError(FlowbridgeError):
     """A dead-lettered record cannot be found or replayed as asked (the message says why)."""
+
+
+#: A ``\\uD800``-``\\uDFFF`` escape: JSON may spell a lone surrogate, which is not text.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def reject_lone_surrogates(raw: bytes, obj: Any) -> None:
+    """Refuse a decoded value holding a lone UTF-16 surrogate (no store or topic can keep it).
+
+    Only values whose text has a surrogate escape are re-encoded to check: a valid pair
+    decodes to one character and passes.
+    """
+    if not _SURROGATE_ESCAPE.search(raw):
+        return
+    try:
+        json.dumps(obj, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise MessageError(
+            "value holds a lone UTF-16 surrogate (a \\uD800-\\uDFFF escape without its pair): "
+            "not text"
+        ) from None

@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.errors import MessageError
+from bridge.errors import MessageError, reject_lone_surrogates
 from tasks.errors import UnknownBlueprintError
 from tasks.lifecycle import resume_ref, start
 from tasks.runtime import Runtime
@@ -67,7 +67,7 @@ def is_kw(value: bytes | None) -> bool:
         return False
     try:
         obj = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         return False
     return isinstance(obj, dict) and "ref" in obj and "type" not in obj
 
@@ -95,13 +95,19 @@ def parse_kw(
             )
         try:
             run_input = json.loads(value[len(KW_START_PREFIX) :])
-        except (ValueError, UnicodeDecodeError) as exc:
+            reject_lone_surrogates(value, run_input)
+        except ValueError as exc:
             raise MessageError(f"new: is not followed by JSON: {exc}") from None
+        except RecursionError:
+            raise MessageError("new: is followed by JSON nested too deeply") from None
         return KwStart(run_id=run_id, workflow=workflow, input=run_input)
     try:
         obj = json.loads(value)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise MessageError(f"not JSON and not new:{{json}}: {exc}") from None
+    except RecursionError:
+        raise MessageError("not new:{json} and JSON nested too deeply") from None
+    reject_lone_surrogates(value, obj)
     if not isinstance(obj, dict):
         raise MessageError(
             f'a resume must be a JSON object {{"ref": ID, "value": V}}, got {type(obj).__name__}'
@@ -146,5 +152,10 @@ def apply_kw(rt: Runtime, msg: KwStart | KwResume, *, where: str) -> None:
 def _header(headers: Any, name: str) -> str | None:
     for k, v in headers or ():
         if k == name and v is not None:
-            return v.decode() if isinstance(v, bytes) else str(v)
+            if not isinstance(v, bytes):
+                return str(v)
+            try:
+                return v.decode()
+            except UnicodeDecodeError:
+                raise MessageError(f"header {name!r} is not UTF-8") from None
     return None

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import uuid
 
 from bridge.consumer import Bridge
+from bridge.leases import ShardLeases
 from bridge.relay import OutboxRelay
 from bridge.reload import BlueprintWatcher
 from bridge.settings import BridgeSettings, KafkaSettings
 from state.errors import FlowbridgeError
+from tasks.constants import OUTBOX_HINT_KEY
 from tasks.loading import load_user_code
 from tasks.settings import Settings
 from tasks.worker import CeleryPort, reset_runtime, runtime_from_settings
@@ -78,9 +81,17 @@ def main() -> int:
         runtime=runtime, kafka=kafka, settings=bridge_settings, watcher=watcher, metrics=metrics
     )
     bridge.install_signal_handlers()
+    leases = ShardLeases(
+        port.redis,
+        prefix=settings.redis_prefix,
+        hint_key=settings.redis_prefix + OUTBOX_HINT_KEY,
+        lease_s=bridge_settings.outbox_lease_s,
+        member=f"bridge@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
+    )
     relay = OutboxRelay(
         store=runtime.store,
-        wait_hint=port.wait_for_outbox_hint,
+        wait_hint=leases.wait_for_hint,
+        leases=leases,
         kafka=kafka,
         settings=bridge_settings,
         metrics=metrics,

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.errors import MessageError
+from bridge.errors import MessageError, reject_lone_surrogates
 
 __all__ = [
     "CancelJob",
@@ -128,8 +128,15 @@ def _decode(value: bytes | None, max_bytes: int) -> dict[str, Any]:
         raise MessageError(
             f"value is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except RecursionError:
+        # json recurses per level: thousands of nested arrays exhaust the stack.
+        raise MessageError("value is not JSON this bridge reads: nested too deeply") from None
+    except ValueError as exc:
+        # Python refuses integers of more than 4300 digits (a decoding cost guard).
+        raise MessageError(f"value is not JSON this bridge reads: {exc}") from None
     if not isinstance(obj, dict):
         raise MessageError(f"value must be a JSON object, got {type(obj).__name__}")
+    reject_lone_surrogates(value, obj)
     return obj
 
 

@@ -4,6 +4,9 @@ At least once: a row is deleted only after Kafka confirmed it (``acks=all``),
 so a crash in between publishes it again, with the same ``flowbridge-id``
 header for consumers to dedupe on. Woken by a Redis hint after each commit;
 it also sweeps every ``FLOWBRIDGE_OUTBOX_SWEEP_S`` in case a hint was lost.
+
+With several bridges each relays only the outbox shards it holds a lease on
+(``bridge.leases``), so a row is published by one of them, not by every one.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable
 from kafka import KafkaProducer
 from redis.exceptions import RedisError
 
+from bridge.leases import ShardLeases
 from bridge.metrics import BridgeMetrics
 from bridge.settings import BridgeSettings, KafkaSettings
 from state.protocol import StateStore
@@ -37,8 +41,13 @@ class OutboxRelay:
         kafka: KafkaSettings,
         settings: BridgeSettings,
         metrics: BridgeMetrics | None = None,
+        leases: ShardLeases | None = None,
     ) -> None:
-        """Relay ``store``'s outbox; ``wait_hint(timeout_s)`` blocks until a worker's hint."""
+        """Relay ``store``'s outbox; ``wait_hint(timeout_s)`` blocks until a worker's hint.
+
+        With ``leases``, only the shards they hold (else every shard: one relay alone).
+        """
+        self.leases = leases
         self.metrics = metrics
         self.store = store
         self.wait_hint = wait_hint
@@ -65,7 +74,10 @@ class OutboxRelay:
 
     def relay_once(self) -> int:
         """Publish one batch of pending rows; returns how many."""
-        rows = self.store.pending_outbox(limit=BATCH)
+        shards = None if self.leases is None else self.leases.held()
+        if shards is not None and not shards:
+            return 0
+        rows = self.store.pending_outbox(limit=BATCH, shards=shards)
         if self.metrics is not None:
             self.metrics.outbox(pending=len(rows), published=0)
         if not rows:
@@ -91,10 +103,14 @@ class OutboxRelay:
         return len(rows)
 
     def _wait_for_hint(self) -> None:
+        wait = self.settings.outbox_sweep_s
+        if self.leases is not None:
+            # Wake in time to renew the leases even when the sweep is rarer than that.
+            wait = min(wait, self.leases.lease_s / 4)
         try:
-            self.wait_hint(self.settings.outbox_sweep_s)
+            self.wait_hint(wait)
         except RedisError:
-            self._stop.wait(self.settings.outbox_sweep_s)
+            self._stop.wait(wait)
 
     def _loop(self) -> None:
         while True:
@@ -109,5 +125,7 @@ class OutboxRelay:
                 break
             if n == 0:
                 self._wait_for_hint()
+        if self.leases is not None:
+            self.leases.release()
         if self._producer is not None:
             self._producer.close(timeout=5)

@@ -159,6 +159,9 @@ class BridgeSettings:
     max_poll_records: int = 500
     #: FLOWBRIDGE_OUTBOX_SWEEP_S: the relay sweeps the outbox this often even without hints.
     outbox_sweep_s: float = 1.0
+    #: FLOWBRIDGE_OUTBOX_LEASE_S: a relay's lease on an outbox shard; a dead bridge's shards
+    #: are relayed by another after at most this long.
+    outbox_lease_s: float = 10.0
     #: FLOWBRIDGE_SHUTDOWN_S: on SIGTERM, drain and commit within this many seconds.
     shutdown_s: float = 20.0
     #: FLOWBRIDGE_TOPIC_PARTITIONS: partitions of topics the bridge creates.
@@ -193,6 +196,7 @@ class BridgeSettings:
             ),
             max_poll_records=env_int(env, "FLOWBRIDGE_MAX_POLL_RECORDS", 500, minimum=1),
             outbox_sweep_s=env_float(env, "FLOWBRIDGE_OUTBOX_SWEEP_S", 1.0, minimum=0.05),
+            outbox_lease_s=env_float(env, "FLOWBRIDGE_OUTBOX_LEASE_S", 10.0, minimum=1.0),
             shutdown_s=env_float(env, "FLOWBRIDGE_SHUTDOWN_S", 20.0, minimum=1.0),
             topic_partitions=env_int(env, "FLOWBRIDGE_TOPIC_PARTITIONS", 6, minimum=1),
             topic_replication=env_int(env, "FLOWBRIDGE_TOPIC_REPLICATION", 1, minimum=1),

@@ -327,8 +327,13 @@ class StateStore(Protocol):
     def purge_expired(self, *, limit: int = 1000) -> int:
         """Remove finished runs past retention where the backend does not expire them itself."""
 
-    def pending_outbox(self, *, limit: int = 500) -> list[OutboxMessage]:
-        """Outbox rows not yet published, oldest first."""
+    def pending_outbox(
+        self, *, limit: int = 500, shards: Collection[int] | None = None
+    ) -> list[OutboxMessage]:
+        """Outbox rows not yet published, oldest first; only of ``shards`` when given.
+
+        A row's shard is ``state.keys.outbox_shard(row.id)``; ``shards=()`` reads nothing.
+        """
 
     def delete_outbox(self, ids: Sequence[str]) -> None:
         """Forget outbox rows that were published."""

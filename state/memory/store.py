@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 from state.codec import loads
 from state.constants import DEFAULT_RETENTION_S
 from state.errors import ConfigError
-from state.keys import bucket_of
+from state.keys import bucket_of, outbox_shard
 from state.memory.database import Database, database
 from state.memory.txn import MemoryTxn, node_of, run_of
 from state.memory.workflows import MemoryWorkflows
@@ -213,9 +213,12 @@ class MemoryStore(TransactionalStore):
             return due[:limit]
 
     # --- outbox ---------------------------------------------------------------------------
-    def pending_outbox(self, *, limit: int = 500) -> list[OutboxMessage]:
-        """Unpublished outbox rows, oldest first."""
+    def pending_outbox(
+        self, *, limit: int = 500, shards: Collection[int] | None = None
+    ) -> list[OutboxMessage]:
+        """Unpublished outbox rows, oldest first (of ``shards`` when given)."""
         with self._locked() as db:
+            rows = (m for m in db.outbox.values() if shards is None or outbox_shard(m.id) in shards)
             return [
                 OutboxMessage(
                     id=m.id,
@@ -225,7 +228,7 @@ class MemoryStore(TransactionalStore):
                     created_at=m.created_at,
                     headers=m.headers,
                 )
-                for m in itertools.islice(db.outbox.values(), limit)
+                for m in itertools.islice(rows, limit)
             ]
 
     def delete_outbox(self, ids: Sequence[str]) -> None:

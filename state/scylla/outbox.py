@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from state.codec import load_headers
@@ -59,14 +59,23 @@ class Outbox:
             per.setdefault(shard, []).extend(rows)
         return per
 
-    def pending_outbox(self, *, limit: int = 500) -> list[OutboxMessage]:
-        """Unpublished outbox rows, oldest first; moves each shard's cursor past published ones."""
+    def pending_outbox(
+        self, *, limit: int = 500, shards: Collection[int] | None = None
+    ) -> list[OutboxMessage]:
+        """Unpublished outbox rows, oldest first; moves each shard's cursor past published ones.
+
+        Only the partitions of ``shards`` are read and only their cursors move (a relay holds
+        some shards; another relay's cursors are its own to move).
+        """
+        wanted = sorted(range(OUTBOX_SHARDS) if shards is None else set(shards))
+        if not wanted:
+            return []
         lows = self._cursors()
-        per = self._read_outbox(range(OUTBOX_SHARDS), lows, limit)
+        per = self._read_outbox(wanted, lows, limit)
         now = self.s.clock()
         rows: list[Row] = []
         moves: list[tuple[str, tuple[Any, ...]]] = []
-        for shard in range(OUTBOX_SHARDS):
+        for shard in wanted:
             shard_rows = per.get(shard, [])[:limit]
             rows += shard_rows
             # Everything older than the oldest pending row (or the settle window) is published.

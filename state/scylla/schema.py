@@ -14,6 +14,7 @@ from typing import Any
 
 from state.constants import STATUS_BUCKET_S
 from state.errors import StateError
+from state.keys import OUTBOX_SHARDS
 
 __all__ = [
     "BUCKETS_PER_DAY",
@@ -34,8 +35,8 @@ __all__ = [
 INDEX_SHARDS = 4
 #: Minute buckets per day partition of the bucket directory.
 BUCKETS_PER_DAY = 86400 // STATUS_BUCKET_S
-#: Shards of the outbox: ``crc32(id) % OUTBOX_SHARDS``; a relay pass reads one partition each.
-OUTBOX_SHARDS = 8
+# Shards of the outbox (``state.keys.OUTBOX_SHARDS``, ``crc32(id) % 8``): a relay pass reads
+# one partition of each shard it holds.
 #: Width of an outbox partition (it holds at most this much traffic of one shard).
 OUTBOX_PARTITION_S = 3600
 #: The relay re-reads this much recent outbox history each pass, covering clock skew and

@@ -422,9 +422,11 @@ class ScyllaStore:
         """Read the history in commit order."""
         return self._runs.get_history(run_id)
 
-    def pending_outbox(self, *, limit: int = 500) -> list[OutboxMessage]:
-        """Unpublished outbox rows, oldest first."""
-        return self._outbox.pending_outbox(limit=limit)
+    def pending_outbox(
+        self, *, limit: int = 500, shards: Collection[int] | None = None
+    ) -> list[OutboxMessage]:
+        """Unpublished outbox rows, oldest first (of ``shards`` when given)."""
+        return self._outbox.pending_outbox(limit=limit, shards=shards)
 
     def delete_outbox(self, ids: Sequence[str]) -> None:
         """Forget published outbox rows."""

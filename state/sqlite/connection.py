@@ -20,6 +20,7 @@ from typing import Self, TypeVar
 
 from state.constants import SQLITE_BUSY_TIMEOUT_MS
 from state.errors import SchemaError, StateError
+from state.keys import outbox_shard
 
 __all__ = ["Database", "Transaction"]
 
@@ -46,6 +47,7 @@ class Database:
         self._ensure_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.row_factory = sqlite3.Row
+        conn.create_function("outbox_shard", 1, outbox_shard, deterministic=True)
         self._local.conn = conn
         self._local.pid = os.getpid()
         return conn

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -304,11 +304,20 @@ class SQLiteStore(TransactionalStore):
         ]
 
     # --- outbox ---------------------------------------------------------------------------
-    def pending_outbox(self, *, limit: int = 500) -> list[OutboxMessage]:
-        """Unpublished outbox rows, oldest first."""
-        rows = self._db.read(
-            lambda c: c.execute("SELECT * FROM outbox ORDER BY seq LIMIT ?", (limit,)).fetchall()
-        )
+    def pending_outbox(
+        self, *, limit: int = 500, shards: Collection[int] | None = None
+    ) -> list[OutboxMessage]:
+        """Unpublished outbox rows, oldest first (of ``shards`` when given)."""
+        if shards is None:
+            sql, args = "SELECT * FROM outbox ORDER BY seq LIMIT ?", [limit]
+        elif not shards:
+            return []
+        else:
+            # The shard is computed from the id (a function of the connection): no column to add.
+            mask = sum(1 << s for s in set(shards))
+            sql = "SELECT * FROM outbox WHERE (? >> outbox_shard(id)) & 1 ORDER BY seq LIMIT ?"
+            args = [mask, limit]
+        rows = self._db.read(lambda c: c.execute(sql, args).fetchall())
         return [
             OutboxMessage(
                 id=r["id"],

@@ -50,6 +50,8 @@ def loads(
         data: Any = json.loads(text) if format == "json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
         raise BlueprintError(f"{source}: not valid {format.upper()}: {exc}") from None
+    except RecursionError:
+        raise BlueprintError(f"{source}: not valid {format.upper()}: nested too deeply") from None
     try:
         bp = Blueprint.from_dict(data)
         if validate:
@@ -83,6 +85,10 @@ def file_problems(
     except (ValueError, yaml.YAMLError) as exc:
         kind = "JSON" if p.suffix.lower() == ".json" else "YAML"
         return None, [f"not valid {kind}: {exc}"]
+    except RecursionError:
+        # The parsers recurse per level: a file nested thousands deep is not a blueprint.
+        kind = "JSON" if p.suffix.lower() == ".json" else "YAML"
+        return None, [f"not valid {kind}: nested too deeply"]
     bp, issues = Blueprint.parse(data)
     if bp is None:
         return None, [i.message for i in issues]

@@ -30,6 +30,7 @@ from state.constants import (
     SCHEMA_VERSION,
 )
 from state.errors import SchemaError, StateError
+from state.keys import OUTBOX_SHARDS, outbox_shard
 from state.protocol import StateStore
 from state.records import Arrival, NodeCompletion, OutboxMessage
 from tests.contract.helpers import (
@@ -641,6 +642,27 @@ def test_outbox_pending_and_delete(store: StateStore) -> None:
     store.close()
     store.delete_outbox([second.id])
     assert second.id not in {m.id for m in store.pending_outbox(limit=10_000)}
+
+
+def test_outbox_reads_only_the_shards_asked_for(store: StateStore) -> None:
+    rows = [msg("t.s", {"n": n}) for n in range(40)]
+    store.create_run(make_run(new_id()), start_nodes=[], outbox=rows)
+    ours = {m.id for m in rows}
+    by_shard: dict[int, set[str]] = {}
+    for m in rows:
+        by_shard.setdefault(outbox_shard(m.id), set()).add(m.id)
+    assert len(by_shard) > 2, "40 ids spread over the shards"
+    held = set(sorted(by_shard)[:2])
+
+    read = {m.id for m in store.pending_outbox(limit=10_000, shards=held)} & ours
+    assert read == by_shard[min(held)] | by_shard[max(held)]
+    assert store.pending_outbox(limit=10_000, shards=()) == []
+    everything = {m.id for m in store.pending_outbox(limit=10_000, shards=range(OUTBOX_SHARDS))}
+    assert ours <= everything
+    # Publishing one shard's rows leaves the others pending.
+    store.delete_outbox(sorted(read))
+    left = {m.id for m in store.pending_outbox(limit=10_000)} & ours
+    assert left == ours - read
 
 
 def test_outbox_ids_are_stable(store: StateStore) -> None:
