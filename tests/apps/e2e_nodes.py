@@ -350,6 +350,7 @@ def sink(ctx: NodeContext) -> dict[str, Any]:
     """An idempotent external effect: applied once per idempotency key, however often code runs."""
     prefix = os.environ.get("FLOWBRIDGE_REDIS_PREFIX", "")
     effect(f"{ctx.node_id}.calls")
+    time.sleep(float(ctx.params.get("seconds", 0)))  # keep tasks in flight for kill loops
     if _redis().sadd(prefix + "sink", ctx.idempotency_key):
         effect(ctx.node_id)
     return {"key": ctx.idempotency_key}
@@ -420,4 +421,9 @@ _seq(
         {"id": "s3", "uses": "sink"},
         {"id": "s4", "uses": "sink"},
     ],
+)
+# Short nodes for the kill loop: each an idempotent effect, so a rerun is visible but harmless.
+_seq(
+    "sink-chain",
+    [{"id": f"k{i}", "uses": "sink", "params": {"seconds": 0.05}} for i in range(1, 5)],
 )
