@@ -345,14 +345,24 @@ register_blueprint(
 _fan("slow-fan", {f"s{i}": [(f"sf{i}", "slow", {"seconds": 1})] for i in range(6)})
 
 
+#: Add the key to the sink's set and, only if it was new, count the effect.
+_APPLY_ONCE = (
+    "if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then return redis.call('INCR', KEYS[2]) end "
+    "return 0"
+)
+
+
 @node("sink")
 def sink(ctx: NodeContext) -> dict[str, Any]:
     """An idempotent external effect: applied once per idempotency key, however often code runs."""
     prefix = os.environ.get("FLOWBRIDGE_REDIS_PREFIX", "")
     effect(f"{ctx.node_id}.calls")
     time.sleep(float(ctx.params.get("seconds", 0)))  # keep tasks in flight for kill loops
-    if _redis().sadd(prefix + "sink", ctx.idempotency_key):
-        effect(ctx.node_id)
+    # The effect and its count in one step, as a system that dedupes would apply it: a process
+    # killed between two separate calls would leave the key without its count.
+    _redis().eval(
+        _APPLY_ONCE, 2, prefix + "sink", prefix + f"effects:{ctx.node_id}", ctx.idempotency_key
+    )
     return {"key": ctx.idempotency_key}
 
 
