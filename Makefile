@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv dev test lint format typecheck pytest browser bench bench-quick clean services-stop fuzz
+.PHONY: venv dev test lint format typecheck pytest browser chaos bench bench-quick clean services-stop fuzz
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ FUZZ_EXAMPLES ?= 2000
 fuzz: venv
 	FLOWBRIDGE_FUZZ_RECORDS=$(FUZZ_RECORDS) FLOWBRIDGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
 	  $(PY) -m pytest tests/fuzz -o timeout=1800 -s $(PYTEST_ARGS)
+
+## The worker kill loop, long: kill -9 workers' main and pool processes 60 times while runs flow.
+chaos: venv
+	FLOWBRIDGE_TEST_KILLS=$${FLOWBRIDGE_TEST_KILLS:-60} $(PY) -m pytest tests/e2e/test_lost_dispatch.py -k loop -s $(PYTEST_ARGS)
 
 ## Stop the Cassandra and Kafka a test session left running (FLOWBRIDGE_TEST_KEEP_SERVICES=1).
 services-stop:

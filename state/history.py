@@ -54,6 +54,9 @@ class HistoryKind(StrEnum):
     NODE_CANCELLED = "node.cancelled"
     #: The node parked on an event and/or a timer (data: the event name and due time).
     NODE_WAITING = "node.waiting"
+    #: The dispatch check found the node's task lost or orphaned and sent it again (data: why,
+    #: how: ``redispatched`` or ``requeued``, the attempt and when the lost copy was sent).
+    NODE_REDISPATCHED = "node.redispatched"
     #: A delivery found the node already running (written by ``tasks``).
     NODE_BUSY = "node.busy"
     #: A delivery found the node outside the frontier and did nothing (written by ``tasks``).

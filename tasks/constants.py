@@ -37,6 +37,27 @@ REGISTRY_KEY = "flowbridge:registry:"
 REGISTRY_TTL_S = 90
 #: How often a running process refreshes its registry record.
 REGISTRY_REFRESH_S = 30.0
+#: The Celery beat task that re-dispatches node tasks lost between a queue and a worker.
+CHECK_DISPATCH_TASK = "flowbridge.check_dispatch"
+#: Header every task message flowbridge sends carries: the sender's wall time (``time.time()``).
+SENT_AT_HEADER = "flowbridge-sent-at"
+#: Per shard queue, a sorted set of the node tasks sent to it and not yet received by a worker
+#: (member: ``[run_id, node_id, iteration]`` as JSON, score: the ``SENT_AT_HEADER`` value);
+#: suffix: the queue's name.
+SENT_KEY = "flowbridge:sent:"
+#: Sorted set of worker names by the time of their last liveness record.
+LIVE_WORKERS_KEY = "flowbridge:live"
+#: Each worker's liveness record (``LIVE_KEY + name``): its pid and the node tasks it holds.
+LIVE_KEY = "flowbridge:live:"
+#: How often a worker's main process writes its liveness record.
+LIVE_PERIOD_S = 1.0
+#: A worker whose record is older than this is taken for dead (its record expires later).
+LIVE_STALE_S = 3.0
+#: The record's Redis TTL (only garbage collection: ``LIVE_STALE_S`` decides).
+LIVE_TTL_S = 60
+#: Clock differences between hosts, and the moment between a send's stamp and its LPUSH,
+#: that the dispatch check allows for before it calls a task lost.
+DISPATCH_SLACK_S = 1.0
 
 #: Context keys flowbridge keeps for itself start with this (hidden from the run's JSON).
 INTERNAL_PREFIX = "_flowbridge."

@@ -2,8 +2,10 @@
 
 The points sit where a crash is hardest to recover from: a code workflow's
 activation ``before_commit``, ``after_commit`` (committed, nothing dispatched),
-``after_dispatch`` (dispatched, not marked), and ``in_activity`` (the activity's
-effect happened, its result is not recorded). With a marker file the crash
+``after_dispatch`` (dispatched, not marked), ``in_activity`` (the activity's
+effect happened, its result is not recorded), and ``after_receive`` (a worker's
+main process took a task from its queue and has not run it: it is left
+unacknowledged by a dead worker). With a marker file the crash
 happens once (the file is created first), so the redelivery can succeed;
 without one, every pass through the point crashes. For fault-injection tests
 and operators' drills; unset (the default), it costs one dictionary lookup.
@@ -19,7 +21,9 @@ __all__ = ["POINTS", "crash_point"]
 
 log = logging.getLogger("flowbridge.faults")
 
-POINTS = frozenset({"before_commit", "after_commit", "after_dispatch", "in_activity"})
+POINTS = frozenset(
+    {"before_commit", "after_commit", "after_dispatch", "in_activity", "after_receive"}
+)
 
 
 def crash_point(name: str) -> None:

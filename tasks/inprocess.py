@@ -24,7 +24,7 @@ from typing import Any
 from state.protocol import StateStore
 from state.records import OutboxMessage
 from tasks.engine import execute_node, fire_from_chord
-from tasks.port import ActivationTask, ActivityTask, NodeTask
+from tasks.port import ActivationTask, ActivityTask, LostTask, NodeTask
 
 __all__ = ["InProcessPort", "LocalRunLocks", "Published", "QueuedTask", "VirtualClock"]
 
@@ -193,6 +193,21 @@ class InProcessPort:
     ) -> tuple[list[str], float]:
         """No other worker can have it here: the node fails at once."""
         return [worker], float("inf")
+
+    def find_lost(self, *, deadline_s: float, limit: int) -> list[LostTask]:
+        """Nothing is lost between a queue and a worker in one process."""
+        return []
+
+    def still_lost(self, task: LostTask) -> bool:
+        """Never lost here."""
+        return False
+
+    def requeue(self, task: LostTask, *, takeover: bool = False) -> bool:
+        """Never orphaned here."""
+        return False
+
+    def forget(self, task: LostTask) -> None:
+        """Nothing is kept."""
 
     # --- the queue -------------------------------------------------------------------------
     def _push(self, task: NodeTask, *, chord: int | None) -> None:

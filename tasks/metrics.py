@@ -42,6 +42,10 @@ class Metrics(Protocol):
         """A reconciler pass ended (its report: stalled, reconciled, timers, failed)."""
         ...
 
+    def dispatch_check(self, report: Mapping[str, int]) -> None:
+        """A dispatch check ended (its report: lost, orphaned, redispatched, requeued)."""
+        ...
+
 
 class NullMetrics:
     """Counts nothing."""
@@ -62,4 +66,7 @@ class NullMetrics:
         """Ignore it."""
 
     def reconciler_pass(self, report: Mapping[str, int]) -> None:
+        """Ignore it."""
+
+    def dispatch_check(self, report: Mapping[str, int]) -> None:
         """Ignore it."""

@@ -13,7 +13,17 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["ActivationTask", "ActivityTask", "NodeTask", "RunLocks", "TaskPort", "task_id"]
+__all__ = [
+    "LOST",
+    "ORPHANED",
+    "ActivationTask",
+    "ActivityTask",
+    "LostTask",
+    "NodeTask",
+    "RunLocks",
+    "TaskPort",
+    "task_id",
+]
 
 
 def task_id(run_id: str, node_id: str, iteration: int, attempt: int, run_attempt: int = 1) -> str:
@@ -91,6 +101,34 @@ class ActivityTask:
         return f"{self.run_id}:{self.gen}:{self.seq}:{self.attempt}"
 
 
+#: ``LostTask.why``: it left its queue and no live worker has it.
+LOST = "lost"
+#: ``LostTask.why``: a dead worker left it unacknowledged.
+ORPHANED = "orphaned"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LostTask:
+    """A node task the broker lost: sent and never received, or held by a worker that died.
+
+    ``why`` is ``lost`` (it left its queue and no worker recorded it: kombu's BRPOP
+    popped it and the worker died before recording it as unacknowledged) or
+    ``orphaned`` (unacknowledged by a worker that is dead, so Redis would return it
+    only after the visibility timeout).
+    """
+
+    run_id: str
+    node_id: str
+    iteration: int
+    why: str
+    #: When it was sent (the sender's wall time).
+    sent_at: float
+    #: The queue it was sent to.
+    queue: str
+    #: The port's handle on it (a sent-record member, a delivery tag).
+    ref: str
+
+
 class RunLocks(Protocol):
     """Per-run locks paired with the store's fence (see ``state.locks.RunLock``)."""
 
@@ -150,4 +188,23 @@ class TaskPort(Protocol):
         self, run_id: str, node_id: str, iteration: int, worker: str
     ) -> tuple[list[str], float]:
         """Record that ``worker`` lacks the node; every worker that did, and for how long."""
+        ...
+
+    def find_lost(self, *, deadline_s: float, limit: int) -> list[LostTask]:
+        """Node tasks lost or orphaned (``LostTask``) at least ``deadline_s`` after their send."""
+        ...
+
+    def still_lost(self, task: LostTask) -> bool:
+        """Whether ``task`` is still as ``find_lost`` found it (nobody recovered it since)."""
+        ...
+
+    def requeue(self, task: LostTask, *, takeover: bool = False) -> bool:
+        """Put an orphaned task back at the head of its queue; False if it was not there.
+
+        With ``takeover`` it comes back as a redelivery, which takes a ``running`` node over.
+        """
+        ...
+
+    def forget(self, task: LostTask) -> None:
+        """Drop what the port keeps of a lost task whose node no longer waits for it."""
         ...

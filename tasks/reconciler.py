@@ -13,6 +13,14 @@ reconcilers may run at once: a Redis lock with an owner token per run avoids
 duplicate work, and the claim on the stall (``mark_reconciled``, conditional
 on the run's progress and fence) makes each stall re-emitted once even if
 the lock was lost.
+
+``check_dispatch`` is the quick half, on a schedule of its own
+(``FLOWBRIDGE_DISPATCH_DEADLINE_S``): the port names the node tasks that left
+their queue and reached no live worker, or that a dead worker left
+unacknowledged (``TaskPort.find_lost``); each whose node is still ``pending``
+is sent again (a lost one) or put back at the head of its queue (an orphaned
+one), under the same lock and claim. Its cost follows the tasks in flight,
+never the number of runs.
 """
 
 from __future__ import annotations
@@ -20,16 +28,18 @@ from __future__ import annotations
 import logging
 import uuid
 
-from state.constants import NODE_PENDING, NODE_RUNNING, RUN_PENDING, RUN_RUNNING
+from state.constants import NODE_PENDING, NODE_RUNNING, RUN_ACTIVE, RUN_PENDING, RUN_RUNNING
 from state.errors import StaleFenceError
-from state.records import OutboxMessage, Run
+from state.history import HistoryKind
+from state.records import NodeState, OutboxMessage, Run
 from tasks.engine import RunScope, settle_stalled
 from tasks.engine.graph import active_iterations
+from tasks.port import ORPHANED, LostTask
 from tasks.runtime import Runtime
 from tasks.workflow.activation import is_workflow
 from tasks.workflow.recovery import fire_workflow_timers, reconcile_workflow
 
-__all__ = ["reconcile_once"]
+__all__ = ["check_dispatch", "reconcile_once"]
 
 log = logging.getLogger("flowbridge.reconciler")
 
@@ -95,8 +105,109 @@ def reconcile_once(rt: Runtime, *, now: float | None = None) -> dict[str, int]:
                 log.info("run %s reconciled: %s", run_id, ", ".join(actions))
     if emitted:
         rt.notify_outbox()
+    report.update(check_dispatch(rt))
     rt.metrics.reconciler_pass(report)
     return report
+
+
+def check_dispatch(rt: Runtime) -> dict[str, int]:
+    """Send again the node tasks lost or orphaned on the way to a worker; returns the counts.
+
+    ``{lost, orphaned, redispatched, requeued}``: found lost (they left their queue and
+    no live worker has them), found orphaned (a dead worker's unacknowledged messages),
+    sent again, and put back at the head of their queue.
+    """
+    report = {"lost": 0, "orphaned": 0, "redispatched": 0, "requeued": 0}
+    if not rt.settings.dispatch_deadline_s:
+        return report
+    try:
+        found = rt.port.find_lost(deadline_s=rt.settings.dispatch_deadline_s, limit=BATCH)
+    except Exception:
+        log.exception("looking for lost node tasks failed")
+        return report
+    by_run: dict[str, list[LostTask]] = {}
+    for task in found:
+        by_run.setdefault(task.run_id, []).append(task)
+    lock = rt.port.run_locks()
+    for run_id, tasks in by_run.items():
+        try:
+            with lock.hold(run_id) as fence:
+                if fence is None:
+                    continue  # a reconciler holds it: it will find them on its next pass
+                _recover(rt, run_id, tasks, fence, report)
+        except StaleFenceError as exc:
+            log.warning("run %s: %s", run_id, exc)
+        except Exception:
+            log.exception("recovering lost node tasks of run %s failed", run_id)
+    rt.metrics.dispatch_check(report)
+    return report
+
+
+def _recover(
+    rt: Runtime, run_id: str, tasks: list[LostTask], fence: int, report: dict[str, int]
+) -> None:
+    """Under the run's lock: send again each lost task its node waits for; requeue orphans.
+
+    A lost task is sent again (the same attempt) only while its node is ``pending``;
+    otherwise it was received after all and its record is dropped. An orphaned one
+    always goes back to its queue, as kombu would put it back after the visibility
+    timeout: as a redelivery when its node is ``running`` (the dead worker's pool
+    process died with it, so the delivery takes the node over); for a node that
+    completed, the delivery re-sends successors the dead worker may not have sent.
+    """
+    # Read under the lock: a reconciler that held it before may have recovered them already.
+    tasks = [t for t in tasks if rt.port.still_lost(t)]
+    run = rt.store.get_run(run_id)
+    if run is None or run.status not in RUN_ACTIVE or is_workflow(run):
+        for task in tasks:
+            if task.why == ORPHANED:
+                rt.port.requeue(task)  # its delivery finds the run finished and is acked
+            else:
+                rt.port.forget(task)
+        return
+    bp = rt.blueprint_of(run)
+    todo: list[tuple[LostTask, NodeState | None]] = []
+    for task in tasks:
+        rec = (
+            rt.store.get_node(run_id, task.node_id, task.iteration)
+            if task.node_id in bp.node_ids
+            else None
+        )
+        if task.why == ORPHANED or (rec is not None and rec.status == NODE_PENDING):
+            todo.append((task, rec))
+        else:
+            # Received after all (its receipt was recorded late), or the run moved on.
+            rt.port.forget(task)
+    # The claim makes it once per stall even if this holder lost its lock meanwhile.
+    if not todo or not rt.store.mark_reconciled(run_id, stalled_since=run.updated_at, fence=fence):
+        return
+    for task, rec in todo:
+        report[task.why] += 1
+        status = rec.status if rec is not None else None
+        attempt = (rec.attempts if rec is not None else 0) + (status == NODE_PENDING)
+        if task.why == ORPHANED:
+            if not rt.port.requeue(task, takeover=status == NODE_RUNNING):
+                continue  # kombu's own restore (or a clean stop) put it back meanwhile
+            how = "requeued"
+        else:
+            rt.dispatch(bp, run_id, task.node_id, iteration=task.iteration, attempt=attempt)
+            how = "redispatched"
+        report[how] += 1
+        rt.store.append_history(
+            run_id,
+            HistoryKind.NODE_REDISPATCHED,
+            node_id=task.node_id,
+            data={"why": task.why, "how": how, "status": status, "sent_at": task.sent_at},
+        )
+        log.warning(
+            "run %s: the task of node %s (%s) was %s %.1fs after it was sent; %s",
+            run_id,
+            task.node_id,
+            status,
+            task.why,
+            rt.clock() - rt.settings.clock_offset_s - task.sent_at,
+            how,
+        )
 
 
 def _fire_due_timers(rt: Runtime, now: float, report: dict[str, int]) -> bool:

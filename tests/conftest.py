@@ -413,8 +413,11 @@ class Stack:
     ) -> subprocess.Popen[bytes]:
         """Start a worker (``env`` overrides the stack's environment for it alone).
 
-        ``events``: send Celery task events (``-E``), as Flower needs.
+        ``events``: send Celery task events (``-E``), as Flower needs. A name used before
+        starts that worker again (its log says ``ready.`` once more).
         """
+        log = self.iso.tmp_path / f"{name}.log"
+        seen = log.read_bytes().count(b"ready.") if log.exists() else 0
         proc = self.start(
             name,
             [
@@ -433,9 +436,33 @@ class Stack:
             ],
             **env,
         )
+        self.wait_for(
+            lambda: log.exists() and log.read_bytes().count(b"ready.") > seen,
+            timeout=30,
+            what=f"{name} ready",
+        )
+        return proc
+
+    def start_beat(self, name: str = "beat", **env: str) -> subprocess.Popen[bytes]:
+        """Start Celery beat (the reconciler's and the dispatch check's schedules)."""
+        proc = self.start(
+            name,
+            [
+                str(BIN / "celery"),
+                "-A",
+                "tasks",
+                "beat",
+                "--loglevel=INFO",
+                "--schedule",
+                str(self.iso.tmp_path / f"{name}-schedule"),
+            ],
+            **env,
+        )
         log = self.iso.tmp_path / f"{name}.log"
         self.wait_for(
-            lambda: log.exists() and b"ready." in log.read_bytes(), timeout=30, what=f"{name} ready"
+            lambda: log.exists() and b"beat: Starting" in log.read_bytes(),
+            timeout=30,
+            what=f"{name} started",
         )
         return proc
 

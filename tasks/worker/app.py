@@ -16,6 +16,7 @@ from celery import Celery, Task
 
 from tasks.constants import (
     BRANCH_TASK,
+    CHECK_DISPATCH_TASK,
     JOIN_TASK,
     RECONCILE_TASK,
     RUN_NODE_TASK,
@@ -169,7 +170,7 @@ def run_branch(
                 item=item,
             )
             # The replacement keeps this task's place in the chord.
-            return self.replace(rt.port.signature(nxt))  # type: ignore[no-any-return]
+            return self.replace(rt.port.replacement(nxt))  # type: ignore[no-any-return]
     return {"node": node_id if item is None else f"{node_id}[{item}]", "outcome": step.kind}
 
 
@@ -198,6 +199,14 @@ def reconcile() -> dict[str, int]:
     from tasks.reconciler import reconcile_once
 
     return reconcile_once(get_runtime())
+
+
+@app.task(name=CHECK_DISPATCH_TASK, ignore_result=True)
+def check_dispatch() -> dict[str, int]:
+    """Re-dispatch node tasks lost between a queue and a worker (``tasks.reconciler``)."""
+    from tasks.reconciler import check_dispatch as check
+
+    return check(get_runtime())
 
 
 # --- code workflows ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 from kombu.entity import Exchange, Queue
 
 from state.keys import shard_of
-from tasks.constants import RECONCILE_TASK, SHARD_QUEUE_PREFIX
+from tasks.constants import CHECK_DISPATCH_TASK, RECONCILE_TASK, SHARD_QUEUE_PREFIX
 from tasks.settings import Settings
 
 __all__ = ["ShardRouter", "celery_config", "shard_of", "shard_queue"]
@@ -60,6 +60,20 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     if use_ssl is not None:
         # A rediss:// URL without ssl_cert_reqs makes Celery's Redis result backend raise.
         tls = {"broker_use_ssl": use_ssl, "redis_backend_use_ssl": dict(use_ssl)}
+    schedule: dict[str, Any] = {
+        "flowbridge.reconcile": {
+            "task": RECONCILE_TASK,
+            "schedule": settings.reconcile_interval_s,
+            "options": {"expires": settings.reconcile_interval_s},
+        }
+    }
+    if settings.dispatch_deadline_s:
+        # Its own, shorter schedule: a lost node task is found in seconds, not at the stall.
+        schedule["flowbridge.check_dispatch"] = {
+            "task": CHECK_DISPATCH_TASK,
+            "schedule": settings.dispatch_deadline_s,
+            "options": {"expires": settings.dispatch_deadline_s},
+        }
     return {
         **tls,
         "broker_url": settings.redis_url,
@@ -87,11 +101,5 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_soft_shutdown_timeout": settings.soft_shutdown_s,
         "worker_enable_soft_shutdown_on_idle": True,
         "worker_hijack_root_logger": False,
-        "beat_schedule": {
-            "flowbridge.reconcile": {
-                "task": RECONCILE_TASK,
-                "schedule": settings.reconcile_interval_s,
-                "options": {"expires": settings.reconcile_interval_s},
-            }
-        },
+        "beat_schedule": schedule,
     }

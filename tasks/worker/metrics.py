@@ -97,6 +97,12 @@ class PrometheusMetrics:
         self.reconciler_failures = Counter(
             "flowbridge_reconciler_failures", "Runs or timers a reconciler pass failed on."
         )
+        self.tasks_recovered = Counter(
+            "flowbridge_dispatch_recovered_tasks",
+            "Node tasks the dispatch check sent again (lost) or put back in their queue "
+            "(a dead worker's).",
+            ["how"],
+        )
 
     def run_started(self, blueprint: str) -> None:
         """Count a run created."""
@@ -125,6 +131,11 @@ class PrometheusMetrics:
         self.reconciler_reemits.inc(report.get("reconciled", 0))
         self.reconciler_timers.inc(report.get("timers", 0))
         self.reconciler_failures.inc(report.get("failed", 0))
+
+    def dispatch_check(self, report: Mapping[str, int]) -> None:
+        """Count what a dispatch check recovered."""
+        self.tasks_recovered.labels(how="redispatched").inc(report.get("redispatched", 0))
+        self.tasks_recovered.labels(how="requeued").inc(report.get("requeued", 0))
 
 
 _installed: dict[str, Any] = {}

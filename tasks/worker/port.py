@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,16 +18,20 @@ from tasks.constants import (
     JOIN_TASK,
     OUTBOX_HINT_KEY,
     RUN_NODE_TASK,
+    SENT_AT_HEADER,
+    SHARD_QUEUE_PREFIX,
     WF_ACTIVATE_TASK,
     WF_ACTIVITY_TASK,
     WF_RESOLVE_ERROR_TASK,
     WF_RESOLVE_TASK,
 )
-from tasks.port import ActivationTask, ActivityTask, NodeTask
+from tasks.port import ActivationTask, ActivityTask, LostTask, NodeTask
 from tasks.settings import Settings
 from tasks.tracing import current_headers
-from tasks.worker.config import redis_ssl_options
+from tasks.worker.config import redis_ssl_options, shard_queue
+from tasks.worker.liveness import node_member
 from tasks.worker.presence import note_missing
+from tasks.worker.whereabouts import Whereabouts
 
 if TYPE_CHECKING:
     from celery import Celery, Signature
@@ -55,6 +60,7 @@ class CeleryPort:
         self.store = store
         self.app = app
         self._redis: redis.Redis[bytes] | None = None
+        self._whereabouts: Whereabouts | None = None
 
     @property
     def redis(self) -> redis.Redis[bytes]:
@@ -63,9 +69,22 @@ class CeleryPort:
             self._redis = redis_client(self.settings)
         return self._redis
 
-    def signature(self, task: NodeTask) -> Signature:
+    @property
+    def whereabouts(self) -> Whereabouts:
+        """Where node tasks are: sent records, queues, unacked messages, live workers."""
+        if self._whereabouts is None:
+            queues = [f"{SHARD_QUEUE_PREFIX}{n}" for n in range(self.settings.shards)]
+            self._whereabouts = Whereabouts(
+                self.redis, prefix=self.settings.redis_prefix, queues=queues
+            )
+        return self._whereabouts
+
+    def signature(self, task: NodeTask, *, sent_at: float | None = None) -> Signature:
         """The Celery signature of one node attempt, routed to its run's shard queue."""
         options: dict[str, Any] = {"task_id": task.task_id}
+        if sent_at is not None:
+            # The same time as its sent record: the dispatch check compares the two.
+            options["headers"] = {SENT_AT_HEADER: sent_at}
         if task.timeout_s:
             # The node's timeout is the soft limit (raised in the task); the hard one kills.
             options["soft_time_limit"] = task.timeout_s
@@ -75,7 +94,7 @@ class CeleryPort:
         trace = current_headers()
         if trace:
             # The dispatching span (the bridge's record, or the node attempt that routed).
-            options["headers"] = dict(trace)
+            options["headers"] = {**options.get("headers", {}), **dict(trace)}
         kwargs: dict[str, Any] = {
             "run_id": task.run_id,
             "node_id": task.node_id,
@@ -89,9 +108,35 @@ class CeleryPort:
         name = BRANCH_TASK if task.branch else RUN_NODE_TASK
         return self.app.signature(name, kwargs=kwargs, **options)
 
+    def _record_sent(self, tasks: Sequence[NodeTask]) -> float:
+        """Record node tasks as sent now, before publishing: one lost on the way is found."""
+        sent_at = time.time()
+        entries = [
+            (
+                shard_queue(t.run_id, self.settings.shards),
+                node_member(t.run_id, t.node_id, t.iteration),
+                sent_at,
+            )
+            for t in tasks
+            # A batch item shares its scatter node's record: the batch's own recovery (the
+            # reconciler sends a lost window again) covers items, not this check.
+            if not t.wake and t.item is None
+        ]
+        if entries:
+            try:
+                self.whereabouts.record_sent(entries)
+            except redis.RedisError as exc:
+                # The publish fails too, or it goes through: then only the quick check misses it.
+                log.warning("sent record not written (a lost task waits for the stall): %s", exc)
+        return sent_at
+
     def dispatch(self, task: NodeTask) -> None:
         """Send one node attempt to its run's shard queue."""
-        self.signature(task).apply_async()
+        self.signature(task, sent_at=self._record_sent([task])).apply_async()
+
+    def replacement(self, task: NodeTask) -> Signature:
+        """The signature a chord branch replaces itself with (recorded as sent)."""
+        return self.signature(task, sent_at=self._record_sent([task]))
 
     def dispatch_chord(
         self, heads: Sequence[NodeTask], *, join_id: str, window: int | None = None
@@ -108,7 +153,8 @@ class CeleryPort:
         if window is not None:
             kwargs["window"] = window
         body = self.app.signature(JOIN_TASK, kwargs=kwargs)
-        chord([self.signature(h) for h in heads], body).apply_async()
+        sent_at = self._record_sent(heads)
+        chord([self.signature(h, sent_at=sent_at) for h in heads], body).apply_async()
 
     def revoke(self, task_ids: Sequence[str], *, terminate: bool = False) -> None:
         """Broadcast a revoke (held in workers' memory only)."""
@@ -193,3 +239,19 @@ class CeleryPort:
     ) -> tuple[list[str], float]:
         """Record the worker that lacked the node in Redis (shared by every worker)."""
         return note_missing(self.redis, self.settings, run_id, node_id, iteration, worker)
+
+    def find_lost(self, *, deadline_s: float, limit: int) -> list[LostTask]:
+        """Node tasks lost between a queue and a worker, or orphaned by a dead worker."""
+        return self.whereabouts.find(deadline_s=deadline_s, limit=limit)
+
+    def still_lost(self, task: LostTask) -> bool:
+        """Whether nobody recovered ``task`` since it was found."""
+        return self.whereabouts.still_lost(task)
+
+    def requeue(self, task: LostTask, *, takeover: bool = False) -> bool:
+        """Move an orphaned task back to the head of its queue (once)."""
+        return self.whereabouts.requeue(task, takeover=takeover)
+
+    def forget(self, task: LostTask) -> None:
+        """Drop a lost task's sent record (its node no longer waits for it)."""
+        self.whereabouts.forget(task)

@@ -13,6 +13,7 @@ from tasks.loading import load_user_code
 from tasks.runtime import Runtime
 from tasks.settings import Settings
 from tasks.worker.app import get_runtime
+from tasks.worker.liveness import Liveness
 from tasks.worker.metrics import prepare_multiprocess, process_metrics, serve_metrics
 from tasks.worker.port import CeleryPort
 from tasks.worker.presence import Presence
@@ -25,6 +26,7 @@ log = logging.getLogger("flowbridge.worker")
 EXIT_CONFIG = 2
 
 _presence: list[Presence] = []
+_liveness: list[Liveness] = []
 
 
 def _start_or_exit(role: str) -> Runtime:
@@ -86,12 +88,17 @@ def _announce_worker(sender: Any = None, **_: Any) -> None:
     presence.announce()
     presence.start_refresh()
     _presence.append(presence)
+    liveness = Liveness(runtime.port.redis, runtime.settings, name=presence.me.name)
+    liveness.start()
+    _liveness.append(liveness)
 
 
 @signals.worker_shutdown.connect
 def _withdraw_worker(**_: Any) -> None:
     while _presence:
         _presence.pop().withdraw()
+    while _liveness:
+        _liveness.pop().stop()
 
 
 @signals.beat_init.connect

@@ -345,13 +345,24 @@ register_blueprint(
 _fan("slow-fan", {f"s{i}": [(f"sf{i}", "slow", {"seconds": 1})] for i in range(6)})
 
 
+#: Add the key to the sink's set and, only if it was new, count the effect.
+_APPLY_ONCE = (
+    "if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then return redis.call('INCR', KEYS[2]) end "
+    "return 0"
+)
+
+
 @node("sink")
 def sink(ctx: NodeContext) -> dict[str, Any]:
     """An idempotent external effect: applied once per idempotency key, however often code runs."""
     prefix = os.environ.get("FLOWBRIDGE_REDIS_PREFIX", "")
     effect(f"{ctx.node_id}.calls")
-    if _redis().sadd(prefix + "sink", ctx.idempotency_key):
-        effect(ctx.node_id)
+    time.sleep(float(ctx.params.get("seconds", 0)))  # keep tasks in flight for kill loops
+    # The effect and its count in one step, as a system that dedupes would apply it: a process
+    # killed between two separate calls would leave the key without its count.
+    _redis().eval(
+        _APPLY_ONCE, 2, prefix + "sink", prefix + f"effects:{ctx.node_id}", ctx.idempotency_key
+    )
     return {"key": ctx.idempotency_key}
 
 
@@ -449,6 +460,11 @@ register_blueprint(
             {"source": "a", "target": "side"},
         ],
     }
+)
+# Short nodes for the kill loop: each an idempotent effect, so a rerun is visible but harmless.
+_seq(
+    "sink-chain",
+    [{"id": f"k{i}", "uses": "sink", "params": {"seconds": 0.05}} for i in range(1, 5)],
 )
 # flowcraft built-ins (subflow, batch, loop): their own module, registered with these.
 from tests.apps import builtin_nodes  # noqa: E402, F401

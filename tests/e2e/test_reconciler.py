@@ -134,6 +134,10 @@ def test_one_pass_with_100k_finished_runs_reads_only_the_stalled_buckets(
         "reconciled": 50,
         "failed": 0,
         "timers": 0,
+        "lost": 0,
+        "orphaned": 0,
+        "redispatched": 0,
+        "requeued": 0,
     }
     assert reports["small"] == reports["big"]
     # 100,000 finished runs add (almost) no work: a scan would add ~100,000 rows' worth.
