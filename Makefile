@@ -40,8 +40,11 @@ format: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
+## PYTEST_WORKERS processes share the tests (end-to-end tests mostly wait on their processes;
+## 0: one process). Tests of one file stay in one process (their module fixtures).
+PYTEST_WORKERS ?= 2
 pytest: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 ## The full fuzz suite (not part of `make test`, which runs its short form): 10,000 generated
 ## records through a real bridge on tansu and on Kafka, and 2,000 blueprint files per kind.

@@ -124,8 +124,60 @@ def cql_hosts() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def real_kafka() -> Iterator[JvmService]:
-    """A real Apache Kafka 4.0 broker (KRaft, from ../shared/kafka) for the session."""
+    """A real Apache Kafka 4.0 broker (KRaft, from ../shared/kafka) for the session.
+
+    Under ``pytest -n`` the broker the controlling process started (``_SHARED_KAFKA``).
+    """
+    shared = os.environ.get(_SHARED_KAFKA, "").strip()
+    if shared:
+        yield JvmService(name="kafka", url=shared, script=Path(), work_dir=Path(), owned=False)
+        return
     yield from _jvm_service(start_kafka)
+
+
+#: Under ``pytest -n``: the bootstrap address of the real Kafka the controlling process started.
+_SHARED_KAFKA = "FLOWBRIDGE_TEST_KAFKA_URL"
+
+
+def _parallel_controller(config: pytest.Config) -> bool:
+    """Whether this is the controlling process of ``pytest -n N`` (N > 0), not a worker."""
+    if hasattr(config, "workerinput"):
+        return False
+    return bool(getattr(config.option, "numprocesses", None))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under ``pytest -n``: start the JVM services once, here, for every worker to share.
+
+    Workers inherit the environment: ``SCYLLA_HOSTS`` and ``FLOWBRIDGE_TEST_KAFKA_URL``
+    point them at the two servers (a session fixture in each would start its own, or stop
+    a shared one while others still use it). A distribution that is missing is left to the
+    workers' fixtures, which skip (or fail under ``CI=true``) with the reason.
+    """
+    if not _parallel_controller(config):
+        return
+    started: list[JvmService] = []
+    config.stash[_STARTED] = started
+    for var, start in (("SCYLLA_HOSTS", start_cassandra), (_SHARED_KAFKA, start_kafka)):
+        if os.environ.get(var, "").strip():
+            continue
+        try:
+            service = start()
+        except ServiceUnavailable:
+            continue
+        started.append(service)
+        os.environ[var] = service.url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop what ``pytest_configure`` started (unless ``FLOWBRIDGE_TEST_KEEP_SERVICES=1``)."""
+    if os.environ.get("FLOWBRIDGE_TEST_KEEP_SERVICES", "") == "1":
+        return
+    for service in config.stash.get(_STARTED, []):
+        service.stop()
+
+
+_STARTED = pytest.StashKey[list[JvmService]]()
 
 
 @pytest.fixture
