@@ -30,6 +30,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from state.keys import OUTBOX_SHARDS
+from state.locks import RELEASE_IF_HELD
 
 __all__ = ["ShardLeases"]
 
@@ -38,16 +39,10 @@ log = logging.getLogger("flowbridge.outbox")
 #: The lease is trusted locally for this fraction of its time (clock drift, a slow renewal).
 SAFETY = 0.8
 
-# Renew or release a lease only if this member still holds it.
+# Renew a lease only if this member still holds it (released as a run lock is).
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
 end
 return 0
 """
@@ -123,7 +118,7 @@ class ShardLeases:
             fair = math.ceil(self.shards / live)
             for shard in kept[fair:]:
                 # Over the fair share (another relay joined): give the extra back.
-                self.redis.eval(_RELEASE, 1, self._key(shard), self.member)
+                self.redis.eval(RELEASE_IF_HELD, 1, self._key(shard), self.member)
                 del self._valid_until[shard]
             for shard in range(self.shards):
                 if len(self._valid_until) >= fair:
@@ -148,7 +143,7 @@ class ShardLeases:
         """Give every held lease back (a clean stop: the others take over at once)."""
         with contextlib.suppress(RedisError):
             for shard in list(self._valid_until):
-                self.redis.eval(_RELEASE, 1, self._key(shard), self.member)
+                self.redis.eval(RELEASE_IF_HELD, 1, self._key(shard), self.member)
             self.redis.zrem(self._members_key, self.member)
         self._valid_until = {}
 

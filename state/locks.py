@@ -21,10 +21,10 @@ from state.protocol import StateStore
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["RunLock"]
+__all__ = ["RELEASE_IF_HELD", "RunLock"]
 
 #: Delete the key only if it still holds our token (never release someone else's lock).
-_RELEASE = """
+RELEASE_IF_HELD = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
     return redis.call('del', KEYS[1])
 end
@@ -71,7 +71,7 @@ class RunLock:
 
     def release(self, run_id: str, token: str) -> bool:
         """Release the lock if ``token`` still owns it."""
-        return bool(self.client.eval(_RELEASE, 1, self.key(run_id), token))  # type: ignore[no-untyped-call]
+        return bool(self.client.eval(RELEASE_IF_HELD, 1, self.key(run_id), token))  # type: ignore[no-untyped-call]
 
     @contextmanager
     def hold(self, run_id: str, *, wait_s: float = 0.0) -> Iterator[int | None]:
