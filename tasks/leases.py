@@ -25,11 +25,15 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from state.protocol import StateStore
 from state.records import NodeState
 
-__all__ = ["Lease", "Renewer", "claim_lease", "held", "identity", "renewer"]
+if TYPE_CHECKING:
+    from tasks.runtime import Runtime
+
+__all__ = ["Lease", "Renewer", "begin_leased", "held", "identity", "renewer"]
 
 log = logging.getLogger("flowbridge.leases")
 
@@ -146,14 +150,29 @@ def renewer(store: StateStore, clock: Callable[[], float], lease_s: float) -> Re
         return found
 
 
-def claim_lease(
-    store: StateStore, clock: Callable[[], float], lease_s: float, claim: str | None
-) -> tuple[Renewer | None, str | None, float | None]:
-    """What a claim by ``claim`` records: ``(renewer, claimed_by, lease_until)``, or no lease."""
-    keeper = renewer(store, clock, lease_s) if claim else None
-    if keeper is None:
-        return None, None, None
-    return keeper, claim, keeper.until()
+def begin_leased(
+    rt: Runtime,
+    claim: str | None,
+    key: tuple[str, str, int],
+    attempt: int,
+    *,
+    takeover: bool,
+    create: bool = False,
+) -> tuple[NodeState | None, Renewer | None]:
+    """``begin_attempt`` by ``claim``, with a lease in the claim's write when leases are on.
+
+    Returns the claimed record (None: not claimable) and the renewer that keeps its lease.
+    """
+    keeper = renewer(rt.store, rt.clock, rt.settings.lease_s) if claim else None
+    began = rt.store.begin_attempt(
+        *key,
+        attempt,
+        takeover=takeover,
+        create=create,
+        claimed_by=claim if keeper is not None else None,
+        lease_until=keeper.until() if keeper is not None else None,
+    )
+    return began, keeper
 
 
 @contextmanager

@@ -10,6 +10,8 @@ reconciler and a delivery deciding on a takeover ask them about a record read.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from state.records import NodeState, NodeStatus
 
 __all__ = ["expired", "lease_left", "leased", "renewed", "stalled"]
@@ -58,18 +60,4 @@ def renewed(
         or node.claimed_by != claimed_by
     ):
         return None
-    return NodeState(
-        run_id=node.run_id,
-        node_id=node.node_id,
-        iteration=node.iteration,
-        status=node.status,
-        attempts=node.attempts,
-        deliveries=node.deliveries,
-        output=node.output,
-        action=node.action,
-        edges_taken=node.edges_taken,
-        error=node.error,
-        updated_at=node.updated_at,
-        claimed_by=node.claimed_by,
-        lease_until=max(until, node.lease_until or 0.0),
-    )
+    return replace(node, lease_until=max(until, node.lease_until or 0.0))

@@ -38,7 +38,7 @@ from tasks.engine.inputs import RunData
 from tasks.engine.outcome import Done, Failed, call_node
 from tasks.engine.scope import Attempt, RunScope, Step
 from tasks.errors import NodeError
-from tasks.leases import claim_lease, held
+from tasks.leases import begin_leased, held
 from tasks.runtime import Runtime
 
 __all__ = ["execute_node"]
@@ -134,15 +134,8 @@ def execute_node(
     # A running node is stale once its lease expired; one without a lease after stalled_after_s.
     stale = lease_rules.stalled(state, now=now, older_than=now - rt.settings.stalled_after_s)
     takeover = state.status == NODE_RUNNING and (redelivered or stale)
-    keeper, claimed_by, lease_until = claim_lease(store, rt.clock, rt.settings.lease_s, claim)
-    began = store.begin_attempt(
-        run_id,
-        node_id,
-        iteration,
-        attempt,
-        takeover=takeover,
-        claimed_by=claimed_by,
-        lease_until=lease_until,
+    began, keeper = begin_leased(
+        rt, claim, (run_id, node_id, iteration), attempt, takeover=takeover
     )
     if began is None:
         # Another delivery holds it: at least once never means "concurrently twice" on purpose.

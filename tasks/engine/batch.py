@@ -30,7 +30,7 @@ from tasks.builtins import GATHER_USES, SCATTER_USES, window_of
 from tasks.context import NodeContext
 from tasks.engine.outcome import Done, Failed, call_node
 from tasks.engine.scope import RunScope, Step
-from tasks.leases import claim_lease, held
+from tasks.leases import begin_leased, held
 from tasks.port import NodeTask
 from tasks.runtime import Runtime
 
@@ -236,17 +236,8 @@ def execute_item(
             _fire_after_detached(scope, scatter, gather, iteration)
         return Step("duplicate")
     takeover = rec is not None and rec.status != NODE_PENDING and redelivered
-    keeper, claimed_by, lease_until = claim_lease(store, rt.clock, rt.settings.lease_s, claim)
-    began = store.begin_attempt(
-        run_id,
-        node_id,
-        iteration,
-        attempt,
-        takeover=takeover,
-        create=True,
-        claimed_by=claimed_by,
-        lease_until=lease_until,
-    )
+    key = (run_id, node_id, iteration)
+    began, keeper = begin_leased(rt, claim, key, attempt, takeover=takeover, create=True)
     if began is None:
         return Step("busy")
     spec = scope.bp.node(scatter)
