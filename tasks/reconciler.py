@@ -80,7 +80,7 @@ def reconcile_once(rt: Runtime, *, now: float | None = None) -> dict[str, int]:
     # A lease's renewals are not run progress, so a node whose worker died is found by the
     # run's own idleness: the runs idle for a lease already (not stalled_after_s) are read,
     # and one of them is stalled only if a node's lease lapsed (``_reconcile_run``).
-    early = min(older, now - rt.settings.lease_s) if rt.settings.lease_s else older
+    early = max(older, now - rt.settings.lease_s) if rt.settings.lease_s else older
     lock = rt.port.run_locks()
     for status in (RUN_PENDING, RUN_RUNNING):
         for run_id in rt.store.find_stalled(status=status, older_than=early, limit=BATCH):
