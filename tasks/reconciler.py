@@ -242,6 +242,7 @@ def _reconcile_run(
     Returns whether the run was stalled, and what was done. A run idle for less
     than ``stalled_after_s`` (read because a lease may have lapsed) is stalled
     only when a running node's lease expired; then only those nodes are re-emitted.
+    One idle for longer whose only stalled-looking node holds a live lease is not stalled.
     """
     if is_workflow(run):
         return True, reconcile_workflow(rt, run, fence)
@@ -252,7 +253,9 @@ def _reconcile_run(
     every = [*recs.values(), *(r for it in active_iterations(scope).values() for r in it.values())]
     early = run.updated_at >= older
     jobs: list[OutboxMessage] = []
+    held = False  # a node's live lease vouches for the run: it is not stalled, only slow
     for rec in every:
+        held = held or (lease_rules.leased(rec) and not lease_rules.expired(rec, now=now))
         # A live lease keeps a running node however old; a lapsed one gives it up at once.
         if not lease_rules.stalled(rec, now=now, older_than=older):
             continue
@@ -275,4 +278,4 @@ def _reconcile_run(
         actions.extend(f"re-emitted {j.value['node']}" for j in jobs)
     if not early:
         actions.extend(settle_stalled(scope, recs))
-    return True, actions
+    return bool(jobs) or not held, actions
