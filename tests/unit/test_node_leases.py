@@ -1,11 +1,19 @@
-"""The node lease rule (``state.rules.leases``): when a running node counts as stalled."""
+"""Node leases: the rule (``state.rules.leases``) and the worker's renewer (``tasks.leases``)."""
 
 from __future__ import annotations
 
+import logging
+import time
+import uuid
 from dataclasses import replace
 
-from state.records import NodeState, NodeStatus
+import pytest
+
+from state import open_store
+from state.protocol import StateStore
+from state.records import NodeState, NodeStatus, Run
 from state.rules import leases
+from tasks.leases import Renewer, held, identity, renewer
 
 NOW = 1_000_000.0
 OLDER = NOW - 300.0  # now - stalled_after_s
@@ -63,3 +71,48 @@ def test_a_lease_never_moves_earlier() -> None:
     rec = node(claimed_by="w:1:t", lease_until=NOW + 60)
     renewed = leases.renewed(rec, attempt=1, claimed_by="w:1:t", until=NOW + 30)
     assert renewed is not None and renewed.lease_until == NOW + 60
+
+
+# --- the worker's renewer (tasks.leases) on a real memory store ----------------------------
+def _store() -> StateStore:
+    store = open_store(f"memory://leases-{uuid.uuid4().hex[:8]}")
+    store.migrate()
+    store.create_run(
+        Run(run_id="r", blueprint_id="bp", version="1", status="running", input={}, snapshot={}),
+        start_nodes=["a"],
+    )
+    return store
+
+
+def test_the_renewer_keeps_the_lease_while_the_attempt_runs_and_stops_after() -> None:
+    store = _store()
+    keeper = Renewer(store=store, clock=time.time, lease_s=0.3)
+    began = store.begin_attempt("r", "a", 0, 1, claimed_by="w:1:t", lease_until=keeper.until())
+    assert began is not None
+    with held(keeper, began):
+        time.sleep(0.7)  # past the first lease: only renewals keep it
+        rec = store.get_node("r", "a")
+        assert rec is not None and rec.lease_until is not None
+        assert rec.lease_until > time.time(), "renewed every 0.1 s"
+    time.sleep(0.5)
+    rec = store.get_node("r", "a")
+    assert rec is not None and rec.lease_until is not None and rec.lease_until < time.time()
+
+
+def test_a_renewal_that_finds_the_lease_taken_over_warns(caplog: pytest.LogCaptureFixture) -> None:
+    store = _store()
+    keeper = Renewer(store=store, clock=time.time, lease_s=0.3)
+    began = store.begin_attempt("r", "a", 0, 1, claimed_by="w:1:t", lease_until=keeper.until())
+    assert began is not None
+    with caplog.at_level(logging.WARNING, logger="flowbridge.leases"), held(keeper, began):
+        store.begin_attempt("r", "a", 0, 1, takeover=True, claimed_by="w:2:t", lease_until=2e9)
+        time.sleep(0.4)
+    assert any("lost its lease" in r.getMessage() for r in caplog.records), caplog.text
+    rec = store.get_node("r", "a")
+    assert rec is not None and (rec.claimed_by, rec.lease_until) == ("w:2:t", 2e9)
+
+
+def test_leases_off_or_no_identity_take_no_lease() -> None:
+    store = _store()
+    assert renewer(store, time.time, 0) is None
+    assert identity("celery@h", "t-1").startswith("celery@h:") and identity(None, None)
