@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from bench.stats import Kind, RatioStats, Verdict, ratio_stats, verdict
@@ -83,10 +83,9 @@ QUICK = Sizes(
     max_reps=8,
 )
 #: ``--smoke``: every scenario in seconds, only to show that each one still produces a ratio.
-SMOKE = Sizes(
+SMOKE = replace(
+    QUICK,
     name="smoke",
-    reps=3,
-    chains_per_rep=1,
     independent_runs=20,
     fanout_widths=(10, 20),
     ingest_messages=200,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -35,10 +37,14 @@ from tasks.worker.whereabouts import Whereabouts
 
 if TYPE_CHECKING:
     from celery import Celery, Signature
+    from kombu.messaging import Producer
 
 __all__ = ["CeleryPort", "redis_client"]
 
 log = logging.getLogger("flowbridge.runtime")
+
+#: Task messages buffered per Redis pipeline (kombu flushes a full one on its own).
+PUBLISH_BATCH_MAX = 500
 
 
 def redis_client(settings: Settings) -> redis.Redis[bytes]:
@@ -61,6 +67,9 @@ class CeleryPort:
         self.app = app
         self._redis: redis.Redis[bytes] | None = None
         self._whereabouts: Whereabouts | None = None
+        # The batching producer of this thread's open ``publish_batch`` (the bridge's relay
+        # thread publishes through the same port, on its own).
+        self._batch = threading.local()
 
     @property
     def redis(self) -> redis.Redis[bytes]:
@@ -130,9 +139,34 @@ class CeleryPort:
                 log.warning("sent record not written (a lost task waits for the stall): %s", exc)
         return sent_at
 
+    @contextlib.contextmanager
+    def publish_batch(self) -> Iterator[None]:
+        """Publish the task messages sent inside through one producer, in Redis pipelines.
+
+        Each message is one LPUSH; here they go out together when the block ends
+        (or every ``PUBLISH_BATCH_MAX``), so an exception inside discards what was
+        not flushed yet, and a failed flush raises (a kombu or Redis error) from
+        the ``with``. Nested blocks join the outer one.
+        """
+        if getattr(self._batch, "producer", None) is not None:
+            yield
+            return
+        with self.app.producer_or_acquire() as producer, producer.batch(PUBLISH_BATCH_MAX):
+            self._batch.producer = producer
+            try:
+                yield
+            finally:
+                self._batch.producer = None
+
+    @property
+    def _producer(self) -> Producer | None:
+        """This thread's batching producer (None: Celery acquires one per message)."""
+        producer: Producer | None = getattr(self._batch, "producer", None)
+        return producer
+
     def dispatch(self, task: NodeTask) -> None:
         """Send one node attempt to its run's shard queue."""
-        self.signature(task, sent_at=self._record_sent([task])).apply_async()
+        self.signature(task, sent_at=self._record_sent([task])).apply_async(producer=self._producer)
 
     def replacement(self, task: NodeTask) -> Signature:
         """The signature a chord branch replaces itself with (recorded as sent)."""
@@ -142,7 +176,8 @@ class CeleryPort:
         self, heads: Sequence[NodeTask], *, join_id: str, window: int | None = None
     ) -> None:
         """A Celery chord: the branches as header tasks, a body that fires ``join_id``."""
-        from celery import chord
+        from celery import group
+        from celery.utils import uuid
 
         first = heads[0]
         kwargs: dict[str, Any] = {
@@ -154,7 +189,14 @@ class CeleryPort:
             kwargs["window"] = window
         body = self.app.signature(JOIN_TASK, kwargs=kwargs)
         sent_at = self._record_sent(heads)
-        chord([self.signature(h, sent_at=sent_at) for h in heads], body).apply_async()
+        header = group([self.signature(h, sent_at=sent_at) for h in heads], app=self.app)
+        # What ``chord.apply_async`` does, but through one producer in Redis pipelines: from
+        # inside a worker task a chord sends each header task with its own LPUSH round trip.
+        # The header tasks carry the body; the last one's send records the chord size.
+        group_id = uuid()
+        body.freeze(group_id=group_id)
+        with self.publish_batch():
+            header.apply_async(producer=self._producer, chord=body, task_id=group_id)
 
     def revoke(self, task_ids: Sequence[str], *, terminate: bool = False) -> None:
         """Broadcast a revoke (held in workers' memory only)."""
