@@ -39,6 +39,7 @@ from typing import Any
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
+from kombu.exceptions import BatchPublishError
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 
@@ -255,7 +256,8 @@ class Bridge:
         The records' ``send_task`` publishes go out together, in one Redis pipeline
         (``TaskPort.publish_batch``), when the loop ends. If that send fails, none
         of them counts as handed off: the partition pauses at its first record and
-        nothing is committed; they are handled again (harmless) in order.
+        nothing is committed; they are handled again (harmless) in order. A chord
+        published in the block joins its batch.
         """
         next_offset: int | None = None
         try:
@@ -277,7 +279,9 @@ class Bridge:
                         self._pause(consumer, tp, rec.offset, exc)
                         break
                     next_offset = rec.offset + 1
-        except (RedisError, KombuOperationalError, OSError) as exc:
+        except (BatchPublishError, RedisError, KombuOperationalError, OSError) as exc:
+            # Some of the batch may have reached Redis ("delivery is uncertain"): sending
+            # those again is harmless, losing the others is not.
             if records:
                 with self._lock:
                     self._paused.pop(tp, None)
