@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from celery import Celery, Signature
     from kombu.messaging import Producer
 
-__all__ = ["CeleryPort", "redis_client"]
+__all__ = ["CeleryPort", "publish_only", "redis_client"]
 
 log = logging.getLogger("flowbridge.runtime")
 
@@ -53,6 +53,19 @@ def redis_client(settings: Settings) -> redis.Redis[bytes]:
     if options is None:
         return redis.Redis.from_url(settings.redis_url)
     return redis.Redis.from_url(settings.redis_url, ssl_cert_reqs=settings.redis_ssl_cert_reqs)
+
+
+def publish_only() -> None:
+    """Declare this process one that sends tasks and never waits on their results (the bridge).
+
+    Outside a worker, Celery's Redis result backend SUBSCRIBEs to each sent task's
+    result channel (and UNSUBSCRIBEs when the result object is collected): two
+    round trips per task message, more than the batched LPUSH itself. A worker
+    process sets this same flag; ``AsyncResult.get`` then refuses to block here.
+    """
+    from celery._state import _set_task_join_will_block
+
+    _set_task_join_will_block(True)
 
 
 class CeleryPort:
@@ -176,7 +189,6 @@ class CeleryPort:
         self, heads: Sequence[NodeTask], *, join_id: str, window: int | None = None
     ) -> None:
         """A Celery chord: the branches as header tasks, a body that fires ``join_id``."""
-        from celery import group
         from celery.utils import uuid
 
         first = heads[0]
@@ -189,14 +201,18 @@ class CeleryPort:
             kwargs["window"] = window
         body = self.app.signature(JOIN_TASK, kwargs=kwargs)
         sent_at = self._record_sent(heads)
-        header = group([self.signature(h, sent_at=sent_at) for h in heads], app=self.app)
-        # What ``chord.apply_async`` does, but through one producer in Redis pipelines: from
-        # inside a worker task a chord sends each header task with its own LPUSH round trip.
-        # The header tasks carry the body; the last one's send records the chord size.
+        # What ``chord.apply_async`` does, through one producer in Redis pipelines. A chord
+        # sent from inside a worker task sent each header task with its own LPUSH round trip,
+        # and its group result subscribed to every member's result channel (messages that
+        # pile up unread). Each header task carries the body; the size is known up front.
         group_id = uuid()
         body.freeze(group_id=group_id)
+        self.app.backend.set_chord_size(group_id, len(heads))
         with self.publish_batch():
-            header.apply_async(producer=self._producer, chord=body, task_id=group_id)
+            for index, head in enumerate(heads):
+                sig = self.signature(head, sent_at=sent_at)
+                sig.freeze(group_id=group_id, chord=body, group_index=index)
+                sig.apply_async(producer=self._producer, add_to_parent=False)
 
     def revoke(self, task_ids: Sequence[str], *, terminate: bool = False) -> None:
         """Broadcast a revoke (held in workers' memory only)."""
