@@ -186,8 +186,9 @@ def machine_markdown(m: dict[str, Any], sizes: Sizes, duration_s: float, command
     mem = f"{m['memory_gib']:.1f} GiB" if m["memory_gib"] else "unknown"
     return "\n".join(
         [
-            f"- Date: {m['date']}; command: `{command}` ({sizes.name}, {sizes.reps} repetitions "
-            f"per side, A B A B …; took {duration_s / 60:.1f} min).",
+            f"- Date: {m['date']}; command: `{command}` ({sizes.name}, {sizes.reps} paired "
+            f"repetitions, A B A B …, up to {sizes.max_reps} while a verdict is undecided; "
+            f"took {duration_s / 60:.1f} min).",
             f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {mem} RAM, Linux {m['kernel']}.",
             f"- Python {m['python']}; {pkgs}.",
             f"- Services: {m['tansu']} (memory storage); {m['redis_server']}; "
