@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.harness import ROOT, BenchError, Env, Processes, ScenarioSkipped
 from bench.kafka_scenarios import BridgeIngest, StartLatency
-from bench.model import FULL, QUICK, ScenarioResult
+from bench.model import FULL, QUICK, SMOKE, ScenarioResult
 from bench.peer import VersusDbos
 from bench.profiling import Profiler, ProfileRun, analyse, compact, pyspy_binary
 from bench.report import (
@@ -68,7 +68,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(ALL),
         help=f"comma-separated scenarios to run (default: all of {','.join(ALL)})",
     )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes, seconds per scenario: only shows every scenario still gives a ratio",
+    )
     p.add_argument("--reps", type=int, help="repetitions per side (at least 3)")
+    p.add_argument(
+        "--max-reps",
+        type=int,
+        help="add paired repetitions up to this many while a target's interval straddles it"
+        " (default 15; 8 with --quick)",
+    )
     p.add_argument(
         "--profile",
         default=None,
@@ -111,9 +122,7 @@ def _badness(r: ScenarioResult) -> float:
         return 0.0
     if t.kind == "ratio_min":
         return t.value / r.ratio
-    if t.kind == "ratio_max":
-        return r.ratio / t.value
-    return (r.fb_headline or 0.0) / t.value
+    return r.ratio / t.value
 
 
 def _choose_profiles(choice: str, results: list[ScenarioResult]) -> list[str]:
@@ -135,15 +144,12 @@ def _print_result(r: ScenarioResult) -> None:
         return
     from bench.report import fmt
 
-    ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x"
-    verdict = (
-        ""
-        if r.target is None
-        else ("  target met" if r.target.met(r) else f"  target MISSED ({r.target.miss(r)})")
-    )
+    got = r.stats
+    ratio = "-" if got is None else got.text()
+    verdict = "" if r.target is None else f"  target {r.target.text}: {r.target.miss(r)}"
     log(
         f"  {r.id} {r.title}: flowbridge {fmt(r.fb_median)} {r.unit}, baseline "
-        f"{fmt(r.base_median)} {r.unit}, ratio {ratio}{verdict}"
+        f"{fmt(r.base_median)} {r.unit}, ratio {ratio} ({len(r.flowbridge)} pairs){verdict}"
     )
 
 
@@ -169,14 +175,19 @@ def _run_profile(
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    sizes = QUICK if args.quick else FULL
+    sizes = SMOKE if args.smoke else QUICK if args.quick else FULL
     if args.reps:
-        sizes = replace(sizes, reps=args.reps)
+        sizes = replace(sizes, reps=args.reps, max_reps=max(args.reps, sizes.max_reps))
+    if args.max_reps:
+        sizes = replace(sizes, max_reps=max(args.max_reps, sizes.reps))
+    quick = args.quick or args.smoke
     selected = [k for k in args.only.split(",") if k]
-    profile_choice = args.profile or ("none" if args.quick else "auto")
-    json_path = args.json or RESULTS_DIR / ("quick.json" if args.quick else "latest.json")
-    doc_path = None if args.no_doc else (args.doc or (None if args.quick else DOC))
-    command = "python -m bench" + (" --quick" if args.quick else "")
+    profile_choice = args.profile or ("none" if quick else "auto")
+    json_path = (
+        args.json or RESULTS_DIR / f"{'latest' if sizes.name == 'full' else sizes.name}.json"
+    )
+    doc_path = None if args.no_doc else (args.doc or (None if quick else DOC))
+    command = "python -m bench" + (f" --{sizes.name}" if quick else "")
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="flowbridge-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)

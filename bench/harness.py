@@ -22,7 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.stats import ratio_stats, verdict
+
 if TYPE_CHECKING:
+    from bench.model import Target
     from flowbridge.dev import Service
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,12 +75,16 @@ def alternate(
     *,
     switch: Callable[[str], None] | None = None,
     warmup: int = 0,
+    target: Target | None = None,
+    max_reps: int | None = None,
 ) -> dict[str, list[float]]:
     """Run each side once per repetition, in order (A B A B ...); return each side's values.
 
     ``switch(name)`` is called before each of ``name``'s runs, untimed: it
     pauses the other side's idle pollers (see ``Side.pause``). ``warmup`` runs
-    of each side (with ``rep=-1``) come first and are not kept.
+    of each side (with ``rep=-1``) come first and are not kept. With a
+    ``target``, paired repetitions are added (up to ``max_reps``) while the
+    interval of the ratio of the first side to the last straddles it.
     """
     for _ in range(warmup):
         for name, fn in sides.items():
@@ -85,13 +92,27 @@ def alternate(
                 switch(name)
             fn(-1)
     values: dict[str, list[float]] = {name: [] for name in sides}
-    for rep in range(reps):
+    first, last = next(iter(sides)), list(sides)[-1]
+    rep = 0
+    while True:
         for name, fn in sides.items():
             if switch is not None:
                 switch(name)
             v = fn(rep)
             values[name].append(v)
-            log(f"    rep {rep + 1}/{reps} {name:<10} {v:,.3f}")
+            log(f"    rep {rep + 1} {name:<10} {v:,.3f}")
+        rep += 1
+        if rep < reps:
+            continue
+        if target is None or rep >= max(reps, max_reps or reps):
+            break
+        got = ratio_stats(values[first], values[last])
+        if got is None:
+            break
+        v = verdict(got, target.kind, target.value)
+        if v.decided:
+            break
+        log(f"    {got.text()}: {v.text}; one more pair")
     return values
 
 

@@ -14,7 +14,7 @@ from flowbridge import register_blueprint
 __all__ = ["DIAMOND", "FANOUT_WIDTHS", "fan_out", "fan_out_id"]
 
 #: Widths registered for the fan-out scenario (full and ``--quick``).
-FANOUT_WIDTHS = (10, 200, 1000)
+FANOUT_WIDTHS = (10, 20, 200, 1000)
 DIAMOND = "bench.diamond"
 
 

@@ -52,6 +52,7 @@ class BridgeIngest(Scenario):
     key = "ingest"
     number = "4"
     title = "Bridge ingest: node jobs in Kafka → Celery tasks in Redis"
+    target = Target("≥ 1.0x raw consumer loop", "ratio_min", 1.0)
 
     runs = 100
 
@@ -112,6 +113,8 @@ class BridgeIngest(Scenario):
                     "baseline": lambda rep: self.raw_once(raw, run_ids, n, rep),
                 },
                 ctx.log,
+                target=self.target,
+                max_reps=ctx.sizes.max_reps,
             )
         finally:
             fb.close()
@@ -124,7 +127,7 @@ class BridgeIngest(Scenario):
                 unit="msg/s",
                 better="higher",
                 baseline_name="kafka-python consumer, same settings, send_task per record",
-                target=Target("≥ 0.8x raw consumer loop", "ratio_min", 0.8),
+                target=self.target,
                 flowbridge=values["flowbridge"],
                 baseline=values["baseline"],
                 params={
@@ -160,6 +163,7 @@ class StartLatency(Scenario):
     key = "latency"
     number = "5"
     title = "Start message on Kafka → first node running"
+    target = Target("≤ 1.15x raw consumer + task", "ratio_max", 1.15)
 
     def measure(
         self, side: FlowbridgeSide | BaselineSide, send: Callable[[float], None], count: int
@@ -231,7 +235,14 @@ class StartLatency(Scenario):
             for warm in sides.values():  # both consumers joined and warm before measuring idle
                 warm(-1)
             idle = self.idle_cost(ctx, fb, raw)
-            values = alternate(ctx.sizes.reps, sides, ctx.log, switch=pausing(both))
+            values = alternate(
+                ctx.sizes.reps,
+                sides,
+                ctx.log,
+                switch=pausing(both),
+                target=self.target,
+                max_reps=ctx.sizes.max_reps,
+            )
         finally:
             fb.close()
             raw.close()
@@ -253,7 +264,7 @@ class StartLatency(Scenario):
                 unit="ms",
                 better="lower",
                 baseline_name="kafka-python consumer → send_task → raw Celery task",
-                target=Target("p50 ≤ 15 ms", "value_max", 15.0),
+                target=self.target,
                 flowbridge=values["flowbridge"],
                 baseline=values["baseline"],
                 params={"runs_per_side": per_rep * ctx.sizes.reps, "fetch_max_wait_ms": 10},

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-__all__ = ["FULL", "QUICK", "ScenarioResult", "Sizes", "Target", "percentile", "summary"]
+from bench.stats import Kind, RatioStats, Verdict, ratio_stats, verdict
+
+__all__ = ["FULL", "QUICK", "SMOKE", "ScenarioResult", "Sizes", "Target", "percentile", "summary"]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -53,6 +55,8 @@ class Sizes:
     dbos_runs: int
     #: Longest a single fan-out run may take before the scenario gives up on it.
     fanout_timeout_s: float
+    #: Paired repetitions are added (up to this many) while a target's interval straddles it.
+    max_reps: int = 15
 
 
 FULL = Sizes(
@@ -76,38 +80,44 @@ QUICK = Sizes(
     latency_runs=120,
     dbos_runs=10,
     fanout_timeout_s=60.0,
+    max_reps=8,
+)
+#: ``--smoke``: every scenario in seconds, only to show that each one still produces a ratio.
+SMOKE = replace(
+    QUICK,
+    name="smoke",
+    independent_runs=20,
+    fanout_widths=(10, 20),
+    ingest_messages=200,
+    latency_runs=15,
+    dbos_runs=2,
+    fanout_timeout_s=30.0,
+    max_reps=3,
 )
 
 
 @dataclass(frozen=True)
 class Target:
-    """One target of the issue, checked against a result."""
+    """One target of issue 16: flowbridge/baseline ≤ (``ratio_max``) or ≥ (``ratio_min``) value."""
 
     text: str
-    #: ``ratio_max``: flowbridge/baseline ≤ value; ``ratio_min``: ≥ value;
-    #: ``value_max``: flowbridge's headline value ≤ value.
-    kind: Literal["ratio_max", "ratio_min", "value_max"]
+    kind: Kind
     value: float
 
+    def verdict(self, result: ScenarioResult) -> Verdict | None:
+        """met / missed by X / undecided, from the ratio's whole interval (None without pairs)."""
+        got = result.stats
+        return None if got is None else verdict(got, self.kind, self.value)
+
     def met(self, result: ScenarioResult) -> bool | None:
-        measured = result.fb_headline if self.kind == "value_max" else result.ratio
-        if measured is None:
-            return None
-        return measured >= self.value if self.kind == "ratio_min" else measured <= self.value
+        """True when met, False when missed, None when undecided or unmeasured."""
+        v = self.verdict(result)
+        return None if v is None or not v.decided else v.state == "met"
 
     def miss(self, result: ScenarioResult) -> str:
-        """By how much the target is missed, in words ('' when met or unknown)."""
-        if self.met(result) is not False:
-            return ""
-        if self.kind == "value_max":
-            v = result.fb_headline or 0.0
-            return f"{v:.1f} {result.unit} is {v / self.value:.1f}x the {self.value:g} target"
-        ratio = result.ratio or 0.0
-        if self.kind == "ratio_min":
-            return (
-                f"{ratio:.2f}x is {(1 - ratio / self.value) * 100:.0f} % short of {self.value:g}x"
-            )
-        return f"{ratio:.2f}x is {(ratio / self.value - 1) * 100:.0f} % over {self.value:g}x"
+        """The verdict in words ('' when there is no measurement)."""
+        v = self.verdict(result)
+        return "" if v is None else v.text
 
 
 @dataclass
@@ -138,17 +148,15 @@ class ScenarioResult:
         return statistics.median(self.baseline) if self.baseline else None
 
     @property
-    def fb_headline(self) -> float | None:
-        """The value a ``value_max`` target is checked against (pooled p50 where there is one)."""
-        pooled = self.extra.get("pooled", {}).get("flowbridge", {})
-        return float(pooled["p50"]) if "p50" in pooled else self.fb_median
+    def stats(self) -> RatioStats | None:
+        """Median of the per-pair ratios and its seeded bootstrap 95 % interval."""
+        return ratio_stats(self.flowbridge, self.baseline)
 
     @property
     def ratio(self) -> float | None:
-        fb, base = self.fb_median, self.base_median
-        if fb is None or not base:
-            return None
-        return fb / base
+        """The median of the per-pair ratios (flowbridge / baseline of the same repetition)."""
+        got = self.stats
+        return None if got is None else got.ratio
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -156,6 +164,10 @@ class ScenarioResult:
         for side in ("flowbridge", "baseline"):
             data[f"{side}_stats"] = summary(getattr(self, side))
         data["ratio"] = self.ratio
+        got = self.stats
+        data["ratio_interval"] = None if got is None else [got.lo, got.hi]
+        v = None if self.target is None else self.target.verdict(self)
+        data["verdict"] = None if v is None else v.state
         data["target_met"] = None if self.target is None else self.target.met(self)
         data["target_miss"] = "" if self.target is None else self.target.miss(self)
         return data

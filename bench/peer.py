@@ -25,6 +25,10 @@ from bench.model import ScenarioResult, Target, percentile
 from bench.postgres import Postgres
 from bench.scenarios import POLL_FAST_S, Ctx, Scenario
 from bench.sides import FlowbridgeSide
+from bench.stats import ratio_stats, verdict
+
+#: Issue 16: the 10-step workflow (blueprint and code) in at most half of DBOS's time.
+TARGET = Target("≤ 0.5x DBOS", "ratio_max", 0.5)
 
 __all__ = ["VersusDbos"]
 
@@ -33,6 +37,15 @@ class VersusDbos(Scenario):
     key = "dbos"
     number = "6"
     title = "10-step sequential workflow vs DBOS Transact (PostgreSQL)"
+
+    @staticmethod
+    def decided(values: dict[str, list[float]]) -> bool:
+        """Whether both flowbridge forms' intervals are clear of the target."""
+        for name in ("flowbridge", "workflow"):
+            got = ratio_stats(values[name], values["baseline"])
+            if got is not None and not verdict(got, TARGET.kind, TARGET.value).decided:
+                return False
+        return True
 
     def fb_once(self, fb: FlowbridgeSide, runs: int, name: str = "bench.chain10") -> list[float]:
         out = []
@@ -87,7 +100,10 @@ class VersusDbos(Scenario):
                 fb.start()
                 self.fb_once(fb, 3)
                 self.fb_once(fb, 3, "bench.wf10")
-                for rep in range(ctx.sizes.reps):
+                rep = 0
+                while rep < ctx.sizes.reps or (
+                    rep < ctx.sizes.max_reps and not self.decided(values)
+                ):
                     for name, started in sides.items():
                         # The idle bridge polls Kafka ~100 times a second: not while DBOS runs.
                         if started:
@@ -101,9 +117,8 @@ class VersusDbos(Scenario):
                         )
                         samples[name].extend(got)
                         values[name].append(percentile(got, 50))
-                        ctx.log(
-                            f"    rep {rep + 1}/{ctx.sizes.reps} {name:<10} {values[name][-1]:,.3f}"
-                        )
+                        ctx.log(f"    rep {rep + 1} {name:<10} {values[name][-1]:,.3f}")
+                    rep += 1
             finally:
                 fb.close()
             version = pg.version()
@@ -118,7 +133,7 @@ class VersusDbos(Scenario):
             unit="ms",
             better="lower",
             baseline_name="DBOS Transact: 10 @DBOS.step in one @DBOS.workflow",
-            target=Target("≥ 2x faster than DBOS (ratio ≤ 0.5)", "ratio_max", 0.5),
+            target=TARGET,
             flowbridge=values["workflow"],
             baseline=values["baseline"],
             params={"steps": 10, "runs_per_rep": runs, "postgres": version},
@@ -137,7 +152,7 @@ class VersusDbos(Scenario):
                 unit="ms",
                 better="lower",
                 baseline_name="DBOS Transact: 10 @DBOS.step in one @DBOS.workflow",
-                target=Target("≥ 2x faster than DBOS (ratio ≤ 0.5)", "ratio_max", 0.5),
+                target=TARGET,
                 flowbridge=values["flowbridge"],
                 baseline=values["baseline"],
                 params={"steps": 10, "runs_per_rep": runs, "postgres": version},

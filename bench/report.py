@@ -142,7 +142,7 @@ def _side(values: list[float]) -> str:
 def results_markdown(results: list[ScenarioResult]) -> str:
     lines = [
         "| # | scenario | metric | unit | flowbridge median (min-max) | baseline median (min-max)"
-        " | flowbridge / baseline | target | met |",
+        " | flowbridge / baseline: median of per-pair ratios [bootstrap 95 %] | target | verdict |",
         "|---|---|---|---|---:|---:|---:|---|---|",
     ]
     for r in results:
@@ -150,12 +150,15 @@ def results_markdown(results: list[ScenarioResult]) -> str:
             reason = (r.reason or "").splitlines()[0][:300]
             lines.append(f"| {r.id} | {r.title} | {r.status}: {reason} | | | | | | |")
             continue
-        met = "" if r.target is None else ("yes" if r.target.met(r) else "**no**")
-        miss = "" if r.target is None else r.target.miss(r)
+        verdict = "" if r.target is None else r.target.miss(r)
+        if verdict.startswith("missed"):
+            verdict = f"**{verdict}**"
+        got = r.stats
+        ratio = "-" if got is None else f"{got.text()} (n={got.pairs})"
         lines.append(
             f"| {r.id} | {r.title} | {r.metric} | {r.unit} | {_side(r.flowbridge)} | "
-            f"{_side(r.baseline)} | {fmt(r.ratio)}x | {r.target.text if r.target else '-'} | "
-            f"{met}{' (' + miss + ')' if miss else ''} |"
+            f"{_side(r.baseline)} | {ratio} | {r.target.text if r.target else '-'} | "
+            f"{verdict} |"
         )
     lines.append("")
     lines.append("Baselines:")
@@ -183,8 +186,9 @@ def machine_markdown(m: dict[str, Any], sizes: Sizes, duration_s: float, command
     mem = f"{m['memory_gib']:.1f} GiB" if m["memory_gib"] else "unknown"
     return "\n".join(
         [
-            f"- Date: {m['date']}; command: `{command}` ({sizes.name}, {sizes.reps} repetitions "
-            f"per side, A B A B …; took {duration_s / 60:.1f} min).",
+            f"- Date: {m['date']}; command: `{command}` ({sizes.name}, {sizes.reps} paired "
+            f"repetitions, A B A B …, up to {sizes.max_reps} while a verdict is undecided; "
+            f"took {duration_s / 60:.1f} min).",
             f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {mem} RAM, Linux {m['kernel']}.",
             f"- Python {m['python']}; {pkgs}.",
             f"- Services: {m['tansu']} (memory storage); {m['redis_server']}; "

@@ -95,6 +95,7 @@ class LinearChain(Scenario):
     title = "Linear 50 no-op nodes vs raw Celery chain of 50"
 
     length = 50
+    target = Target("≤ 0.7x raw chain hop", "ratio_max", 0.7)
 
     def fb_once(self, fb: FlowbridgeSide, chains: int) -> float:
         t0 = time.perf_counter()
@@ -124,7 +125,15 @@ class LinearChain(Scenario):
                 "flowbridge": lambda _rep: self.fb_once(fb, n),
                 "baseline": lambda _rep: self.raw_once(raw, n),
             }
-            values = alternate(ctx.sizes.reps, sides, ctx.log, switch=pausing(both), warmup=1)
+            values = alternate(
+                ctx.sizes.reps,
+                sides,
+                ctx.log,
+                switch=pausing(both),
+                warmup=1,
+                target=self.target,
+                max_reps=ctx.sizes.max_reps,
+            )
         finally:
             fb.close()
             raw.close()
@@ -136,7 +145,7 @@ class LinearChain(Scenario):
                 unit="ms",
                 better="lower",
                 baseline_name="raw Celery chain (.si() x 50, results stored)",
-                target=Target("≤ 1.3x raw chain hop", "ratio_max", 1.3),
+                target=self.target,
                 flowbridge=values["flowbridge"],
                 baseline=values["baseline"],
                 params={"length": self.length, "chains_per_rep": n},
@@ -162,6 +171,7 @@ class IndependentRuns(Scenario):
     key = "runs"
     number = "2"
     title = "Independent one-node runs vs raw apply_async no-ops"
+    target = Target("≥ 0.8x raw throughput", "ratio_min", 0.8)
 
     def fb_once(self, fb: FlowbridgeSide, n: int) -> float:
         before = fb.count_runs("completed")
@@ -210,6 +220,8 @@ class IndependentRuns(Scenario):
                 ctx.log,
                 switch=pausing(both),
                 warmup=1,
+                target=self.target,
+                max_reps=ctx.sizes.max_reps,
             )
         finally:
             fb.close()
@@ -222,7 +234,7 @@ class IndependentRuns(Scenario):
                 unit="runs/s",
                 better="higher",
                 baseline_name=f"raw Celery: {n} x apply_async(no-op), results stored",
-                target=Target("≥ 0.8x raw throughput", "ratio_min", 0.8),
+                target=self.target,
                 flowbridge=values["flowbridge"],
                 baseline=values["baseline"],
                 params={"runs": n},
@@ -306,6 +318,7 @@ class FanOut(Scenario):
                     "flowbridge": lambda _rep, w=width: self.fb_once(fb, w, timeout_s),
                     "baseline": lambda _rep, w=width: self.raw_once(raw, w, timeout_s),
                 }
+                target = Target("≤ 1.3x raw chord", "ratio_max", 1.3) if width >= 1000 else None
                 result = ScenarioResult(
                     id=f"{self.number}{'abcdef'[i]}",
                     title=f"Fan-out {width:,} + join vs raw chord of {width:,}",
@@ -313,7 +326,7 @@ class FanOut(Scenario):
                     unit="ms",
                     better="lower",
                     baseline_name=f"raw Celery: no-op | chord({width} no-ops, join)",
-                    target=Target("≤ 1.3x raw chord", "ratio_max", 1.3) if width >= 1000 else None,
+                    target=target,
                     params={"width": width, "timeout_s": timeout_s},
                 )
                 try:
@@ -324,6 +337,8 @@ class FanOut(Scenario):
                         ctx.log,
                         switch=pausing(both),
                         warmup=1 if width <= 200 else 0,
+                        target=target,
+                        max_reps=ctx.sizes.max_reps,
                     )
                     result.flowbridge, result.baseline = values["flowbridge"], values["baseline"]
                 except BenchError as exc:

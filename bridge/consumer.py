@@ -39,6 +39,7 @@ from typing import Any
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
+from kombu.exceptions import BatchPublishError
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 
@@ -250,30 +251,55 @@ class Bridge:
     def _handle_partition(
         self, consumer: KafkaConsumer, tp: TopicPartition, records: list[Any]
     ) -> None:
+        """Handle one partition's polled records; commit once their task messages are sent.
+
+        The records' ``send_task`` publishes go out together, in one Redis pipeline
+        (``TaskPort.publish_batch``), when the loop ends. If that send fails, none
+        of them counts as handed off: the partition pauses at its first record and
+        nothing is committed; they are handled again (harmless) in order. A chord
+        published in the block joins its batch.
+        """
         next_offset: int | None = None
-        for rec in records:
-            if tp in self._paused:
-                break
-            try:
-                with span(
-                    f"flowbridge.bridge {tp.topic}",
-                    parent=trace_of(rec),
-                    attributes={"messaging.kafka.offset": rec.offset, "messaging.source": tp.topic},
-                ):
-                    self.handle(rec)
-            except _Backpressure as exc:
-                log.warning("pausing %s at offset %d: %s", tp, rec.offset, exc)
-                self.stats.paused += 1
-                consumer.pause(tp)
-                consumer.seek(tp, rec.offset)
+        try:
+            with self.rt.port.publish_batch():
+                for rec in records:
+                    if tp in self._paused:
+                        break
+                    try:
+                        with span(
+                            f"flowbridge.bridge {tp.topic}",
+                            parent=trace_of(rec),
+                            attributes={
+                                "messaging.kafka.offset": rec.offset,
+                                "messaging.source": tp.topic,
+                            },
+                        ):
+                            self.handle(rec)
+                    except _Backpressure as exc:
+                        self._pause(consumer, tp, rec.offset, exc)
+                        break
+                    next_offset = rec.offset + 1
+        except (BatchPublishError, RedisError, KombuOperationalError, OSError) as exc:
+            # Some of the batch may have reached Redis ("delivery is uncertain"): sending
+            # those again is harmless, losing the others is not.
+            if records:
                 with self._lock:
-                    self._paused[tp] = time.monotonic() + RETRY_PAUSE_S
-                break
-            next_offset = rec.offset + 1
+                    self._paused.pop(tp, None)
+                self._pause(consumer, tp, records[0].offset, f"batch not sent: {exc}")
+            return
         if next_offset is not None:
             with self._lock:
                 self._uncommitted[tp] = next_offset
             self._commit(consumer, [tp])
+
+    def _pause(self, consumer: KafkaConsumer, tp: TopicPartition, offset: int, why: object) -> None:
+        """Pause ``tp`` and fetch it again from ``offset`` after ``RETRY_PAUSE_S``."""
+        log.warning("pausing %s at offset %d: %s", tp, offset, why)
+        self.stats.paused += 1
+        consumer.pause(tp)
+        consumer.seek(tp, offset)
+        with self._lock:
+            self._paused[tp] = time.monotonic() + RETRY_PAUSE_S
 
     def _commit(self, consumer: KafkaConsumer, tps: list[TopicPartition]) -> None:
         """Commit the handed-off offsets of ``tps``; a failed commit is kept and tried again."""

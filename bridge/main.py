@@ -17,6 +17,7 @@ from tasks.constants import OUTBOX_HINT_KEY
 from tasks.loading import load_user_code
 from tasks.settings import Settings
 from tasks.worker import CeleryPort, reset_runtime, runtime_from_settings
+from tasks.worker.port import publish_only
 from tasks.worker.presence import Presence
 
 __all__ = ["main"]
@@ -56,6 +57,7 @@ def main() -> int:
             interval_s=bridge_settings.blueprints_reload_s,
         )
     port = runtime.port
+    publish_only()  # no result subscription per task sent: nothing here waits on one
     assert isinstance(port, CeleryPort)
     presence = Presence(
         port.redis,

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,6 +144,10 @@ class InProcessPort:
     def dispatch(self, task: NodeTask) -> None:
         """Queue one node attempt at its due time."""
         self._push(task, chord=None)
+
+    def publish_batch(self) -> AbstractContextManager[None]:
+        """Nothing to batch: tasks are queued in this process."""
+        return nullcontext()
 
     def dispatch_chord(
         self, heads: Sequence[NodeTask], *, join_id: str, window: int | None = None

@@ -151,6 +151,14 @@ class TaskPort(Protocol):
         """Send one node attempt to its run's queue."""
         ...
 
+    def publish_batch(self) -> AbstractContextManager[None]:
+        """Hold the messages sent inside and send them together when the block ends.
+
+        A failed send raises from the ``with``; an exception inside drops what
+        was not sent yet. Nested blocks join the outer one.
+        """
+        ...
+
     def dispatch_chord(
         self, heads: Sequence[NodeTask], *, join_id: str, window: int | None = None
     ) -> None:

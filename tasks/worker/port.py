@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -35,10 +37,14 @@ from tasks.worker.whereabouts import Whereabouts
 
 if TYPE_CHECKING:
     from celery import Celery, Signature
+    from kombu.messaging import Producer
 
-__all__ = ["CeleryPort", "redis_client"]
+__all__ = ["CeleryPort", "publish_only", "redis_client"]
 
 log = logging.getLogger("flowbridge.runtime")
+
+#: Task messages buffered per Redis pipeline (kombu flushes a full one on its own).
+PUBLISH_BATCH_MAX = 500
 
 
 def redis_client(settings: Settings) -> redis.Redis[bytes]:
@@ -47,6 +53,19 @@ def redis_client(settings: Settings) -> redis.Redis[bytes]:
     if options is None:
         return redis.Redis.from_url(settings.redis_url)
     return redis.Redis.from_url(settings.redis_url, ssl_cert_reqs=settings.redis_ssl_cert_reqs)
+
+
+def publish_only() -> None:
+    """Declare this process one that sends tasks and never waits on their results (the bridge).
+
+    Outside a worker, Celery's Redis result backend SUBSCRIBEs to each sent task's
+    result channel (and UNSUBSCRIBEs when the result object is collected): two
+    round trips per task message, more than the batched LPUSH itself. A worker
+    process sets this same flag; ``AsyncResult.get`` then refuses to block here.
+    """
+    from celery._state import _set_task_join_will_block
+
+    _set_task_join_will_block(True)
 
 
 class CeleryPort:
@@ -61,6 +80,9 @@ class CeleryPort:
         self.app = app
         self._redis: redis.Redis[bytes] | None = None
         self._whereabouts: Whereabouts | None = None
+        # The batching producer of this thread's open ``publish_batch`` (the bridge's relay
+        # thread publishes through the same port, on its own).
+        self._batch = threading.local()
 
     @property
     def redis(self) -> redis.Redis[bytes]:
@@ -130,9 +152,34 @@ class CeleryPort:
                 log.warning("sent record not written (a lost task waits for the stall): %s", exc)
         return sent_at
 
+    @contextlib.contextmanager
+    def publish_batch(self) -> Iterator[None]:
+        """Publish the task messages sent inside through one producer, in Redis pipelines.
+
+        Each message is one LPUSH; here they go out together when the block ends
+        (or every ``PUBLISH_BATCH_MAX``), so an exception inside discards what was
+        not flushed yet, and a failed flush raises (a kombu or Redis error) from
+        the ``with``. Nested blocks join the outer one.
+        """
+        if getattr(self._batch, "producer", None) is not None:
+            yield
+            return
+        with self.app.producer_or_acquire() as producer, producer.batch(PUBLISH_BATCH_MAX):
+            self._batch.producer = producer
+            try:
+                yield
+            finally:
+                self._batch.producer = None
+
+    @property
+    def _producer(self) -> Producer | None:
+        """This thread's batching producer (None: Celery acquires one per message)."""
+        producer: Producer | None = getattr(self._batch, "producer", None)
+        return producer
+
     def dispatch(self, task: NodeTask) -> None:
         """Send one node attempt to its run's shard queue."""
-        self.signature(task, sent_at=self._record_sent([task])).apply_async()
+        self.signature(task, sent_at=self._record_sent([task])).apply_async(producer=self._producer)
 
     def replacement(self, task: NodeTask) -> Signature:
         """The signature a chord branch replaces itself with (recorded as sent)."""
@@ -142,7 +189,7 @@ class CeleryPort:
         self, heads: Sequence[NodeTask], *, join_id: str, window: int | None = None
     ) -> None:
         """A Celery chord: the branches as header tasks, a body that fires ``join_id``."""
-        from celery import chord
+        from celery.utils import uuid
 
         first = heads[0]
         kwargs: dict[str, Any] = {
@@ -154,7 +201,18 @@ class CeleryPort:
             kwargs["window"] = window
         body = self.app.signature(JOIN_TASK, kwargs=kwargs)
         sent_at = self._record_sent(heads)
-        chord([self.signature(h, sent_at=sent_at) for h in heads], body).apply_async()
+        # What ``chord.apply_async`` does, through one producer in Redis pipelines. A chord
+        # sent from inside a worker task sent each header task with its own LPUSH round trip,
+        # and its group result subscribed to every member's result channel (messages that
+        # pile up unread). Each header task carries the body; the size is known up front.
+        group_id = uuid()
+        body.freeze(group_id=group_id)
+        self.app.backend.set_chord_size(group_id, len(heads))
+        with self.publish_batch():
+            for index, head in enumerate(heads):
+                sig = self.signature(head, sent_at=sent_at)
+                sig.freeze(group_id=group_id, chord=body, group_index=index)
+                sig.apply_async(producer=self._producer, add_to_parent=False)
 
     def revoke(self, task_ids: Sequence[str], *, terminate: bool = False) -> None:
         """Broadcast a revoke (held in workers' memory only)."""
