@@ -2,16 +2,54 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from state.protocol import StateStore
 from state.records import OutboxMessage, Run
 from tasks.blueprint import Blueprint, NodeSpec
-from tasks.events import lifecycle_event
+from tasks.events import lifecycle_events
 from tasks.runtime import Runtime
+from tasks.settings import Settings
 
-__all__ = ["Attempt", "RunScope", "Step"]
+__all__ = ["Attempt", "InlineBudget", "RunScope", "Step"]
+
+
+@dataclass
+class InlineBudget:
+    """How much more of a chain one task may run itself before it hands on through Celery.
+
+    ``FLOWBRIDGE_INLINE_NODES`` nodes in all and ``FLOWBRIDGE_INLINE_BUDGET_S`` seconds
+    (checked before each next node, so a slow node is not cut short): a long chain then
+    leaves the worker to other runs' tasks queued behind it.
+    """
+
+    #: Nodes this task may still run after the one in hand.
+    nodes: int
+    #: ``time.monotonic()`` after which it runs no further node.
+    deadline: float
+    #: Nodes it ran after the first (for metrics and tests).
+    spent: int = field(default=0)
+
+    @classmethod
+    def of(cls, settings: Settings) -> InlineBudget | None:
+        """A fresh budget for one task, or None when inline successors are off."""
+        if settings.inline_nodes <= 1 or settings.inline_budget_s <= 0:
+            return None
+        return cls(
+            nodes=settings.inline_nodes - 1,
+            deadline=time.monotonic() + settings.inline_budget_s,
+        )
+
+    def allows(self) -> bool:
+        """Whether one more node may run in this task."""
+        return self.nodes > 0 and time.monotonic() < self.deadline
+
+    def spend(self) -> None:
+        """One more node runs in this task."""
+        self.nodes -= 1
+        self.spent += 1
 
 
 @dataclass
@@ -24,6 +62,9 @@ class Step:
     #: A chord branch's retry: the attempt to run next and after how long.
     retry_attempt: int | None = None
     countdown: float | None = None
+    #: The successor (node id, iteration) this task runs next itself, without a broker hop
+    #: (``InlineBudget``); for a duplicate, the next committed node of the chain to repair.
+    then: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,9 +106,11 @@ class RunScope:
             run_attempt=self.run.attempt,
         )
 
-    def lifecycle(self, kind: str, **fields: Any) -> OutboxMessage:
-        """The ``run.<kind>`` record for the runs topic."""
-        return lifecycle_event(self.rt.settings, self.run_id, kind, **fields)
+    def lifecycle(self, kind: str, **fields: Any) -> list[OutboxMessage]:
+        """The ``run.<kind>`` record for the runs topic, unless its blueprint or settings say no."""
+        return lifecycle_events(
+            self.rt.settings, self.run_id, kind, enabled=self.bp.run_events, **fields
+        )
 
     def finish_outbox(self, kind: str, **fields: Any) -> list[OutboxMessage]:
         """What the change that ends the run writes besides its status.
@@ -77,7 +120,7 @@ class RunScope:
         from tasks.engine.children import child_cancels, parent_notice
 
         return [
-            self.lifecycle(kind, **fields),
+            *self.lifecycle(kind, **fields),
             *parent_notice(self.rt, self.run, kind),
             *child_cancels(self.rt, self.run, self.bp, kind),
         ]
@@ -94,6 +137,8 @@ class Attempt:
     number: int
     #: A chord header: successors and retries are the chord's to run, not this task's.
     chord: bool = False
+    #: What of a chain this task may still run itself (None: each successor is a task).
+    inline: InlineBudget | None = None
 
     @property
     def node_id(self) -> str:

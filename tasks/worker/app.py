@@ -26,6 +26,7 @@ from tasks.constants import (
     WF_RESOLVE_TASK,
 )
 from tasks.errors import NodeFailedError
+from tasks.faults import crash_point
 from tasks.runtime import Runtime, open_state
 from tasks.settings import Settings
 from tasks.tracing import TRACE_HEADERS, span
@@ -121,21 +122,53 @@ def run_node(
     ``NodeFailedError`` after the engine committed the failure: the task fails (acked,
     never redelivered), and Flower and Celery events count it as a failure.
     """
-    from tasks.engine import execute_node
+    from tasks.engine import InlineBudget, execute_node
 
     rt = get_runtime()
-    with _attempt_span(self, run_id, node_id, attempt) as current:
-        step = execute_node(
-            rt, run_id, node_id, iteration, attempt, wake=wake, item=item, **_delivery(self)
-        )
-        if current is not None:
-            current.set_attribute("flowbridge.outcome", step.kind)
+    delivery = _delivery(self)
+    # A batch item's successor is the gather's business; a plain node may run its chain.
+    budget = InlineBudget.of(rt.settings) if item is None else None
+    first: str | None = None
+    while True:
+        with _attempt_span(self, run_id, node_id, attempt) as current:
+            step = execute_node(
+                rt,
+                run_id,
+                node_id,
+                iteration,
+                attempt,
+                wake=wake,
+                item=item,
+                inline=budget,
+                **delivery,
+            )
+            if current is not None:
+                current.set_attribute("flowbridge.outcome", step.kind)
+        first = first or step.kind
+        if step.then is None or budget is None:
+            break
+        if step.kind != "completed" and not budget.allows():
+            # A duplicate's repair walk ran out of budget: the next one goes on in its own task.
+            loaded = rt.load_run(run_id)
+            if loaded is not None and loaded[1] is not None:
+                rt.dispatch(
+                    loaded[1],
+                    run_id,
+                    step.then[0],
+                    iteration=step.then[1],
+                    run_attempt=loaded[0].attempt,
+                )
+            break
+        budget.spend()
+        crash_point("before_inline")
+        (node_id, iteration), attempt, wake = step.then, 1, False
+        delivery = {**delivery, "redelivered": False}
     if step.kind == "failed":
         if item is not None:
             raise NodeFailedError(f"item {item} of {node_id} failed")
         rec = rt.store.get_node(run_id, node_id, iteration)
         raise NodeFailedError(rec.error if rec is not None and rec.error else f"{node_id} failed")
-    return step.kind
+    return first
 
 
 @app.task(name=BRANCH_TASK, bind=True)

@@ -32,7 +32,7 @@ from typing import Any
 from state.history import HistoryKind
 from state.records import RUN_ACTIVE, Run, RunStatus
 from state.workflows import WorkflowState, consumed_keys
-from tasks.events import lifecycle_event
+from tasks.events import lifecycle_events
 from tasks.faults import crash_point
 from tasks.port import ActivationTask
 from tasks.runtime import Runtime
@@ -109,14 +109,14 @@ def start_workflow(
         input=run_input,
         snapshot=snapshot,
     )
-    started = lifecycle_event(
+    started = lifecycle_events(
         rt.settings, run_id, "started", workflow=defn.name, version=defn.version, input=run_input
     )
-    created, stored = rt.store.create_run(run, start_nodes=(), outbox=[started])
+    created, stored = rt.store.create_run(run, start_nodes=(), outbox=started)
     if not created and stored.rejected:
         # A start of this id was rejected (the workflow was not deployed yet, say): this one,
         # its DLQ record replayed or sent again, starts the run (once).
-        created = rt.store.restart_rejected(run, start_nodes=(), outbox=[started])
+        created = rt.store.restart_rejected(run, start_nodes=(), outbox=started)
         if created:
             stored = rt.store.get_run(run_id) or stored
     if created:
@@ -264,7 +264,8 @@ def _block(rt: Runtime, state: WorkflowState, report: dict[str, Any]) -> str:
     rt.store.workflows.set_blocked(state.run.run_id, report)
     if first:
         log.warning("run %s is blocked: %s", state.run.run_id, report.get("error"))
-        event = lifecycle_event(rt.settings, state.run.run_id, "blocked", **report)
-        rt.store.workflows.add_outbox([event])
-        rt.notify_outbox()
+        events = lifecycle_events(rt.settings, state.run.run_id, "blocked", **report)
+        if events:
+            rt.store.workflows.add_outbox(events)
+            rt.notify_outbox()
     return "blocked"

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from state.records import OutboxMessage, Run, RunStatus
-from tasks.events import lifecycle_event
+from tasks.events import lifecycle_events
 from tasks.port import ActivationTask, ActivityTask
 from tasks.runtime import Runtime
 from tasks.workflow.api import activities
@@ -195,7 +195,7 @@ def _end(rt: Runtime, run: Run, gen: int, end: Command, history: Sequence[Activa
     fields: dict[str, Any] = (
         {"output": output} if status == RunStatus.COMPLETED else {"error": error}
     )
-    outbox = [lifecycle_event(rt.settings, run.run_id, str(status), **fields)]
+    outbox = lifecycle_events(rt.settings, run.run_id, str(status), **fields)
     if run.snapshot.get("protocol") == KAFKA_WORKFLOW:
         outbox.extend(_kw_end(rt, run.run_id, gen, status, output, end.payload))
     rt.store.finish_run(run.run_id, status=status, output=output, error=error, outbox=outbox)
