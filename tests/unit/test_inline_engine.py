@@ -169,7 +169,7 @@ def test_settings_and_blueprint_fields_are_validated() -> None:
         Settings.from_env({"FLOWBRIDGE_RUN_EVENTS": "maybe"})
     assert Settings.from_env({"FLOWBRIDGE_RUN_EVENTS": "off"}).run_events is False
 
-    bp, issues = Blueprint.parse(_chain("x", "ab", metadata={"inline": "no"}, a={"inline": 0}))
+    _, issues = Blueprint.parse(_chain("x", "ab", metadata={"inline": "no"}, a={"inline": 0}))
     messages = [i.message for i in issues]
     assert any("metadata.inline must be true or false, got 'no'" in m for m in messages)
     assert any("config.inline must be true or false, got 0" in m for m in messages)
