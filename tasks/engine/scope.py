@@ -2,54 +2,16 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from state.protocol import StateStore
 from state.records import OutboxMessage, Run
 from tasks.blueprint import Blueprint, NodeSpec
 from tasks.events import lifecycle_events
-from tasks.runtime import Runtime
-from tasks.settings import Settings
+from tasks.runtime import InlineBudget, Runtime
 
 __all__ = ["Attempt", "InlineBudget", "RunScope", "Step"]
-
-
-@dataclass
-class InlineBudget:
-    """How much more of a chain one task may run itself before it hands on through Celery.
-
-    ``FLOWBRIDGE_INLINE_NODES`` nodes in all and ``FLOWBRIDGE_INLINE_BUDGET_S`` seconds
-    (checked before each next node, so a slow node is not cut short): a long chain then
-    leaves the worker to other runs' tasks queued behind it.
-    """
-
-    #: Nodes this task may still run after the one in hand.
-    nodes: int
-    #: ``time.monotonic()`` after which it runs no further node.
-    deadline: float
-    #: Nodes it ran after the first (for metrics and tests).
-    spent: int = field(default=0)
-
-    @classmethod
-    def of(cls, settings: Settings) -> InlineBudget | None:
-        """A fresh budget for one task, or None when inline successors are off."""
-        if settings.inline_nodes <= 1 or settings.inline_budget_s <= 0:
-            return None
-        return cls(
-            nodes=settings.inline_nodes - 1,
-            deadline=time.monotonic() + settings.inline_budget_s,
-        )
-
-    def allows(self) -> bool:
-        """Whether one more node may run in this task."""
-        return self.nodes > 0 and time.monotonic() < self.deadline
-
-    def spend(self) -> None:
-        """One more node runs in this task."""
-        self.nodes -= 1
-        self.spent += 1
 
 
 @dataclass

@@ -266,9 +266,17 @@ def wf_activity(
     kwargs: dict[str, Any] | None = None,
     timeout_s: float | None = None,
 ) -> str:
-    """Run one attempt of an ``@activity`` and activate its run with the outcome."""
+    """Run one attempt of an ``@activity`` and activate its run with the outcome.
+
+    The activation may keep the run's next activity back for this task (a lone
+    registered one, within ``FLOWBRIDGE_INLINE_NODES``/``_BUDGET_S``): it runs here
+    next, without a broker hop. A redelivered task first sends again what its dead
+    worker may have held.
+    """
+    from tasks.engine import InlineBudget
     from tasks.port import ActivityTask
     from tasks.workflow.activities import run_activity
+    from tasks.workflow.dispatch import resend_held
 
     task = ActivityTask(
         run_id=run_id,
@@ -281,14 +289,28 @@ def wf_activity(
         queue=self.request.delivery_info.get("routing_key") if self.request.delivery_info else None,
         timeout_s=timeout_s,
     )
-    with _attempt_span(self, run_id, name, attempt, kind="activity") as current:
-        outcome = run_activity(get_runtime(), task)
-        if current is not None:
-            current.set_attribute("flowbridge.outcome", outcome)
+    rt = get_runtime()
+    budget = InlineBudget.of(rt.settings)
+    if _delivery(self)["redelivered"]:
+        resend_held(rt, run_id, besides=(gen, seq))
+    while True:
+        with _attempt_span(self, run_id, task.name, task.attempt, kind="activity") as current:
+            outcome = run_activity(rt, task, inline=budget)
+            if current is not None:
+                current.set_attribute("flowbridge.outcome", outcome)
+        if budget is None or budget.held is None or outcome == "failed":
+            break
+        task, budget.held = budget.held, None
+        budget.spend()
+        crash_point("before_inline")
+    if budget is not None and budget.held is not None:
+        rt.port.dispatch_activity(budget.held)  # an activity failed for good; send it on
     if outcome == "failed":
         # Committed as the activity's outcome already (the workflow sees an ActivityError);
         # raising only makes Flower and Celery events count the failure, as for run_node.
-        raise NodeFailedError(f"activity {name} of run {run_id} failed after attempt {attempt}")
+        raise NodeFailedError(
+            f"activity {task.name} of run {run_id} failed after attempt {task.attempt}"
+        )
     return outcome
 
 
