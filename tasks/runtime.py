@@ -45,6 +45,9 @@ class InlineBudget:
     spent: int = 0
     #: A code workflow's next activity, kept back by the dispatch for this task to run.
     held: ActivityTask | None = None
+    #: The Celery task id of a redelivered task: a node its dead predecessor claimed inline
+    #: (``claimed_by`` ends with it) is this delivery's to take over.
+    redelivery_of: str | None = None
 
     @classmethod
     def of(cls, settings: Settings) -> InlineBudget | None:
@@ -59,6 +62,11 @@ class InlineBudget:
     def allows(self) -> bool:
         """Whether one more node may run in this task."""
         return self.nodes > 0 and time.monotonic() < self.deadline
+
+    def owns(self, node: NodeState) -> bool:
+        """Whether ``node`` is running under this task's id (its dead copy ran it inline)."""
+        claimed = getattr(node, "claimed_by", None) or ""
+        return self.redelivery_of is not None and claimed.endswith(f":{self.redelivery_of}")
 
     def spend(self) -> None:
         """One more node runs in this task."""

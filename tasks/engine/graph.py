@@ -14,6 +14,7 @@ from state.constants import (
     NODE_COMPLETED,
     NODE_FAILED,
     NODE_PENDING,
+    NODE_RUNNING,
     NODE_SKIPPED,
     RUN_ACTIVE,
     RUN_COMPLETED,
@@ -164,9 +165,12 @@ def settle(
     lone = None if inline is None else inline_successor(scope, node, plan)
     if lone is not None and not repair and inline is not None and inline.allows():
         return lone
-    if repair and lone is not None:
+    if repair and lone is not None and inline is not None:
         rec = scope.store.get_node(scope.run_id, *lone)
-        if rec is not None and rec.status in (NODE_COMPLETED, NODE_SKIPPED):
+        if rec is not None and (
+            rec.status in (NODE_COMPLETED, NODE_SKIPPED)
+            or (rec.status == NODE_RUNNING and inline.owns(rec))
+        ):
             return lone
     if repair and to_dispatch:
         to_dispatch = [

@@ -29,7 +29,7 @@ from tasks.errors import NodeFailedError
 from tasks.faults import crash_point
 from tasks.runtime import Runtime, open_state
 from tasks.settings import Settings
-from tasks.tracing import TRACE_HEADERS, span
+from tasks.tracing import TRACE_HEADERS, current_headers, span
 from tasks.worker.config import celery_config
 from tasks.worker.port import CeleryPort
 
@@ -82,11 +82,17 @@ def _trace_parent(task: Task) -> dict[str, str]:
 
 
 def _attempt_span(
-    task: Task, run_id: str, node_id: str, attempt: int, *, kind: str = "node"
+    task: Task,
+    run_id: str,
+    node_id: str,
+    attempt: int,
+    *,
+    kind: str = "node",
+    parent: dict[str, str] | None = None,
 ) -> Any:
     return span(
         f"flowbridge.{kind} {node_id}",
-        parent=_trace_parent(task),
+        parent=_trace_parent(task) if parent is None else parent,
         attributes={
             "flowbridge.run_id": run_id,
             "flowbridge.node": node_id,
@@ -128,9 +134,12 @@ def run_node(
     delivery = _delivery(self)
     # A batch item's successor is the gather's business; a plain node may run its chain.
     budget = InlineBudget.of(rt.settings) if item is None else None
+    if budget is not None and delivery["redelivered"]:
+        budget.redelivery_of = str(self.request.id)
     first: str | None = None
+    parent: dict[str, str] | None = None
     while True:
-        with _attempt_span(self, run_id, node_id, attempt) as current:
+        with _attempt_span(self, run_id, node_id, attempt, parent=parent) as current:
             step = execute_node(
                 rt,
                 run_id,
@@ -144,6 +153,8 @@ def run_node(
             )
             if current is not None:
                 current.set_attribute("flowbridge.outcome", step.kind)
+            # An inline successor's span is a child of this one, as if this had sent it.
+            parent = dict(current_headers())
         first = first or step.kind
         if step.then is None or budget is None:
             break
@@ -162,7 +173,10 @@ def run_node(
         budget.spend()
         crash_point("before_inline")
         (node_id, iteration), attempt, wake = step.then, 1, False
-        delivery = {**delivery, "redelivered": False}
+        # After a commit the successor is fresh; a duplicate's walk may lead to a node its
+        # dead copy was running inline, which this redelivery takes over.
+        if step.kind == "completed":
+            delivery = {**delivery, "redelivered": False}
     if step.kind == "failed":
         if item is not None:
             raise NodeFailedError(f"item {item} of {node_id} failed")
@@ -293,11 +307,15 @@ def wf_activity(
     budget = InlineBudget.of(rt.settings)
     if _delivery(self)["redelivered"]:
         resend_held(rt, run_id, besides=(gen, seq))
+    parent: dict[str, str] | None = None
     while True:
-        with _attempt_span(self, run_id, task.name, task.attempt, kind="activity") as current:
+        with _attempt_span(
+            self, run_id, task.name, task.attempt, kind="activity", parent=parent
+        ) as current:
             outcome = run_activity(rt, task, inline=budget)
             if current is not None:
                 current.set_attribute("flowbridge.outcome", outcome)
+            parent = dict(current_headers())
         if budget is None or budget.held is None or outcome == "failed":
             break
         task, budget.held = budget.held, None
