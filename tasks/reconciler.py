@@ -32,6 +32,7 @@ from state.constants import NODE_PENDING, NODE_RUNNING, RUN_ACTIVE, RUN_PENDING,
 from state.errors import StaleFenceError
 from state.history import HistoryKind
 from state.records import NodeState, OutboxMessage, Run
+from state.rules import leases as lease_rules
 from tasks.engine import RunScope, settle_stalled
 from tasks.engine.graph import active_iterations
 from tasks.port import ORPHANED, LostTask
@@ -76,21 +77,28 @@ def reconcile_once(rt: Runtime, *, now: float | None = None) -> dict[str, int]:
     emitted = _fire_due_timers(rt, now, report)
     report["timers"] += fire_workflow_timers(rt, now=now, limit=BATCH)
     older = now - rt.settings.stalled_after_s
+    # A lease's renewals are not run progress, so a node whose worker died is found by the
+    # run's own idleness: the runs idle for a lease already (not stalled_after_s) are read,
+    # and one of them is stalled only if a node's lease lapsed (``_reconcile_run``).
+    early = max(older, now - rt.settings.lease_s) if rt.settings.lease_s else older
     lock = rt.port.run_locks()
     for status in (RUN_PENDING, RUN_RUNNING):
-        for run_id in rt.store.find_stalled(status=status, older_than=older, limit=BATCH):
+        for run_id in rt.store.find_stalled(status=status, older_than=early, limit=BATCH):
             report["scanned"] += 1
             run = rt.store.get_run(run_id)
             # Index rows are hints: the run row decides.
-            if run is None or run.status != status or run.updated_at >= older:
+            if run is None or run.status != status or run.updated_at >= early:
                 continue
-            report["stalled"] += 1
+            if run.updated_at >= older and is_workflow(run):
+                continue  # activities hold no lease: a code workflow waits stalled_after_s
             try:
                 with lock.hold(run_id) as fence:
                     if fence is None:
                         log.info("run %s: another reconciler holds it", run_id)
+                        report["stalled"] += 1
                         continue
-                    actions = _reconcile_run(rt, run, older, fence)
+                    stalled, actions = _reconcile_run(rt, run, older, fence, now)
+                    report["stalled"] += stalled
             except StaleFenceError as exc:
                 log.warning("run %s: %s", run_id, exc)
                 report["failed"] += 1
@@ -226,18 +234,32 @@ def _fire_due_timers(rt: Runtime, now: float, report: dict[str, int]) -> bool:
     return fired
 
 
-def _reconcile_run(rt: Runtime, run: Run, older: float, fence: int) -> list[str]:
-    """Re-emit one stalled run's lost jobs (once per stall), fire its joins, finish it."""
+def _reconcile_run(
+    rt: Runtime, run: Run, older: float, fence: int, now: float
+) -> tuple[bool, list[str]]:
+    """Re-emit one stalled run's lost jobs (once per stall), fire its joins, finish it.
+
+    Returns whether the run was stalled, and what was done. A run idle for less
+    than ``stalled_after_s`` (read because a lease may have lapsed) is stalled
+    only when a running node's lease expired; then only those nodes are re-emitted.
+    One idle for longer whose only stalled-looking node holds a live lease is not stalled.
+    """
     if is_workflow(run):
-        return reconcile_workflow(rt, run, fence)
+        return True, reconcile_workflow(rt, run, fence)
     bp = rt.blueprint_of(run)
     scope = RunScope(rt, run, bp)
     recs = rt.store.get_nodes(run.run_id, bp.node_ids)
     # A loop's current passes are at iterations of their own.
     every = [*recs.values(), *(r for it in active_iterations(scope).values() for r in it.values())]
+    early = run.updated_at >= older
     jobs: list[OutboxMessage] = []
+    held = False  # a node's live lease vouches for the run: it is not stalled, only slow
     for rec in every:
-        if rec.updated_at >= older:
+        held = held or (lease_rules.leased(rec) and not lease_rules.expired(rec, now=now))
+        # A live lease keeps a running node however old; a lapsed one gives it up at once.
+        if not lease_rules.stalled(rec, now=now, older_than=older):
+            continue
+        if early and not lease_rules.expired(rec, now=now):
             continue
         if rec.status == NODE_PENDING:
             attempt = rec.attempts + 1
@@ -247,10 +269,13 @@ def _reconcile_run(rt: Runtime, run: Run, older: float, fence: int) -> list[str]
             continue
         cause = f"stall:{run.updated_at}"
         jobs.append(node_job(rt, run.run_id, rec.node_id, attempt, cause, rec.iteration))
+    if early and not jobs:
+        return False, []
     actions: list[str] = []
     if jobs and rt.store.mark_reconciled(
         run.run_id, stalled_since=run.updated_at, fence=fence, outbox=jobs
     ):
         actions.extend(f"re-emitted {j.value['node']}" for j in jobs)
-    actions.extend(settle_stalled(scope, recs))
-    return actions
+    if not early:
+        actions.extend(settle_stalled(scope, recs))
+    return bool(jobs) or not held, actions

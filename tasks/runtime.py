@@ -65,7 +65,7 @@ class InlineBudget:
 
     def owns(self, node: NodeState) -> bool:
         """Whether ``node`` is running under this task's id (its dead copy ran it inline)."""
-        claimed = getattr(node, "claimed_by", None) or ""
+        claimed = node.claimed_by or ""
         return self.redelivery_of is not None and claimed.endswith(f":{self.redelivery_of}")
 
     def spend(self) -> None:

@@ -27,6 +27,7 @@ from tasks.constants import (
 )
 from tasks.errors import NodeFailedError
 from tasks.faults import crash_point
+from tasks.leases import identity
 from tasks.runtime import Runtime, open_state
 from tasks.settings import Settings
 from tasks.tracing import TRACE_HEADERS, current_headers, span
@@ -107,6 +108,7 @@ def _delivery(task: Task) -> dict[str, Any]:
     return {
         "redelivered": bool((task.request.delivery_info or {}).get("redelivered")),
         "worker": task.request.hostname,
+        "claim": identity(task.request.hostname, task.request.id),
     }
 
 
