@@ -96,8 +96,10 @@ def reconcile_once(rt: Runtime, *, now: float | None = None) -> dict[str, int]:
             # Index rows are hints: the run row decides.
             if run is None or run.status != status or run.updated_at >= early:
                 continue
-            if run.updated_at >= older and is_workflow(run):
-                continue  # activities hold no lease: a code workflow waits stalled_after_s
+            if run.updated_at >= older and (is_workflow(run) or not _lapsed(rt, run, now)):
+                # Activities hold no lease: a code workflow waits stalled_after_s. A run whose
+                # leases all hold is left without taking its lock (which writes its fence).
+                continue
             try:
                 with lock.hold(run_id) as fence:
                     if fence is None:
@@ -244,6 +246,21 @@ def _fire_due_timers(rt: Runtime, now: float, report: dict[str, int]) -> bool:
     return fired
 
 
+def _records(rt: Runtime, run: Run) -> tuple[RunScope, dict[str, NodeState], list[NodeState]]:
+    """The run's node records: at iteration 0 by id, and with a loop's current passes."""
+    bp = rt.blueprint_of(run)
+    scope = RunScope(rt, run, bp)
+    recs = rt.store.get_nodes(run.run_id, bp.node_ids)
+    # A loop's current passes are at iterations of their own.
+    every = [*recs.values(), *(r for it in active_iterations(scope).values() for r in it.values())]
+    return scope, recs, every
+
+
+def _lapsed(rt: Runtime, run: Run, now: float) -> bool:
+    """Whether a running node of the run has a lease that expired (read before the lock)."""
+    return any(lease_rules.expired(rec, now=now) for rec in _records(rt, run)[2])
+
+
 def _reconcile_run(
     rt: Runtime, run: Run, older: float, fence: int, now: float
 ) -> tuple[bool, list[str]]:
@@ -256,11 +273,7 @@ def _reconcile_run(
     """
     if is_workflow(run):
         return True, reconcile_workflow(rt, run, fence)
-    bp = rt.blueprint_of(run)
-    scope = RunScope(rt, run, bp)
-    recs = rt.store.get_nodes(run.run_id, bp.node_ids)
-    # A loop's current passes are at iterations of their own.
-    every = [*recs.values(), *(r for it in active_iterations(scope).values() for r in it.values())]
+    scope, recs, every = _records(rt, run)
     early = run.updated_at >= older
     jobs: list[OutboxMessage] = []
     held = False  # a node's live lease vouches for the run: it is not stalled, only slow
