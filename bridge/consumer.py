@@ -64,7 +64,7 @@ from state.errors import StateError
 from state.records import Run
 from tasks.engine import resume_node, start_run
 from tasks.errors import ResumeError, RetryError, UnknownBlueprintError
-from tasks.events import lifecycle_event
+from tasks.events import lifecycle_events
 from tasks.lifecycle import cancel, deliver_event, pause, retry, start, unpause
 from tasks.runtime import Runtime
 from tasks.tracing import span
@@ -548,9 +548,9 @@ class Bridge:
             snapshot={},
             error=f"rejected: {rejected.reason}",
         )
-        event = lifecycle_event(self.rt.settings, run_id, "failed", error=run.error)
+        events = lifecycle_events(self.rt.settings, run_id, "failed", error=run.error)
         try:
-            created, _ = self.rt.store.create_run(run, start_nodes=(), outbox=[event])
+            created, _ = self.rt.store.create_run(run, start_nodes=(), outbox=events)
         except Exception as exc:
             # The record is in the DLQ already; failing to mark the run must not stop the bridge.
             log.warning("could not record rejected run %s as failed: %s", run_id, exc)

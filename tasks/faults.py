@@ -5,7 +5,9 @@ activation ``before_commit``, ``after_commit`` (committed, nothing dispatched),
 ``after_dispatch`` (dispatched, not marked), ``in_activity`` (the activity's
 effect happened, its result is not recorded), and ``after_receive`` (a worker's
 main process took a task from its queue and has not run it: it is left
-unacknowledged by a dead worker). With a marker file the crash
+unacknowledged by a dead worker), ``before_inline`` (a node committed, its
+successor, to run in the same task, not started: only the task's redelivery
+finds it). With a marker file the crash
 happens once (the file is created first), so the redelivery can succeed;
 without one, every pass through the point crashes. For fault-injection tests
 and operators' drills; unset (the default), it costs one dictionary lookup.
@@ -22,7 +24,14 @@ __all__ = ["POINTS", "crash_point"]
 log = logging.getLogger("flowbridge.faults")
 
 POINTS = frozenset(
-    {"before_commit", "after_commit", "after_dispatch", "in_activity", "after_receive"}
+    {
+        "before_commit",
+        "after_commit",
+        "after_dispatch",
+        "in_activity",
+        "after_receive",
+        "before_inline",
+    }
 )
 
 

@@ -28,7 +28,14 @@ from __future__ import annotations
 import logging
 import uuid
 
-from state.constants import NODE_PENDING, NODE_RUNNING, RUN_ACTIVE, RUN_PENDING, RUN_RUNNING
+from state.constants import (
+    NODE_COMPLETED,
+    NODE_PENDING,
+    NODE_RUNNING,
+    RUN_ACTIVE,
+    RUN_PENDING,
+    RUN_RUNNING,
+)
 from state.errors import StaleFenceError
 from state.history import HistoryKind
 from state.records import NodeState, OutboxMessage, Run
@@ -162,8 +169,9 @@ def _recover(
     otherwise it was received after all and its record is dropped. An orphaned one
     always goes back to its queue, as kombu would put it back after the visibility
     timeout: as a redelivery when its node is ``running`` (the dead worker's pool
-    process died with it, so the delivery takes the node over); for a node that
-    completed, the delivery re-sends successors the dead worker may not have sent.
+    process died with it, so the delivery takes the node over) or ``completed`` (the
+    delivery re-sends successors the dead worker may not have sent, and takes over
+    the one it was running inline).
     """
     # Read under the lock: a reconciler that held it before may have recovered them already.
     tasks = [t for t in tasks if rt.port.still_lost(t)]
@@ -196,7 +204,9 @@ def _recover(
         status = rec.status if rec is not None else None
         attempt = (rec.attempts if rec is not None else 0) + (status == NODE_PENDING)
         if task.why == ORPHANED:
-            if not rt.port.requeue(task, takeover=status == NODE_RUNNING):
+            # As a redelivery when it ran: its node (or, for a completed node, the successor
+            # it was running inline, claimed under its task id) is the delivery's to take over.
+            if not rt.port.requeue(task, takeover=status in (NODE_RUNNING, NODE_COMPLETED)):
                 continue  # kombu's own restore (or a clean stop) put it back meanwhile
             how = "requeued"
         else:

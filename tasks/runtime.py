@@ -12,6 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from state import open_store
 from state.protocol import StateStore
@@ -19,11 +20,58 @@ from state.records import NodeState, Run
 from tasks.blueprint import Blueprint
 from tasks.constants import SNAPSHOT_CACHE_SIZE
 from tasks.metrics import Metrics, NullMetrics
-from tasks.port import NodeTask, TaskPort
+from tasks.port import ActivityTask, NodeTask, TaskPort
 from tasks.registry import BlueprintRegistry, NodeRegistry, blueprints, nodes
 from tasks.settings import Settings
 
-__all__ = ["Runtime", "open_state", "settings_clock"]
+__all__ = ["InlineBudget", "Runtime", "open_state", "settings_clock"]
+
+
+@dataclass
+class InlineBudget:
+    """How much more of a chain one task may run itself before it hands on through Celery.
+
+    ``FLOWBRIDGE_INLINE_NODES`` nodes in all and ``FLOWBRIDGE_INLINE_BUDGET_S`` seconds
+    (checked before each next node, so a slow node is not cut short): a long chain then
+    leaves the worker to other runs' tasks queued behind it. The same for a code
+    workflow's sequential activities (``tasks.workflow.dispatch``).
+    """
+
+    #: Nodes this task may still run after the one in hand.
+    nodes: int
+    #: ``time.monotonic()`` after which it runs no further node.
+    deadline: float
+    #: Nodes it ran after the first (for metrics and tests).
+    spent: int = 0
+    #: A code workflow's next activity, kept back by the dispatch for this task to run.
+    held: ActivityTask | None = None
+    #: The Celery task id of a redelivered task: a node its dead predecessor claimed inline
+    #: (``claimed_by`` ends with it) is this delivery's to take over.
+    redelivery_of: str | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> InlineBudget | None:
+        """A fresh budget for one task, or None when inline successors are off."""
+        if settings.inline_nodes <= 1 or settings.inline_budget_s <= 0:
+            return None
+        return cls(
+            nodes=settings.inline_nodes - 1,
+            deadline=time.monotonic() + settings.inline_budget_s,
+        )
+
+    def allows(self) -> bool:
+        """Whether one more node may run in this task."""
+        return self.nodes > 0 and time.monotonic() < self.deadline
+
+    def owns(self, node: NodeState) -> bool:
+        """Whether ``node`` is running under this task's id (its dead copy ran it inline)."""
+        claimed = node.claimed_by or ""
+        return self.redelivery_of is not None and claimed.endswith(f":{self.redelivery_of}")
+
+    def spend(self) -> None:
+        """One more node runs in this task."""
+        self.nodes -= 1
+        self.spent += 1
 
 
 def settings_clock(settings: Settings) -> Callable[[], float] | None:

@@ -111,6 +111,15 @@ class Settings:
     #: FLOWBRIDGE_DISPATCH_DEADLINE_S: a node task that left its queue this long ago without
     #: reaching a live worker is re-dispatched; beat runs that check this often (0: never).
     dispatch_deadline_s: float = 5.0
+    #: FLOWBRIDGE_INLINE_NODES: how many nodes of a chain one task may run one after the other
+    #: (each committed before the next starts) before it hands the next one to Celery
+    #: (``docs/semantics.md``, inline successors; 1: every node is its own task).
+    inline_nodes: int = 32
+    #: FLOWBRIDGE_INLINE_BUDGET_S: nor longer than this (a long chain leaves the worker to others).
+    inline_budget_s: float = 2.0
+    #: FLOWBRIDGE_RUN_EVENTS: ``on`` publishes ``run.*`` records to the runs topic; ``off`` does
+    #: not (a blueprint's ``metadata.runEvents`` may also turn them off for its runs).
+    run_events: bool = True
     #: FLOWBRIDGE_RETENTION_DAYS: finished runs are kept this long.
     retention_days: float = 30.0
     #: FLOWBRIDGE_CLOCK_OFFSET_S: added to the wall clock (for tests and drills of long timers).
@@ -172,6 +181,9 @@ class Settings:
             stalled_after_s=env_float(env, "FLOWBRIDGE_STALLED_AFTER_S", 300.0, minimum=0.1),
             lease_s=env_float(env, "FLOWBRIDGE_LEASE_S", 30.0),
             dispatch_deadline_s=env_float(env, "FLOWBRIDGE_DISPATCH_DEADLINE_S", 5.0),
+            inline_nodes=env_int(env, "FLOWBRIDGE_INLINE_NODES", 32, minimum=1),
+            inline_budget_s=env_float(env, "FLOWBRIDGE_INLINE_BUDGET_S", 2.0),
+            run_events=_on_off(env, "FLOWBRIDGE_RUN_EVENTS", True),
             retention_days=env_float(env, "FLOWBRIDGE_RETENTION_DAYS", 30.0, minimum=0.0),
             clock_offset_s=env_float(env, "FLOWBRIDGE_CLOCK_OFFSET_S", 0.0, minimum=-float("inf")),
             activation_cpu_s=env_float(env, "FLOWBRIDGE_ACTIVATION_CPU_S", 10.0, minimum=0.1),
@@ -193,6 +205,18 @@ class Settings:
     def topic(self, name: str) -> str:
         """Full name of one of flowbridge's topics."""
         return topic_name(self.topic_prefix, name)
+
+
+def _on_off(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A switch: ``on``/``off`` (also ``true``/``false``, ``1``/``0``); unset is ``default``."""
+    value = env.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("on", "true", "1", "yes"):
+        return True
+    if value in ("off", "false", "0", "no"):
+        return False
+    raise ConfigError(f"{name}={env[name]!r} must be on or off")
 
 
 def _kw_topic(env: Mapping[str, str], name: str, default: str) -> str | None:

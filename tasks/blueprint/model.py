@@ -37,6 +37,9 @@ class NodeConfig:
     timeout_s: float | None = None
     fallback: str | None = None
     join_strategy: str = DEFAULT_JOIN
+    #: ``inline`` in the JSON: false keeps the node out of its predecessor's task (it always
+    #: goes through Celery, ``docs/semantics.md``); a flowbridge extension, omitted when true.
+    inline: bool = True
     #: The join strategy's own options (e.g. quorum's ``n``), as given in ``config``; read-only.
     join_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
@@ -55,6 +58,8 @@ class NodeConfig:
             out["timeout"] = _to_ms(self.timeout_s)
         if self.fallback is not None:
             out["fallback"] = self.fallback
+        if not self.inline:
+            out["inline"] = False
         out.update(self.join_options)
         return out
 
@@ -196,6 +201,14 @@ class Blueprint:
                 f"got {entries!r}",
             )
             meta = {k: v for k, v in meta.items() if k != "cycleEntryPoints"}
+        for flag in ("inline", "runEvents"):
+            if flag in meta and not isinstance(meta[flag], bool):
+                parser.add(
+                    "bad-field",
+                    f"blueprint {bp_id!r}: metadata.{flag} must be true or false, "
+                    f"got {meta[flag]!r}",
+                )
+                meta = {k: v for k, v in meta.items() if k != flag}
         version = parser.version(meta.get("version", data.get("version")), bp_id)
         nodes = [parser.node(raw, n) for n, raw in enumerate(parser.items(data, "nodes", bp_id))]
         edges = [parser.edge(raw, n) for n, raw in enumerate(parser.items(data, "edges", bp_id))]
@@ -235,6 +248,16 @@ class Blueprint:
             "nodes": [n.to_dict() for n in self.nodes],
             "edges": [e.to_dict() for e in self.edges],
         }
+
+    @property
+    def inline(self) -> bool:
+        """``metadata.inline``: whether a node may run in its predecessor's task (default true)."""
+        return self.metadata.get("inline") is not False
+
+    @property
+    def run_events(self) -> bool:
+        """``metadata.runEvents``: whether runs publish ``run.*`` records (default true)."""
+        return self.metadata.get("runEvents") is not False
 
     @property
     def node_ids(self) -> tuple[str, ...]:

@@ -29,7 +29,7 @@ NODE_KEYS = ("id", "uses", "params", "inputs", "config", "_sourceLocation")
 #: The keys of an edge; ``_sourceLocation`` as for nodes.
 EDGE_KEYS = ("source", "target", "action", "condition", "transform", "_sourceLocation")
 #: The ``config`` keys of every node; join strategies add their own (``option_keys``).
-BASE_CONFIG_KEYS = ("maxRetries", "retryDelay", "timeout", "fallback", "joinStrategy")
+BASE_CONFIG_KEYS = ("maxRetries", "retryDelay", "timeout", "fallback", "joinStrategy", "inline")
 
 
 def _typo_hint(obj: Mapping[str, Any], key: str) -> str:
@@ -196,6 +196,12 @@ class Parser:
                 bad("maxRetries", "a positive integer (attempts in total)")
             else:
                 values["max_attempts"] = value
+        value = raw.get("inline")
+        if value is not None:
+            if not isinstance(value, bool):
+                bad("inline", "true or false")
+            else:
+                values["inline"] = value
         options: dict[str, Any] = {}
         for key, option in join_keys.items():
             value = raw.get(key)

@@ -22,9 +22,10 @@ from tasks.engine.lifecycle import (
     start_run,
 )
 from tasks.engine.operate import dispatch_pending, pause_run, resume_run, retry_run
-from tasks.engine.scope import RunScope, Step
+from tasks.engine.scope import InlineBudget, RunScope, Step
 
 __all__ = [
+    "InlineBudget",
     "RunScope",
     "Step",
     "cancel_run",

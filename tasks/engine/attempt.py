@@ -36,7 +36,7 @@ from tasks.engine.failure import fail, missing_node
 from tasks.engine.graph import branches, complete, settle
 from tasks.engine.inputs import RunData
 from tasks.engine.outcome import Done, Failed, call_node
-from tasks.engine.scope import Attempt, RunScope, Step
+from tasks.engine.scope import Attempt, InlineBudget, RunScope, Step
 from tasks.errors import NodeError
 from tasks.leases import begin_leased, held
 from tasks.runtime import Runtime
@@ -61,6 +61,7 @@ def execute_node(
     wake: bool = False,
     worker: str | None = None,
     item: int | None = None,
+    inline: InlineBudget | None = None,
     claim: str | None = None,
 ) -> Step:
     """Run one attempt of one node if the store says it should run.
@@ -73,8 +74,10 @@ def execute_node(
     leaves firing the join to the chord body. With ``wake`` it is a short
     timer's wake-up call for a waiting node: it fires the timer if it is due.
     ``worker`` names this worker in the error of a node none of the workers had.
-    ``item`` makes it one item of the batch of the scatter ``node_id``. ``claim``
-    (``tasks.leases.identity``) claims the attempt with a lease renewed while it runs.
+    ``item`` makes it one item of the batch of the scatter ``node_id``. With ``inline``
+    the returned ``Step.then`` may name the successor for this task to run next itself.
+    ``claim`` (``tasks.leases.identity``) claims the attempt with a lease renewed while
+    it runs.
     """
     store = rt.store
     state: NodeState | None = None
@@ -117,8 +120,8 @@ def execute_node(
         return ignored("not on the frontier")
     if state.status in (NODE_COMPLETED, NODE_SKIPPED):
         # A redelivery of finished work: repair what may not have happened after the commit.
-        settle(scope, state, repair=True)
-        return Step("duplicate" if not chord else "detached")
+        then = settle(scope, state, repair=True, inline=None if chord else inline)
+        return Step("duplicate", then=then) if not chord else Step("detached")
     if state.status == NODE_WAITING:
         # Only a wake-up call may move it, and only when its timer is due (the store decides).
         if not (
@@ -141,7 +144,7 @@ def execute_node(
         # Another delivery holds it: at least once never means "concurrently twice" on purpose.
         store.append_history(run_id, "node.busy", node_id=node_id, data={"attempt": attempt})
         return Step("busy")
-    att = Attempt(scope, scope.bp.node(node_id), iteration, began.attempts, chord)
+    att = Attempt(scope, scope.bp.node(node_id), iteration, began.attempts, chord, inline)
     if began.deliveries > rt.settings.max_deliveries:
         error = (
             f"node {node_id!r} attempt {att.number} was delivered {began.deliveries - 1} times "

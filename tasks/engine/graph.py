@@ -14,6 +14,7 @@ from state.constants import (
     NODE_COMPLETED,
     NODE_FAILED,
     NODE_PENDING,
+    NODE_RUNNING,
     NODE_SKIPPED,
     RUN_ACTIVE,
     RUN_COMPLETED,
@@ -24,7 +25,7 @@ from tasks.builtins import SCATTER_USES
 from tasks.context import NodeContext
 from tasks.engine.inputs import LOOP_KEY, RunData, loop_iteration
 from tasks.engine.routing import Plan, edges_of, plan_completion, plan_from_taken, plan_skip
-from tasks.engine.scope import Attempt, RunScope, Step
+from tasks.engine.scope import Attempt, InlineBudget, RunScope, Step
 from tasks.engine.shapes import chord_region, decide, losers, strategy_of
 from tasks.port import task_id
 
@@ -33,6 +34,7 @@ __all__ = [
     "branches",
     "complete",
     "failed_primaries",
+    "inline_successor",
     "maybe_finish",
     "routing_edges",
     "settle",
@@ -101,12 +103,56 @@ def complete(
     if att.chord and res.applied:
         # Inside a chord the branch goes on by replacing its task; the body fires the join.
         return Step("completed", next_node=plan.pending[0] if plan.pending else None)
-    settle(scope, res.node, repair=not res.applied, plan=plan if res.applied else None)
-    return Step("completed" if res.applied else ("detached" if att.chord else "duplicate"))
+    then = settle(
+        scope,
+        res.node,
+        repair=not res.applied,
+        plan=plan if res.applied else None,
+        inline=None if att.chord else att.inline,
+    )
+    if res.applied:
+        return Step("completed", then=then)
+    return Step("detached" if att.chord else "duplicate")
 
 
-def settle(scope: RunScope, node: NodeState, *, repair: bool, plan: Plan | None = None) -> None:
-    """After a commit (or for a duplicate): dispatch successors, fire joins, finish the run."""
+def inline_successor(scope: RunScope, node: NodeState, plan: Plan) -> tuple[str, int] | None:
+    """The one successor a task may run itself right after ``node``'s commit, if any.
+
+    Only the plain case: a single successor at the same iteration, no join arrival or
+    batch to start, a node this worker has the function of, no timeout on either node (a
+    timeout is the time limit of the node's own task), and neither the blueprint nor the
+    node turned it off (``inline: false``). Everything else goes through Celery as before.
+    """
+    bp = scope.bp
+    if not bp.inline or plan.arrivals or plan.pending_at or len(plan.pending) != 1:
+        return None
+    succ = plan.pending[0]
+    this, spec = bp.node(node.node_id), bp.node(succ)
+    if this.uses == SCATTER_USES or succ in bp.analysis.join_nodes:
+        return None
+    if not spec.config.inline or spec.config.timeout_s is not None:
+        return None
+    if this.config.timeout_s is not None or spec.uses not in scope.rt.nodes.names():
+        return None
+    return succ, node.iteration
+
+
+def settle(
+    scope: RunScope,
+    node: NodeState,
+    *,
+    repair: bool,
+    plan: Plan | None = None,
+    inline: InlineBudget | None = None,
+) -> tuple[str, int] | None:
+    """After a commit (or for a duplicate): dispatch successors, fire joins, finish the run.
+
+    With ``inline`` and budget left, a lone plain successor is not dispatched but returned:
+    the caller runs it in this task (its record is already pending in the store, so a crash
+    before it runs leaves it to the redelivered task's repair). For a duplicate (``repair``)
+    with ``inline``, it returns the lone successor when that one has completed too: a crash
+    may have left that one's successors unsent, and the caller repairs them next.
+    """
     bp = scope.bp
     it = node.iteration
     if plan is None:
@@ -116,6 +162,16 @@ def settle(scope: RunScope, node: NodeState, *, repair: bool, plan: Plan | None 
             edges = routing_edges(scope, node.node_id, it)
             plan = plan_from_taken(bp, node.node_id, it, edges, node.edges_taken)
     to_dispatch = [(n, it) for n in plan.pending] + list(plan.pending_at)
+    lone = None if inline is None else inline_successor(scope, node, plan)
+    if lone is not None and not repair and inline is not None and inline.allows():
+        return lone
+    if repair and lone is not None and inline is not None:
+        rec = scope.store.get_node(scope.run_id, *lone)
+        if rec is not None and (
+            rec.status in (NODE_COMPLETED, NODE_SKIPPED)
+            or (rec.status == NODE_RUNNING and inline.owns(rec))
+        ):
+            return lone
     if repair and to_dispatch:
         to_dispatch = [
             (n, at)
@@ -157,6 +213,7 @@ def settle(scope: RunScope, node: NodeState, *, repair: bool, plan: Plan | None 
         busy = busy or rec is None or rec.active
     if not busy:
         maybe_finish(scope)
+    return None
 
 
 def try_fire(scope: RunScope, join_id: str, iteration: int, *, repair: bool) -> bool:

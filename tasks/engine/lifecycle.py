@@ -7,14 +7,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from state.constants import NODE_PENDING, RUN_ACTIVE, RUN_PENDING
-from state.records import Delivery, Run
+from state.records import Delivery, OutboxMessage, Run
 from tasks.blueprint import Blueprint
 from tasks.builtins import RESUME_EVENT_ID, builtin
 from tasks.engine.children import child_cancels, parent_notice
 from tasks.engine.graph import try_fire
 from tasks.engine.scope import RunScope
 from tasks.errors import ResumeError
-from tasks.events import lifecycle_event
+from tasks.events import lifecycle_events
 from tasks.port import task_id
 from tasks.runtime import Runtime
 
@@ -55,18 +55,22 @@ def start_run(
         snapshot=bp.to_dict(),
         parent=None if parent is None else dict(parent),
     )
-    started = lifecycle_event(
-        rt.settings, run_id, "started", blueprint=bp.id, version=bp.version, input=run_input
+    started = lifecycle_events(
+        rt.settings,
+        run_id,
+        "started",
+        enabled=bp.run_events,
+        blueprint=bp.id,
+        version=bp.version,
+        input=run_input,
     )
     context = dict(run_input) if isinstance(run_input, Mapping) else None
-    created, stored = rt.store.create_run(
-        run, start_nodes=starts, outbox=[started], context=context
-    )
+    created, stored = rt.store.create_run(run, start_nodes=starts, outbox=started, context=context)
     if not created and stored.rejected:
         # A start of this id was rejected before (its blueprint was unknown, say) and left a
         # failed record; this one (its DLQ record replayed, or sent again) starts the run.
         created = rt.store.restart_rejected(
-            run, start_nodes=starts, outbox=[started], context=context
+            run, start_nodes=starts, outbox=started, context=context
         )
         if created:
             stored = rt.store.get_run(run_id) or stored
@@ -98,9 +102,16 @@ def cancel_run(rt: Runtime, run_id: str, reason: str = "cancelled") -> bool:
     """Cancel a run: nothing new is dispatched; in-flight tasks are revoked (best effort)."""
     before = rt.store.get_run(run_id)
     in_flight: list[str] = []
-    outbox = [lifecycle_event(rt.settings, run_id, "cancelled", reason=reason)]
-    if before is not None and before.snapshot:
-        bp = rt.blueprint_of(before)
+    outbox: list[OutboxMessage] = []
+    bp = rt.blueprint_of(before) if before is not None and before.snapshot else None
+    outbox += lifecycle_events(
+        rt.settings,
+        run_id,
+        "cancelled",
+        enabled=bp is None or bp.run_events,
+        reason=reason,
+    )
+    if before is not None and bp is not None:
         for rec in rt.store.get_nodes(run_id, bp.node_ids).values():
             if rec.active:
                 in_flight.append(

@@ -38,7 +38,7 @@ from tasks.engine.routing import plan_from_taken, plan_skip
 from tasks.engine.scope import RunScope
 from tasks.engine.shapes import failure_is_tolerated
 from tasks.errors import RetryError
-from tasks.events import lifecycle_event
+from tasks.events import lifecycle_events
 from tasks.runtime import Runtime
 
 __all__ = ["RetryPlan", "dispatch_pending", "pause_run", "plan_retry", "resume_run", "retry_run"]
@@ -219,15 +219,16 @@ def retry_run(rt: Runtime, run_id: str, from_nodes: Sequence[str] | None = None)
         bp = rt.blueprint_of(run)
         scope = RunScope(rt, run, bp)
         plan = plan_retry(scope, rt.store.get_nodes(run_id, bp.node_ids), from_nodes)
-        event = lifecycle_event(
+        events = lifecycle_events(
             rt.settings,
             run_id,
             "retried",
+            enabled=bp.run_events,
             attempt=run.attempt + 1,
             from_nodes=list(plan.from_nodes),
         )
         # One record per attempt (a lifecycle id is stable per run and kind).
-        event = replace(event, id=f"{event.id}:{run.attempt + 1}")
+        events = [replace(e, id=f"{e.id}:{run.attempt + 1}") for e in events]
         out = rt.store.retry_run(
             run_id,
             from_nodes=plan.pending,
@@ -235,7 +236,7 @@ def retry_run(rt: Runtime, run_id: str, from_nodes: Sequence[str] | None = None)
             expect=plan.expect,
             skipped=plan.skipped,
             arrivals=plan.arrivals,
-            outbox=[event],
+            outbox=events,
         )
         if out.applied:
             rt.notify_outbox()

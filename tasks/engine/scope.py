@@ -8,10 +8,10 @@ from typing import Any
 from state.protocol import StateStore
 from state.records import OutboxMessage, Run
 from tasks.blueprint import Blueprint, NodeSpec
-from tasks.events import lifecycle_event
-from tasks.runtime import Runtime
+from tasks.events import lifecycle_events
+from tasks.runtime import InlineBudget, Runtime
 
-__all__ = ["Attempt", "RunScope", "Step"]
+__all__ = ["Attempt", "InlineBudget", "RunScope", "Step"]
 
 
 @dataclass
@@ -24,6 +24,9 @@ class Step:
     #: A chord branch's retry: the attempt to run next and after how long.
     retry_attempt: int | None = None
     countdown: float | None = None
+    #: The successor (node id, iteration) this task runs next itself, without a broker hop
+    #: (``InlineBudget``); for a duplicate, the next committed node of the chain to repair.
+    then: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,9 +68,11 @@ class RunScope:
             run_attempt=self.run.attempt,
         )
 
-    def lifecycle(self, kind: str, **fields: Any) -> OutboxMessage:
-        """The ``run.<kind>`` record for the runs topic."""
-        return lifecycle_event(self.rt.settings, self.run_id, kind, **fields)
+    def lifecycle(self, kind: str, **fields: Any) -> list[OutboxMessage]:
+        """The ``run.<kind>`` record for the runs topic, unless its blueprint or settings say no."""
+        return lifecycle_events(
+            self.rt.settings, self.run_id, kind, enabled=self.bp.run_events, **fields
+        )
 
     def finish_outbox(self, kind: str, **fields: Any) -> list[OutboxMessage]:
         """What the change that ends the run writes besides its status.
@@ -77,7 +82,7 @@ class RunScope:
         from tasks.engine.children import child_cancels, parent_notice
 
         return [
-            self.lifecycle(kind, **fields),
+            *self.lifecycle(kind, **fields),
             *parent_notice(self.rt, self.run, kind),
             *child_cancels(self.rt, self.run, self.bp, kind),
         ]
@@ -94,6 +99,8 @@ class Attempt:
     number: int
     #: A chord header: successors and retries are the chord's to run, not this task's.
     chord: bool = False
+    #: What of a chain this task may still run itself (None: each successor is a task).
+    inline: InlineBudget | None = None
 
     @property
     def node_id(self) -> str:

@@ -26,10 +26,11 @@ from tasks.constants import (
     WF_RESOLVE_TASK,
 )
 from tasks.errors import NodeFailedError
+from tasks.faults import crash_point
 from tasks.leases import identity
 from tasks.runtime import Runtime, open_state
 from tasks.settings import Settings
-from tasks.tracing import TRACE_HEADERS, span
+from tasks.tracing import TRACE_HEADERS, current_headers, span
 from tasks.worker.config import celery_config
 from tasks.worker.port import CeleryPort
 
@@ -82,11 +83,17 @@ def _trace_parent(task: Task) -> dict[str, str]:
 
 
 def _attempt_span(
-    task: Task, run_id: str, node_id: str, attempt: int, *, kind: str = "node"
+    task: Task,
+    run_id: str,
+    node_id: str,
+    attempt: int,
+    *,
+    kind: str = "node",
+    parent: dict[str, str] | None = None,
 ) -> Any:
     return span(
         f"flowbridge.{kind} {node_id}",
-        parent=_trace_parent(task),
+        parent=_trace_parent(task) if parent is None else parent,
         attributes={
             "flowbridge.run_id": run_id,
             "flowbridge.node": node_id,
@@ -123,21 +130,61 @@ def run_node(
     ``NodeFailedError`` after the engine committed the failure: the task fails (acked,
     never redelivered), and Flower and Celery events count it as a failure.
     """
-    from tasks.engine import execute_node
+    from tasks.engine import InlineBudget, execute_node
 
     rt = get_runtime()
-    with _attempt_span(self, run_id, node_id, attempt) as current:
-        step = execute_node(
-            rt, run_id, node_id, iteration, attempt, wake=wake, item=item, **_delivery(self)
-        )
-        if current is not None:
-            current.set_attribute("flowbridge.outcome", step.kind)
+    delivery = _delivery(self)
+    # A batch item's successor is the gather's business; a plain node may run its chain.
+    budget = InlineBudget.of(rt.settings) if item is None else None
+    if budget is not None and delivery["redelivered"]:
+        budget.redelivery_of = str(self.request.id)
+    first: str | None = None
+    parent: dict[str, str] | None = None
+    while True:
+        with _attempt_span(self, run_id, node_id, attempt, parent=parent) as current:
+            step = execute_node(
+                rt,
+                run_id,
+                node_id,
+                iteration,
+                attempt,
+                wake=wake,
+                item=item,
+                inline=budget,
+                **delivery,
+            )
+            if current is not None:
+                current.set_attribute("flowbridge.outcome", step.kind)
+            # An inline successor's span is a child of this one, as if this had sent it.
+            parent = dict(current_headers())
+        first = first or step.kind
+        if step.then is None or budget is None:
+            break
+        if step.kind != "completed" and not budget.allows():
+            # A duplicate's repair walk ran out of budget: the next one goes on in its own task.
+            loaded = rt.load_run(run_id)
+            if loaded is not None and loaded[1] is not None:
+                rt.dispatch(
+                    loaded[1],
+                    run_id,
+                    step.then[0],
+                    iteration=step.then[1],
+                    run_attempt=loaded[0].attempt,
+                )
+            break
+        budget.spend()
+        crash_point("before_inline")
+        (node_id, iteration), attempt, wake = step.then, 1, False
+        # After a commit the successor is fresh; a duplicate's walk may lead to a node its
+        # dead copy was running inline, which this redelivery takes over.
+        if step.kind == "completed":
+            delivery = {**delivery, "redelivered": False}
     if step.kind == "failed":
         if item is not None:
             raise NodeFailedError(f"item {item} of {node_id} failed")
         rec = rt.store.get_node(run_id, node_id, iteration)
         raise NodeFailedError(rec.error if rec is not None and rec.error else f"{node_id} failed")
-    return step.kind
+    return first
 
 
 @app.task(name=BRANCH_TASK, bind=True)
@@ -235,9 +282,17 @@ def wf_activity(
     kwargs: dict[str, Any] | None = None,
     timeout_s: float | None = None,
 ) -> str:
-    """Run one attempt of an ``@activity`` and activate its run with the outcome."""
+    """Run one attempt of an ``@activity`` and activate its run with the outcome.
+
+    The activation may keep the run's next activity back for this task (a lone
+    registered one, within ``FLOWBRIDGE_INLINE_NODES``/``_BUDGET_S``): it runs here
+    next, without a broker hop. A redelivered task first sends again what its dead
+    worker may have held.
+    """
+    from tasks.engine import InlineBudget
     from tasks.port import ActivityTask
     from tasks.workflow.activities import run_activity
+    from tasks.workflow.dispatch import resend_held
 
     task = ActivityTask(
         run_id=run_id,
@@ -250,14 +305,32 @@ def wf_activity(
         queue=self.request.delivery_info.get("routing_key") if self.request.delivery_info else None,
         timeout_s=timeout_s,
     )
-    with _attempt_span(self, run_id, name, attempt, kind="activity") as current:
-        outcome = run_activity(get_runtime(), task)
-        if current is not None:
-            current.set_attribute("flowbridge.outcome", outcome)
+    rt = get_runtime()
+    budget = InlineBudget.of(rt.settings)
+    if _delivery(self)["redelivered"]:
+        resend_held(rt, run_id, besides=(gen, seq))
+    parent: dict[str, str] | None = None
+    while True:
+        with _attempt_span(
+            self, run_id, task.name, task.attempt, kind="activity", parent=parent
+        ) as current:
+            outcome = run_activity(rt, task, inline=budget)
+            if current is not None:
+                current.set_attribute("flowbridge.outcome", outcome)
+            parent = dict(current_headers())
+        if budget is None or budget.held is None or outcome == "failed":
+            break
+        task, budget.held = budget.held, None
+        budget.spend()
+        crash_point("before_inline")
+    if budget is not None and budget.held is not None:
+        rt.port.dispatch_activity(budget.held)  # an activity failed for good; send it on
     if outcome == "failed":
         # Committed as the activity's outcome already (the workflow sees an ActivityError);
         # raising only makes Flower and Celery events count the failure, as for run_node.
-        raise NodeFailedError(f"activity {name} of run {run_id} failed after attempt {attempt}")
+        raise NodeFailedError(
+            f"activity {task.name} of run {run_id} failed after attempt {task.attempt}"
+        )
     return outcome
 
 

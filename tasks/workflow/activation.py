@@ -32,10 +32,10 @@ from typing import Any
 from state.history import HistoryKind
 from state.records import RUN_ACTIVE, Run, RunStatus
 from state.workflows import WorkflowState, consumed_keys
-from tasks.events import lifecycle_event
+from tasks.events import lifecycle_events
 from tasks.faults import crash_point
 from tasks.port import ActivationTask
-from tasks.runtime import Runtime
+from tasks.runtime import InlineBudget, Runtime
 from tasks.workflow.api import WorkflowDef, workflows
 from tasks.workflow.dispatch import dispatch
 from tasks.workflow.errors import NonDeterminismError
@@ -109,14 +109,14 @@ def start_workflow(
         input=run_input,
         snapshot=snapshot,
     )
-    started = lifecycle_event(
+    started = lifecycle_events(
         rt.settings, run_id, "started", workflow=defn.name, version=defn.version, input=run_input
     )
-    created, stored = rt.store.create_run(run, start_nodes=(), outbox=[started])
+    created, stored = rt.store.create_run(run, start_nodes=(), outbox=started)
     if not created and stored.rejected:
         # A start of this id was rejected (the workflow was not deployed yet, say): this one,
         # its DLQ record replayed or sent again, starts the run (once).
-        created = rt.store.restart_rejected(run, start_nodes=(), outbox=[started])
+        created = rt.store.restart_rejected(run, start_nodes=(), outbox=started)
         if created:
             stored = rt.store.get_run(run_id) or stored
     if created:
@@ -141,8 +141,12 @@ def deliver(rt: Runtime, run_id: str, item: Input, *, countdown: float | None = 
     return new
 
 
-def activate(rt: Runtime, run_id: str) -> str:
-    """Activate the run until its inbox holds nothing new; what happened (for logs and tests)."""
+def activate(rt: Runtime, run_id: str, *, inline: InlineBudget | None = None) -> str:
+    """Activate the run until its inbox holds nothing new; what happened (for logs and tests).
+
+    With ``inline``, a lone next activity may be kept back in ``inline.held`` for the
+    calling task to run itself (``tasks.workflow.dispatch``).
+    """
     locks = rt.port.run_locks()
     outcome = "idle"
     for _ in range(ROUNDS):
@@ -159,7 +163,7 @@ def activate(rt: Runtime, run_id: str) -> str:
                     )
                 )
                 return "busy"
-            outcome = _activate_locked(rt, run_id)
+            outcome = _activate_locked(rt, run_id, inline)
         if outcome == "paused":
             return outcome  # resuming the run activates it again
         # An item that arrived while the lock was held found it busy: look once more.
@@ -179,7 +183,7 @@ def _new_items(state: WorkflowState) -> list[Input]:
     return [Input.from_json(item) for key, item in state.inbox if key not in used]
 
 
-def _activate_locked(rt: Runtime, run_id: str) -> str:
+def _activate_locked(rt: Runtime, run_id: str, inline: InlineBudget | None = None) -> str:
     wf = rt.store.workflows
     state = wf.load(run_id)
     if state is None:
@@ -239,7 +243,7 @@ def _activate_locked(rt: Runtime, run_id: str) -> str:
         log.info("run %s: %s", run_id, warning)
         rt.store.append_history(run_id, HistoryKind.RUN_WARNING, data={"message": warning})
     history.append(act)
-    dispatch(rt, state.run, state.gen, act, history)
+    dispatch(rt, state.run, state.gen, act, history, inline=inline)
     crash_point("after_dispatch")
     wf.mark_dispatched(run_id, gen=state.gen, n=act.n)
     return "committed"
@@ -264,7 +268,8 @@ def _block(rt: Runtime, state: WorkflowState, report: dict[str, Any]) -> str:
     rt.store.workflows.set_blocked(state.run.run_id, report)
     if first:
         log.warning("run %s is blocked: %s", state.run.run_id, report.get("error"))
-        event = lifecycle_event(rt.settings, state.run.run_id, "blocked", **report)
-        rt.store.workflows.add_outbox([event])
-        rt.notify_outbox()
+        events = lifecycle_events(rt.settings, state.run.run_id, "blocked", **report)
+        if events:
+            rt.store.workflows.add_outbox(events)
+            rt.notify_outbox()
     return "blocked"

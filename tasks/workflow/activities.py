@@ -20,7 +20,7 @@ from typing import Any
 from state.records import RUN_ACTIVE
 from tasks.faults import crash_point
 from tasks.port import ActivityTask
-from tasks.runtime import Runtime
+from tasks.runtime import InlineBudget, Runtime
 from tasks.workflow.api import RetryPolicy, activities
 from tasks.workflow.history import Input
 
@@ -29,8 +29,12 @@ __all__ = ["report_outcome", "run_activity"]
 log = logging.getLogger("flowbridge.workflow")
 
 
-def run_activity(rt: Runtime, task: ActivityTask) -> str:
-    """Run one attempt of a registered activity and report what happened; the outcome."""
+def run_activity(rt: Runtime, task: ActivityTask, *, inline: InlineBudget | None = None) -> str:
+    """Run one attempt of a registered activity and report what happened; the outcome.
+
+    ``inline``: the activation this outcome causes may keep the next activity back for
+    this task (``InlineBudget.held``).
+    """
     run = rt.store.get_run(task.run_id, snapshot=False)
     if run is None or run.status not in RUN_ACTIVE:
         # Cancelled or finished meanwhile: revocation is only a broadcast, the run decides.
@@ -45,7 +49,9 @@ def run_activity(rt: Runtime, task: ActivityTask) -> str:
         value = _call(defn.fn, task.args, task.kwargs or {})
         json.dumps(value)
     except rt.port.timeout_errors:
-        return _failed(rt, task, defn.retry, "TimeoutError", f"timed out after {task.timeout_s}s")
+        return _failed(
+            rt, task, defn.retry, "TimeoutError", f"timed out after {task.timeout_s}s", inline
+        )
     except Exception as exc:
         log.info(
             "run %s activity %s attempt %d raised",
@@ -54,9 +60,9 @@ def run_activity(rt: Runtime, task: ActivityTask) -> str:
             task.attempt,
             exc_info=True,
         )
-        return _failed(rt, task, defn.retry, type(exc).__name__, str(exc))
+        return _failed(rt, task, defn.retry, type(exc).__name__, str(exc), inline)
     crash_point("in_activity")
-    return report_outcome(rt, task, value=value)
+    return report_outcome(rt, task, value=value, inline=inline)
 
 
 def _call(fn: Any, args: Any, kwargs: dict[str, Any]) -> Any:
@@ -70,16 +76,29 @@ async def _await(aw: Any) -> Any:
     return await aw
 
 
-def _failed(rt: Runtime, task: ActivityTask, policy: RetryPolicy, kind: str, message: str) -> str:
+def _failed(
+    rt: Runtime,
+    task: ActivityTask,
+    policy: RetryPolicy,
+    kind: str,
+    message: str,
+    inline: InlineBudget | None,
+) -> str:
     if task.attempt < policy.max_attempts:
         delay = min(policy.delay_s(task.attempt), rt.settings.max_delay_s)
         rt.port.dispatch_activity(replace(task, attempt=task.attempt + 1, countdown=delay))
         return "retry"
-    return report_outcome(rt, task, error={"name": task.name, "type": kind, "message": message})
+    error = {"name": task.name, "type": kind, "message": message}
+    return report_outcome(rt, task, error=error, inline=inline)
 
 
 def report_outcome(
-    rt: Runtime, task: ActivityTask, *, value: Any = None, error: dict[str, Any] | None = None
+    rt: Runtime,
+    task: ActivityTask,
+    *,
+    value: Any = None,
+    error: dict[str, Any] | None = None,
+    inline: InlineBudget | None = None,
 ) -> str:
     """Put the outcome into the run's inbox (once per seq) and activate the run here."""
     from tasks.workflow.activation import activate
@@ -93,6 +112,6 @@ def report_outcome(
         error=error,
     )
     rt.store.workflows.put_inbox(task.run_id, item.key, item.to_json())
-    outcome = activate(rt, task.run_id)
+    outcome = activate(rt, task.run_id, inline=inline)
     log.debug("run %s activity %s: %s", task.run_id, task.name, outcome)
     return "failed" if error is not None else "completed"

@@ -15,14 +15,14 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from state.records import OutboxMessage, Run, RunStatus
-from tasks.events import lifecycle_event
+from state.records import RUN_ACTIVE, OutboxMessage, Run, RunStatus
+from tasks.events import lifecycle_events
 from tasks.port import ActivationTask, ActivityTask
-from tasks.runtime import Runtime
+from tasks.runtime import InlineBudget, Runtime
 from tasks.workflow.api import activities
 from tasks.workflow.history import Activation, Command, Input
 
-__all__ = ["dispatch", "outstanding_activities"]
+__all__ = ["dispatch", "outstanding_activities", "resend_held"]
 
 #: What a run's end records as its status.
 #: ``Run.snapshot["protocol"]`` of a run started by kafka-workflow's ``new:``.
@@ -36,9 +36,22 @@ _END_STATUS = {
 
 
 def dispatch(
-    rt: Runtime, run: Run, gen: int, act: Activation, history: Sequence[Activation]
+    rt: Runtime,
+    run: Run,
+    gen: int,
+    act: Activation,
+    history: Sequence[Activation],
+    *,
+    inline: InlineBudget | None = None,
 ) -> None:
-    """Carry out ``act``'s commands (``history`` ends with ``act``)."""
+    """Carry out ``act``'s commands (``history`` ends with ``act``).
+
+    With ``inline`` and budget left, the activation's only activity, when it is a
+    registered one with no queue or timeout of its own, is not sent but kept in
+    ``inline.held``: the task that activated the run runs it next, without a broker
+    hop. A crash before it reports leaves it outstanding: the task's redelivery sends
+    it again (``resend_held``), or the reconciler does for a stalled run.
+    """
     wf = rt.store.workflows
     timers_put: list[tuple[int, float]] = []
     timers_delete: list[tuple[int, float]] = []
@@ -47,10 +60,13 @@ def dispatch(
         c.seq: c for a in history for c in a.commands if c.seq is not None and c.type != "cancel"
     }
     end: Command | None = None
+    keep = _inline_activity(act, inline)
     for cmd in act.commands:
         if cmd.type == "activity":
             task = activity_task(run.run_id, gen, cmd)
-            if task.registered or task.queue is not None or rt.port.knows_task(task.name):
+            if cmd is keep and inline is not None:
+                inline.held = task
+            elif task.registered or task.queue is not None or rt.port.knows_task(task.name):
                 rt.port.dispatch_activity(task)
             else:
                 # Sent by name, Celery would drop it as unregistered: the run would hang.
@@ -82,6 +98,44 @@ def dispatch(
         _end(rt, run, gen, end, history)
     else:
         _status(rt, run.run_id, history)
+
+
+def _inline_activity(act: Activation, inline: InlineBudget | None) -> Command | None:
+    """The activity command of ``act`` its activating task may run itself, if any."""
+    if inline is None or inline.held is not None or not inline.allows():
+        return None
+    found = [c for c in act.commands if c.type == "activity"]
+    if len(found) != 1:
+        return None
+    cmd = found[0]
+    defn = activities.get(cmd.name)
+    if defn is None or cmd.payload.get("queue") is not None:
+        return None
+    if cmd.payload.get("timeout_s", defn.timeout_s) is not None:
+        return None  # a timeout is its own task's time limit
+    return cmd
+
+
+def resend_held(rt: Runtime, run_id: str, *, besides: tuple[int, int]) -> bool:
+    """Send the activity a dead worker may have held for itself; True if one was sent.
+
+    For a redelivered activity task (``besides``: its own gen and seq): when the run's
+    last activation started exactly one activity of the kind ``dispatch`` keeps back,
+    and nothing settled it, its worker may have died holding it, and no message names
+    it. If it is in flight elsewhere after all, it runs again (at least once); its
+    outcome counts once per seq.
+    """
+    state = rt.store.workflows.load(run_id)
+    if state is None or state.run.status not in RUN_ACTIVE or not state.history:
+        return False
+    history = [Activation.from_json(a) for a in state.history]
+    cmd = _inline_activity(history[-1], InlineBudget(nodes=1, deadline=float("inf")))
+    if cmd is None or (state.gen, int(cmd.seq or 0)) == besides:
+        return False
+    if not any(c is cmd for c in outstanding_activities(history)):
+        return False
+    rt.port.dispatch_activity(activity_task(run_id, state.gen, cmd))
+    return True
 
 
 def activity_task(run_id: str, gen: int, cmd: Command, *, attempt: int = 1) -> ActivityTask:
@@ -195,7 +249,7 @@ def _end(rt: Runtime, run: Run, gen: int, end: Command, history: Sequence[Activa
     fields: dict[str, Any] = (
         {"output": output} if status == RunStatus.COMPLETED else {"error": error}
     )
-    outbox = [lifecycle_event(rt.settings, run.run_id, str(status), **fields)]
+    outbox = lifecycle_events(rt.settings, run.run_id, str(status), **fields)
     if run.snapshot.get("protocol") == KAFKA_WORKFLOW:
         outbox.extend(_kw_end(rt, run.run_id, gen, status, output, end.payload))
     rt.store.finish_run(run.run_id, status=status, output=output, error=error, outbox=outbox)

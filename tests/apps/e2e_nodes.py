@@ -486,3 +486,38 @@ _seq(
 )
 # flowcraft built-ins (subflow, batch, loop): their own module, registered with these.
 from tests.apps import builtin_nodes  # noqa: E402, F401
+
+
+@node("whoami")
+def whoami(ctx: NodeContext) -> dict[str, Any]:
+    """Record which Celery task ran this node (inline successors share their task)."""
+    from celery import current_task
+
+    task_id = current_task.request.id if current_task else None
+    prefix = os.environ.get("FLOWBRIDGE_REDIS_PREFIX", "")
+    _redis().rpush(f"{prefix}whoami:{ctx.run_id}", f"{ctx.node_id}={task_id}")
+    effect(ctx.node_id)
+    return {"node": ctx.node_id, "task": task_id}
+
+
+# Inline successors (tests/e2e/test_inline.py): a chain of five, one that opts a node out,
+# and runs that publish no run.* records.
+_chain("inline5", [f"i{i}" for i in range(5)], uses="whoami")
+register_blueprint(
+    {
+        "id": "inline-off",
+        "nodes": [
+            {"id": f"i{i}", "uses": "whoami", "config": {"inline": False} if i == 2 else {}}
+            for i in range(5)
+        ],
+        "edges": [{"source": f"i{i}", "target": f"i{i + 1}"} for i in range(4)],
+    }
+)
+register_blueprint(
+    {
+        "id": "quiet",
+        "metadata": {"runEvents": False},
+        "nodes": [{"id": "a", "uses": "echo"}, {"id": "b", "uses": "echo"}],
+        "edges": [{"source": "a", "target": "b"}],
+    }
+)

@@ -115,3 +115,21 @@ async def waits(ctx: WorkflowContext, data: Any) -> dict[str, Any]:
     got = await ctx.wait_event("go")
     await ctx.activity(wf_effect, ctx.run_id, "second")
     return {"event": got}
+
+
+@activity("e2e-wf-whoami")
+def wf_whoami(run_id: str, step: str) -> dict[str, Any]:
+    """Record which Celery task ran this step (sequential activities may share one)."""
+    from celery import current_task
+
+    task_id = current_task.request.id if current_task else None
+    _redis().rpush(f"{_prefix()}whoami:{run_id}", f"{step}={task_id}")
+    return wf_effect(run_id, step)
+
+
+@workflow("e2e-wf-tasks")
+async def tasks_of_steps(ctx: WorkflowContext, data: Any) -> dict[str, Any]:
+    """``steps`` activities in sequence that record the task each ran in."""
+    n = int((data or {}).get("steps", 5))
+    done = [(await ctx.activity(wf_whoami, ctx.run_id, f"w{i}"))["step"] for i in range(n)]
+    return {"steps": done}

@@ -8,6 +8,7 @@ by run and step, which must happen exactly once whatever is killed.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -206,7 +207,7 @@ def test_a_paused_workflow_lets_its_activity_finish_and_starts_nothing_until_res
 
 
 @pytest.mark.parametrize(
-    "point", ["before_commit", "after_commit", "after_dispatch", "in_activity"]
+    "point", ["before_commit", "after_commit", "after_dispatch", "in_activity", "before_inline"]
 )
 def test_a_worker_killed_at_each_crash_point_loses_nothing_and_doubles_no_effect(
     stack_factory: Callable[..., Stack], point: str
@@ -224,6 +225,25 @@ def test_a_worker_killed_at_each_crash_point_loses_nothing_and_doubles_no_effect
     calls = sum(stack.effects(f"wf.s{i}.calls") for i in range(3))
     assert 3 <= calls <= 4, "at most the killed step's activity runs again"
     assert kinds(stack, run["run_id"]).count("run.completed") == 1
+
+
+@pytest.mark.parametrize(("inline_nodes", "groups"), [("32", [5]), ("3", [3, 2]), ("1", [1] * 5)])
+def test_sequential_activities_run_in_one_task_until_the_budget_hands_them_on(
+    stack_factory: Callable[..., Stack], inline_nodes: str, groups: list[int]
+) -> None:
+    """Each activity's outcome activates the run in its task; the next one runs right there."""
+    stack = stack_factory(FLOWBRIDGE_INLINE_NODES=inline_nodes)
+    stack.start_bridge()
+    stack.start_worker()
+    run = stack.client.start("e2e-wf-tasks", {"steps": 5}).result(timeout=60)
+
+    assert run["status"] == "completed", run
+    raw = stack.redis.lrange(f"{stack.iso.redis_prefix}whoami:{run['run_id']}", 0, -1)
+    pairs = [item.decode().split("=", 1) for item in raw]
+    assert [step for step, _ in pairs] == [f"w{i}" for i in range(5)]
+    tasks = [task for _, task in pairs]
+    assert [len(list(g)) for _, g in itertools.groupby(tasks)] == groups, tasks
+    assert [stack.effects(f"wf.w{i}") for i in range(5)] == [1] * 5
 
 
 @on_both_stores
