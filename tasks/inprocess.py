@@ -198,6 +198,10 @@ class InProcessPort:
         """Nothing is lost between a queue and a worker in one process."""
         return []
 
+    def queues_emptied_at(self) -> float | None:
+        """The queue lives and dies with this process."""
+        return None
+
     def still_lost(self, task: LostTask) -> bool:
         """Never lost here."""
         return False

@@ -75,6 +75,7 @@ def reconcile_once(rt: Runtime, *, now: float | None = None) -> dict[str, int]:
     report = {"scanned": 0, "stalled": 0, "reconciled": 0, "failed": 0, "timers": 0}
     emitted = _fire_due_timers(rt, now, report)
     report["timers"] += fire_workflow_timers(rt, now=now, limit=BATCH)
+    emitted = _recover_emptied_queues(rt, report) or emitted
     older = now - rt.settings.stalled_after_s
     lock = rt.port.run_locks()
     for status in (RUN_PENDING, RUN_RUNNING):
@@ -226,10 +227,67 @@ def _fire_due_timers(rt: Runtime, now: float, report: dict[str, int]) -> bool:
     return fired
 
 
-def _reconcile_run(rt: Runtime, run: Run, older: float, fence: int) -> list[str]:
-    """Re-emit one stalled run's lost jobs (once per stall), fire its joins, finish it."""
-    if is_workflow(run):
-        return reconcile_workflow(rt, run, fence)
+#: Attempts at one run's claim in the sweep after an emptied Redis (its nodes keep moving).
+EMPTIED_CLAIMS = 5
+
+
+def _recover_emptied_queues(rt: Runtime, report: dict[str, int]) -> bool:
+    """After Redis restarted empty: re-emit each active run's nodes last touched before.
+
+    Their tasks, and the sent records the dispatch check reads, went with Redis; the
+    stall threshold alone would find them only after ``FLOWBRIDGE_STALLED_AFTER_S``,
+    and never in a run whose other branches keep it moving. Every active run is read
+    once (this happens once per Redis restart); a node still running in a live worker
+    is taken over and its code may run twice (at least once).
+    """
+    try:
+        since = rt.port.queues_emptied_at()
+    except Exception:
+        log.exception("checking whether Redis restarted empty failed")
+        return False
+    if since is None:
+        return False
+    log.warning("Redis restarted empty at %.3f: re-emitting the nodes of active runs", since)
+    lock = rt.port.run_locks()
+    emitted = 0
+    for status in (RUN_PENDING, RUN_RUNNING):
+        for run_id in rt.store.find_stalled(status=status, older_than=rt.clock(), limit=10**6):
+            try:
+                with lock.hold(run_id) as fence:
+                    if fence is not None:
+                        emitted += _reemit_older(rt, run_id, since, fence)
+            except Exception:
+                log.exception("re-emitting run %s after Redis restarted empty failed", run_id)
+                report["failed"] += 1
+    report["reconciled"] += emitted
+    return emitted > 0
+
+
+def _reemit_older(rt: Runtime, run_id: str, since: float, fence: int) -> int:
+    """Re-emit ``run_id``'s nodes older than ``since``; retries a claim its progress beat."""
+    for _ in range(EMPTIED_CLAIMS):
+        run = rt.store.get_run(run_id)
+        # Code workflows are left to the stall threshold (their activations differ).
+        if run is None or run.status not in RUN_ACTIVE or is_workflow(run):
+            return 0
+        stale = bool(_stale_jobs(rt, run, since)[1])
+        # Without stale nodes it may still hold a join whose arrivals are in (the chord
+        # counter that would have fired it was in Redis): settling fires it.
+        actions = _reconcile_run(rt, run, since, fence)
+        if actions:
+            log.info("run %s after Redis restarted empty: %s", run_id, ", ".join(actions))
+        if not stale or any(a.startswith("re-emitted") for a in actions):
+            return int(bool(actions))
+    log.warning(
+        "run %s: its progress beat %d claims; the stall will find it", run_id, EMPTIED_CLAIMS
+    )
+    return 0
+
+
+def _stale_jobs(
+    rt: Runtime, run: Run, older: float
+) -> tuple[tuple[RunScope, dict[str, NodeState]], list[OutboxMessage]]:
+    """The jobs re-emitting ``run``'s nodes left pending or running since before ``older``."""
     bp = rt.blueprint_of(run)
     scope = RunScope(rt, run, bp)
     recs = rt.store.get_nodes(run.run_id, bp.node_ids)
@@ -247,6 +305,14 @@ def _reconcile_run(rt: Runtime, run: Run, older: float, fence: int) -> list[str]
             continue
         cause = f"stall:{run.updated_at}"
         jobs.append(node_job(rt, run.run_id, rec.node_id, attempt, cause, rec.iteration))
+    return (scope, recs), jobs
+
+
+def _reconcile_run(rt: Runtime, run: Run, older: float, fence: int) -> list[str]:
+    """Re-emit one stalled run's lost jobs (once per stall), fire its joins, finish it."""
+    if is_workflow(run):
+        return reconcile_workflow(rt, run, fence)
+    (scope, recs), jobs = _stale_jobs(rt, run, older)
     actions: list[str] = []
     if jobs and rt.store.mark_reconciled(
         run.run_id, stalled_since=run.updated_at, fence=fence, outbox=jobs

@@ -40,6 +40,9 @@ __all__ = ["CeleryPort", "redis_client"]
 
 log = logging.getLogger("flowbridge.runtime")
 
+#: Set in Redis by the first reconciler pass; missing again once Redis restarted empty.
+QUEUES_MARK_KEY = "flowbridge:queues-mark"
+
 
 def redis_client(settings: Settings) -> redis.Redis[bytes]:
     """A Redis client for hints, locks and presence records (TLS options as Celery's)."""
@@ -243,6 +246,19 @@ class CeleryPort:
     def find_lost(self, *, deadline_s: float, limit: int) -> list[LostTask]:
         """Node tasks lost between a queue and a worker, or orphaned by a dead worker."""
         return self.whereabouts.find(deadline_s=deadline_s, limit=limit)
+
+    def queues_emptied_at(self) -> float | None:
+        """Redis's start time if its mark was missing (it restarted empty); sets the mark.
+
+        Only one caller finds the mark missing (``SET NX``). A first deployment finds it
+        missing too: the runs older than its Redis (none, usually) are re-emitted once.
+        """
+        if not self.redis.set(self.settings.redis_prefix + QUEUES_MARK_KEY, time.time(), nx=True):
+            return None
+        # Whole seconds, rounded down: the latest the start can be (a node updated just
+        # after it is re-emitted needlessly, never one updated just before left out).
+        uptime = float(self.redis.info("server")["uptime_in_seconds"])
+        return time.time() - uptime
 
     def still_lost(self, task: LostTask) -> bool:
         """Whether nobody recovered ``task`` since it was found."""
