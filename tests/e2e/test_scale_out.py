@@ -19,19 +19,11 @@ import pytest
 
 from tests.apps.ledger import LEDGER_NODES, read_ledger
 from tests.conftest import Isolation, Stack
-from tests.e2e.fleet import (
-    Submitter,
-    env_int,
-    ledger_env,
-    load_averages,
-    outcome,
-    print_table,
-    wait_finished,
-)
+from tests.e2e import fleet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("broker", ["kafka"], indirect=True)]
 
-RUNS = env_int("FLOWBRIDGE_SCALE_RUNS", 150)
+RUNS = fleet.env_int("FLOWBRIDGE_SCALE_RUNS", 150)
 RATE = float(os.environ.get("FLOWBRIDGE_SCALE_RATE", "8"))
 WAIT_S = max(90, RUNS // 4)
 #: Partitions of the jobs topic and Celery shard queues: two per bridge of the three.
@@ -41,7 +33,7 @@ EVENTS = [(0.3, "stop b1"), (0.5, "start b4"), (0.7, "kill b2")]
 
 
 def _fleet_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return ledger_env(
+    return fleet.ledger_env(
         tmp_path,
         FLOWBRIDGE_TOPIC_PARTITIONS=str(PARTITIONS),
         FLOWBRIDGE_SHARDS=str(PARTITIONS),
@@ -92,7 +84,7 @@ def test_three_bridges_in_a_group_lose_and_repeat_nothing_through_a_stop_a_start
         s.start_bridge(name)
     for name in ("w1", "w2", "w3"):
         s.start_worker(name, concurrency=1)
-    submitter = Submitter(s, "scale", RUNS, RATE)
+    submitter = fleet.Submitter(s, "scale", RUNS, RATE)
     began = time.monotonic()
     submitter.start()
     for share, what in EVENTS:
@@ -107,11 +99,11 @@ def test_three_bridges_in_a_group_lose_and_repeat_nothing_through_a_stop_a_start
             s.stop(name, signal.SIGKILL)
     submitter.join(RUNS / RATE + 60)
     assert submitter.error is None, submitter.error
-    status = wait_finished(s, submitter.ids, timeout=WAIT_S)
+    status = fleet.wait_finished(s, submitter.ids, timeout=WAIT_S)
     elapsed = time.monotonic() - began
-    result = outcome(s, submitter.ids, status, tmp_path / "ledger.db")
+    result = fleet.outcome(s, submitter.ids, status, tmp_path / "ledger.db")
     result.extra = {"s": f"{elapsed:.0f}", "runs/s": f"{RUNS / elapsed:.1f}"}
-    print_table(f"scale-out on Kafka 4.0 ({load_averages()})", [("3 bridges", result)])
+    fleet.print_table(f"scale-out on Kafka 4.0 ({fleet.load_averages()})", [("3 bridges", result)])
 
     assert not result.lost, f"{len(result.lost)} not completed, e.g. {result.lost[:5]}"
     assert not result.double, f"applied twice: {result.double[:5]}"
@@ -131,7 +123,7 @@ def test_three_bridges_in_a_group_lose_and_repeat_nothing_through_a_stop_a_start
 
 
 #: Runs per point of the throughput measure (``make scale``).
-BENCH_RUNS = env_int("FLOWBRIDGE_SCALE_BENCH_RUNS", 300)
+BENCH_RUNS = fleet.env_int("FLOWBRIDGE_SCALE_BENCH_RUNS", 300)
 
 
 @pytest.mark.skipif(
@@ -157,14 +149,14 @@ def test_throughput_with_one_two_and_three_bridges_and_workers(
             s.start_worker(f"n{n}-w{i}", concurrency=1)
         before = read_ledger(tmp_path / "ledger.db")
         load_before = os.getloadavg()[0]
-        submitter = Submitter(s, f"tp{n}", BENCH_RUNS, rate=1000.0)
+        submitter = fleet.Submitter(s, f"tp{n}", BENCH_RUNS, rate=1000.0)
         began = time.monotonic()
         submitter.start()
         submitter.join(120)
         assert submitter.error is None, submitter.error
-        status = wait_finished(s, submitter.ids, timeout=600)
+        status = fleet.wait_finished(s, submitter.ids, timeout=600)
         elapsed = time.monotonic() - began
-        result = outcome(s, submitter.ids, status, tmp_path / "ledger.db")
+        result = fleet.outcome(s, submitter.ids, status, tmp_path / "ledger.db")
         assert not result.lost and not result.double
         result.reexec -= before.calls - before.effects
         result.extra = {
@@ -176,4 +168,4 @@ def test_throughput_with_one_two_and_three_bridges_and_workers(
         rows.append((f"{n} bridge(s) + {n} worker(s)", result))
         for name in list(s.procs):  # the next point has the machine to itself
             s.stop(name)
-    print_table(f"throughput on Kafka 4.0, SQLite ({load_averages()})", rows)
+    fleet.print_table(f"throughput on Kafka 4.0, SQLite ({fleet.load_averages()})", rows)
