@@ -58,7 +58,7 @@ fuzz: venv
 ## workers, the bridge and Redis (restarted empty) are killed; then the worker kill loop.
 CHAOS_RUNS ?= 1000
 chaos: venv
-	FLOWBRIDGE_CHAOS_RUNS=$(CHAOS_RUNS) FLOWBRIDGE_CHAOS_WAIT_S=$${FLOWBRIDGE_CHAOS_WAIT_S:-300} \
+	FLOWBRIDGE_CHAOS_RUNS=$(CHAOS_RUNS) FLOWBRIDGE_CHAOS_WAIT_S=$${FLOWBRIDGE_CHAOS_WAIT_S:-600} \
 	  $(PY) -m pytest tests/e2e/test_chaos.py -o timeout=3600 -s $(PYTEST_ARGS)
 	$(MAKE) chaos-dispatch
 
