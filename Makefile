@@ -57,8 +57,9 @@ fuzz: venv
 ## The chaos suite (docs/capacity.md): 1,000 fan-out/fan-in runs on SQLite and on Cassandra while
 ## workers, the bridge and Redis (restarted empty) are killed; then the worker kill loop.
 CHAOS_RUNS ?= 1000
+CHAOS_RATE ?= 4
 chaos: venv
-	FLOWBRIDGE_CHAOS_RUNS=$(CHAOS_RUNS) FLOWBRIDGE_CHAOS_WAIT_S=$${FLOWBRIDGE_CHAOS_WAIT_S:-600} \
+	FLOWBRIDGE_CHAOS_RUNS=$(CHAOS_RUNS) FLOWBRIDGE_CHAOS_RATE=$(CHAOS_RATE) FLOWBRIDGE_CHAOS_WAIT_S=$${FLOWBRIDGE_CHAOS_WAIT_S:-600} \
 	  $(PY) -m pytest tests/e2e/test_chaos.py -o timeout=3600 -s $(PYTEST_ARGS)
 	$(MAKE) chaos-dispatch
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from flowbridge.dev import Service, start_redis
-from tests.conftest import Stack, on_both_stores
+from tests.conftest import Stack, on_both_stores, reconcile
 from tests.e2e.fleet import (
     Submitter,
     env_int,
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.e2e
 
 RUNS = env_int("FLOWBRIDGE_CHAOS_RUNS", 60)
 #: Runs started per second (the kills need a steady flow to land on).
-RATE = float(os.environ.get("FLOWBRIDGE_CHAOS_RATE", "4"))
+RATE = float(os.environ.get("FLOWBRIDGE_CHAOS_RATE", "2"))
 #: How long the runs have to finish once the last was started.
 WAIT_S = env_int("FLOWBRIDGE_CHAOS_WAIT_S", 90)
 WORKER_KILL_S = 3.0
@@ -53,6 +53,30 @@ def _kill_redis(redis: Service) -> None:
     redis.stop()
     time.sleep(1.0)
     redis.start()
+
+
+def test_a_node_task_lost_with_an_emptied_redis_is_re_emitted_by_the_next_reconciler_pass(
+    stack_factory: Callable[..., Stack], tmp_path: Path
+) -> None:
+    redis = start_redis(log_dir=tmp_path)
+    try:
+        s = stack_factory(REDIS_URL=redis.url, **ledger_env(tmp_path))
+        s.start_bridge()
+        assert reconcile(s)["reconciled"] == 0, "the first pass sets the mark; nothing to do"
+        handle = s.client.start("ledger-fan", {})
+        from tasks.worker.config import shard_queue
+
+        queue = s.iso.redis_prefix + shard_queue(handle.run_id, s.settings.shards)
+        s.wait_for(lambda: s.redis.llen(queue) == 1, what="the first node's task queued")
+        _kill_redis(redis)
+        s.start_worker()
+        time.sleep(2)
+        assert s.node_status(handle.run_id, "start") == "pending", "its task went with Redis"
+        assert reconcile(s)["reconciled"] == 1, "the first pass after the restart re-emits it"
+        assert handle.result(timeout=60)["status"] == "completed"
+        assert reconcile(s)["reconciled"] == 0, "once per restart"
+    finally:
+        redis.stop()
 
 
 @on_both_stores
