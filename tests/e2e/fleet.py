@@ -97,7 +97,13 @@ class Outcome:
     double: list[str]
     #: Executions of node code beyond one per node (at least once: a kill reruns it).
     reexec: int
+    #: Seconds from each completed run's creation to its completion.
+    durations: list[float] = field(default_factory=list)
     extra: dict[str, object] = field(default_factory=dict)
+
+    def slower_than(self, seconds: float) -> int:
+        """Completed runs that took longer than ``seconds`` (e.g. recovered only by a stall)."""
+        return sum(1 for d in self.durations if d > seconds)
 
     def row(self, label: str) -> str:
         cells = [label, self.runs, self.completed, len(self.lost), len(self.double), self.reexec]
@@ -113,6 +119,7 @@ def outcome(stack: Stack, ids: list[str], status: dict[str, str], ledger: Path) 
     counts = read_ledger(ledger)
     double: list[str] = []
     lost: list[str] = []
+    durations: list[float] = []
     for run_id in ids:
         if status.get(run_id) != "completed" or counts.per_run.get(run_id) != LEDGER_NODES:
             lost.append(run_id)  # unfinished, or an effect of it never applied
@@ -125,12 +132,15 @@ def outcome(stack: Stack, ids: list[str], status: dict[str, str], ledger: Path) 
                 per_node[h.node_id] = per_node.get(h.node_id, 0) + 1
         if finished != 1 or any(n != 1 for n in per_node.values()):
             double.append(run_id)
+        ends = [h.at for h in history if h.kind in ("run.created", "run.completed")]
+        durations.append(max(ends) - min(ends))
     return Outcome(
         runs=len(ids),
         completed=sum(1 for run_id in ids if status.get(run_id) == "completed"),
         lost=lost,
         double=double,
         reexec=counts.calls - counts.effects,
+        durations=durations,
     )
 
 
