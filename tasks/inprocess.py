@@ -198,7 +198,7 @@ class InProcessPort:
         """Nothing is lost between a queue and a worker in one process."""
         return []
 
-    def queues_emptied_at(self) -> float | None:
+    def queues_emptied_ago(self) -> float | None:
         """The queue lives and dies with this process."""
         return None
 

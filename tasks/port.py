@@ -194,10 +194,10 @@ class TaskPort(Protocol):
         """Node tasks lost or orphaned (``LostTask``) at least ``deadline_s`` after their send."""
         ...
 
-    def queues_emptied_at(self) -> float | None:
-        """When the task queues last started empty (Redis restarted without its data), once.
+    def queues_emptied_ago(self) -> float | None:
+        """How long ago the task queues started empty (Redis restarted without its data), once.
 
-        The first call after such a start returns the time it started (every task sent
+        The first call after such a start returns the seconds since (every task sent
         before is gone, with the records ``find_lost`` reads); every later call ``None``.
         """
         ...

@@ -241,12 +241,13 @@ def _recover_emptied_queues(rt: Runtime, report: dict[str, int]) -> bool:
     is taken over and its code may run twice (at least once).
     """
     try:
-        since = rt.port.queues_emptied_at()
+        ago = rt.port.queues_emptied_ago()
     except Exception:
         log.exception("checking whether Redis restarted empty failed")
         return False
-    if since is None:
+    if ago is None:
         return False
+    since = rt.clock() - ago  # in the store's clock, which stamps the nodes
     log.warning("Redis restarted empty at %.3f: re-emitting the nodes of active runs", since)
     lock = rt.port.run_locks()
     emitted = 0

@@ -247,8 +247,8 @@ class CeleryPort:
         """Node tasks lost between a queue and a worker, or orphaned by a dead worker."""
         return self.whereabouts.find(deadline_s=deadline_s, limit=limit)
 
-    def queues_emptied_at(self) -> float | None:
-        """Redis's start time if its mark was missing (it restarted empty); sets the mark.
+    def queues_emptied_ago(self) -> float | None:
+        """Redis's uptime if its mark was missing (it restarted empty); sets the mark.
 
         Only one caller finds the mark missing (``SET NX``). A first deployment finds it
         missing too: the runs older than its Redis (none, usually) are re-emitted once.
@@ -257,8 +257,7 @@ class CeleryPort:
             return None
         # Whole seconds, rounded down: the latest the start can be (a node updated just
         # after it is re-emitted needlessly, never one updated just before left out).
-        uptime = float(self.redis.info("server")["uptime_in_seconds"])
-        return time.time() - uptime
+        return float(self.redis.info("server")["uptime_in_seconds"])
 
     def still_lost(self, task: LostTask) -> bool:
         """Whether nobody recovered ``task`` since it was found."""
