@@ -7,9 +7,11 @@ not at start, so ``flowbridge --help`` (and a typo) answer at once.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -202,6 +204,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             what = [f"event {waits['event']!r}"] if waits.get("event") else []
             what += [f"until {waits['due_at']}"] if waits.get("due_at") else []
             line += "  waits for " + (" or ".join(what) or "?")
+        if "lease" in n:
+            left = dt.datetime.fromisoformat(n["lease"]["until"]).timestamp() - time.time()
+            state = f"lease {left:.0f}s left" if left >= 0 else f"lease expired {-left:.0f}s ago"
+            line += f"  on {n['lease']['by']} ({state})"
         if n["error"]:
             line += f"  error: {n['error']}"
         print(line)

@@ -53,7 +53,8 @@ __all__ = [
 #: 3: code workflows (``wf_*`` tables).
 #: 4: the run's attempt (``runs.attempt``), which ``retry_run`` advances; outbox headers.
 #: 5: a run's parent (``subflow`` children) and the pages of batches.
-SCHEMA_VERSION: Final = 5
+#: 6: node leases (``nodes.claimed_by``, ``nodes.lease_until``): who runs an attempt, until when.
+SCHEMA_VERSION: Final = 6
 
 #: Width of the (status, time bucket) index buckets; the reconciler reads whole buckets.
 STATUS_BUCKET_S: Final = 60

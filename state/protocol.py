@@ -178,8 +178,13 @@ class StateStore(Protocol):
         *,
         takeover: bool = False,
         create: bool = False,
+        claimed_by: str | None = None,
+        lease_until: float | None = None,
     ) -> NodeState | None:
         """Claim a node for ``attempt``: ``pending`` to ``running``, and count the delivery.
+
+        The claim records ``claimed_by`` and its lease ``lease_until`` in the same
+        write (both None: no lease; a previous holder's lease is cleared).
 
         With ``create`` a node without a record gets one (``pending``, then
         claimed): a batch item, whose record its own task creates.
@@ -191,6 +196,24 @@ class StateStore(Protocol):
         grows). Returns the updated record, or None when the node is not
         claimable (running without takeover, completed, failed, skipped,
         cancelled or absent).
+        """
+
+    def renew_lease(
+        self,
+        run_id: str,
+        node_id: str,
+        iteration: int = 0,
+        *,
+        attempt: int,
+        claimed_by: str,
+        until: float,
+    ) -> bool:
+        """Move the running attempt's lease to ``until``, only while ``claimed_by`` holds it.
+
+        Conditional (``state.rules.leases.renewed``): the node is ``running`` at
+        ``attempt`` and claimed by ``claimed_by``. False when the attempt ended or
+        a takeover claimed it for another delivery: this holder lost the lease.
+        It is not progress: the node's ``updated_at`` and the run's are left alone.
         """
 
     def commit_node(self, completion: NodeCompletion) -> CommitResult:

@@ -201,6 +201,10 @@ class NodeState:
     edges_taken: tuple[str, ...] = ()
     error: str | None = None
     updated_at: float = 0.0
+    #: Who runs the current attempt (``host:pid:task id``); None: claimed without a lease.
+    claimed_by: str | None = None
+    #: Until when that attempt's lease holds (epoch seconds, renewed while it runs).
+    lease_until: float | None = None
 
     @property
     def active(self) -> bool:

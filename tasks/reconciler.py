@@ -32,6 +32,7 @@ from state.constants import NODE_PENDING, NODE_RUNNING, RUN_ACTIVE, RUN_PENDING,
 from state.errors import StaleFenceError
 from state.history import HistoryKind
 from state.records import NodeState, OutboxMessage, Run
+from state.rules import leases as lease_rules
 from tasks.engine import RunScope, settle_stalled
 from tasks.engine.graph import active_iterations
 from tasks.port import ORPHANED, LostTask
@@ -75,23 +76,32 @@ def reconcile_once(rt: Runtime, *, now: float | None = None) -> dict[str, int]:
     report = {"scanned": 0, "stalled": 0, "reconciled": 0, "failed": 0, "timers": 0}
     emitted = _fire_due_timers(rt, now, report)
     report["timers"] += fire_workflow_timers(rt, now=now, limit=BATCH)
-    emitted = _recover_emptied_queues(rt, report) or emitted
     older = now - rt.settings.stalled_after_s
+    # A lease's renewals are not run progress, so a node whose worker died is found by the
+    # run's own idleness: the runs idle for a lease already (not stalled_after_s) are read,
+    # and one of them is stalled only if a node's lease lapsed (``_reconcile_run``).
+    early = max(older, now - rt.settings.lease_s) if rt.settings.lease_s else older
+    emitted = _recover_emptied_queues(rt, report) or emitted
     lock = rt.port.run_locks()
     for status in (RUN_PENDING, RUN_RUNNING):
-        for run_id in rt.store.find_stalled(status=status, older_than=older, limit=BATCH):
+        for run_id in rt.store.find_stalled(status=status, older_than=early, limit=BATCH):
             report["scanned"] += 1
             run = rt.store.get_run(run_id)
             # Index rows are hints: the run row decides.
-            if run is None or run.status != status or run.updated_at >= older:
+            if run is None or run.status != status or run.updated_at >= early:
                 continue
-            report["stalled"] += 1
+            if run.updated_at >= older and (is_workflow(run) or not _lapsed(rt, run, now)):
+                # Activities hold no lease: a code workflow waits stalled_after_s. A run whose
+                # leases all hold is left without taking its lock (which writes its fence).
+                continue
             try:
                 with lock.hold(run_id) as fence:
                     if fence is None:
                         log.info("run %s: another reconciler holds it", run_id)
+                        report["stalled"] += 1
                         continue
-                    actions = _reconcile_run(rt, run, older, fence)
+                    stalled, actions = _reconcile_run(rt, run, older, fence, now)
+                    report["stalled"] += stalled
             except StaleFenceError as exc:
                 log.warning("run %s: %s", run_id, exc)
                 report["failed"] += 1
@@ -237,8 +247,8 @@ def _recover_emptied_queues(rt: Runtime, report: dict[str, int]) -> bool:
     Their tasks, and the sent records the dispatch check reads, went with Redis; the
     stall threshold alone would find them only after ``FLOWBRIDGE_STALLED_AFTER_S``,
     and never in a run whose other branches keep it moving. Every active run is read
-    once (this happens once per Redis restart); a node still running in a live worker
-    is taken over and its code may run twice (at least once).
+    once (this happens once per Redis restart); a running node whose lease holds is
+    left to its worker, one whose lease lapsed is taken over.
     """
     try:
         ago = rt.port.queues_emptied_ago()
@@ -271,10 +281,15 @@ def _reemit_older(rt: Runtime, run_id: str, since: float, fence: int) -> int:
         # Code workflows are left to the stall threshold (their activations differ).
         if run is None or run.status not in RUN_ACTIVE or is_workflow(run):
             return 0
-        stale = bool(_stale_jobs(rt, run, since)[1])
+        now = rt.clock()
+        stale = any(
+            rec.status in (NODE_PENDING, NODE_RUNNING)
+            and lease_rules.stalled(rec, now=now, older_than=since)
+            for rec in _records(rt, run)[2]
+        )
         # Without stale nodes it may still hold a join whose arrivals are in (the chord
         # counter that would have fired it was in Redis): settling fires it.
-        actions = _reconcile_run(rt, run, since, fence)
+        _, actions = _reconcile_run(rt, run, since, fence, now, emptied=True)
         if actions:
             log.info("run %s after Redis restarted empty: %s", run_id, ", ".join(actions))
         if not stale or any(a.startswith("re-emitted") for a in actions):
@@ -285,18 +300,45 @@ def _reemit_older(rt: Runtime, run_id: str, since: float, fence: int) -> int:
     return 0
 
 
-def _stale_jobs(
-    rt: Runtime, run: Run, older: float
-) -> tuple[tuple[RunScope, dict[str, NodeState]], list[OutboxMessage]]:
-    """The jobs re-emitting ``run``'s nodes left pending or running since before ``older``."""
+def _records(rt: Runtime, run: Run) -> tuple[RunScope, dict[str, NodeState], list[NodeState]]:
+    """The run's node records: at iteration 0 by id, and with a loop's current passes."""
     bp = rt.blueprint_of(run)
     scope = RunScope(rt, run, bp)
     recs = rt.store.get_nodes(run.run_id, bp.node_ids)
     # A loop's current passes are at iterations of their own.
     every = [*recs.values(), *(r for it in active_iterations(scope).values() for r in it.values())]
+    return scope, recs, every
+
+
+def _lapsed(rt: Runtime, run: Run, now: float) -> bool:
+    """Whether a running node of the run has a lease that expired (read before the lock)."""
+    return any(lease_rules.expired(rec, now=now) for rec in _records(rt, run)[2])
+
+
+def _reconcile_run(
+    rt: Runtime, run: Run, older: float, fence: int, now: float, *, emptied: bool = False
+) -> tuple[bool, list[str]]:
+    """Re-emit one stalled run's lost jobs (once per stall), fire its joins, finish it.
+
+    Returns whether the run was stalled, and what was done. A run idle for less
+    than ``stalled_after_s`` (read because a lease may have lapsed) is stalled
+    only when a running node's lease expired; then only those nodes are re-emitted.
+    One idle for longer whose only stalled-looking node holds a live lease is not stalled.
+    ``emptied``: ``older`` is when Redis restarted empty, and a run that moved since is
+    read as one idle since (its nodes from before lost their tasks all the same).
+    """
+    if is_workflow(run):
+        return True, reconcile_workflow(rt, run, fence)
+    scope, recs, every = _records(rt, run)
+    early = run.updated_at >= older and not emptied
     jobs: list[OutboxMessage] = []
+    held = False  # a node's live lease vouches for the run: it is not stalled, only slow
     for rec in every:
-        if rec.updated_at >= older:
+        held = held or (lease_rules.leased(rec) and not lease_rules.expired(rec, now=now))
+        # A live lease keeps a running node however old; a lapsed one gives it up at once.
+        if not lease_rules.stalled(rec, now=now, older_than=older):
+            continue
+        if early and not lease_rules.expired(rec, now=now):
             continue
         if rec.status == NODE_PENDING:
             attempt = rec.attempts + 1
@@ -306,18 +348,13 @@ def _stale_jobs(
             continue
         cause = f"stall:{run.updated_at}"
         jobs.append(node_job(rt, run.run_id, rec.node_id, attempt, cause, rec.iteration))
-    return (scope, recs), jobs
-
-
-def _reconcile_run(rt: Runtime, run: Run, older: float, fence: int) -> list[str]:
-    """Re-emit one stalled run's lost jobs (once per stall), fire its joins, finish it."""
-    if is_workflow(run):
-        return reconcile_workflow(rt, run, fence)
-    (scope, recs), jobs = _stale_jobs(rt, run, older)
+    if early and not jobs:
+        return False, []
     actions: list[str] = []
     if jobs and rt.store.mark_reconciled(
         run.run_id, stalled_since=run.updated_at, fence=fence, outbox=jobs
     ):
         actions.extend(f"re-emitted {j.value['node']}" for j in jobs)
-    actions.extend(settle_stalled(scope, recs))
-    return actions
+    if not early:
+        actions.extend(settle_stalled(scope, recs))
+    return bool(jobs) or not held, actions

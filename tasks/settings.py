@@ -105,6 +105,9 @@ class Settings:
     reconcile_interval_s: float = 30.0
     #: FLOWBRIDGE_STALLED_AFTER_S: a run with no progress for this long is stalled.
     stalled_after_s: float = 300.0
+    #: FLOWBRIDGE_LEASE_S: a running node attempt's lease, renewed every third of it by its
+    #: worker; the reconciler takes a node over only once its lease expired (0: no leases).
+    lease_s: float = 30.0
     #: FLOWBRIDGE_DISPATCH_DEADLINE_S: a node task that left its queue this long ago without
     #: reaching a live worker is re-dispatched; beat runs that check this often (0: never).
     dispatch_deadline_s: float = 5.0
@@ -167,6 +170,7 @@ class Settings:
                 env, "FLOWBRIDGE_RECONCILE_INTERVAL_S", 30.0, minimum=0.1
             ),
             stalled_after_s=env_float(env, "FLOWBRIDGE_STALLED_AFTER_S", 300.0, minimum=0.1),
+            lease_s=env_float(env, "FLOWBRIDGE_LEASE_S", 30.0),
             dispatch_deadline_s=env_float(env, "FLOWBRIDGE_DISPATCH_DEADLINE_S", 5.0),
             retention_days=env_float(env, "FLOWBRIDGE_RETENTION_DAYS", 30.0, minimum=0.0),
             clock_offset_s=env_float(env, "FLOWBRIDGE_CLOCK_OFFSET_S", 0.0, minimum=-float("inf")),

@@ -34,6 +34,9 @@ def _node_json(r: NodeState, waits: dict[str, dict[str, Any]] | None = None) -> 
     out = {"status": r.status, "attempts": r.attempts, "output": r.output, "error": r.error}
     if r.status == NodeStatus.WAITING and waits is not None:
         out["waits"] = waits.get(r.node_id, {})
+    if r.status == NodeStatus.RUNNING and r.claimed_by is not None and r.lease_until is not None:
+        # Who runs the attempt and until when its lease holds (renewed while it runs).
+        out["lease"] = {"by": r.claimed_by, "until": iso_utc(r.lease_until)}
     return out
 
 

@@ -69,6 +69,8 @@ class NodeRow:
     edges_taken: tuple[str, ...] = ()
     error: str | None = None
     updated_at: float = 0.0
+    claimed_by: str | None = None
+    lease_until: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -62,6 +62,8 @@ def node_of(row: NodeRow) -> NodeState:
         edges_taken=row.edges_taken,
         error=row.error,
         updated_at=row.updated_at,
+        claimed_by=row.claimed_by,
+        lease_until=row.lease_until,
     )
 
 

@@ -9,6 +9,7 @@ read, call the rule and write its change:
   fences, stall claims, a run waking up or settling into ``waiting``;
 - ``state.rules.nodes``: claiming an attempt, completing, retrying, failing and
   cancelling a node, firing a join;
+- ``state.rules.leases``: when a running node with a lease is stalled, who renews it;
 - ``state.rules.operator``: an operator's pause, resume and retry of a run;
 - ``state.rules.waits``: suspending a node (parking it or handing it an event
   already here), waking it by its timer or an event, delivering an event.
@@ -16,7 +17,7 @@ read, call the rule and write its change:
 
 from __future__ import annotations
 
-from state.rules import nodes, operator, runs, waits
+from state.rules import leases, nodes, operator, runs, waits
 from state.rules.changes import (
     ABSENT,
     AS_READ,
@@ -49,6 +50,7 @@ __all__ = [
     "RunView",
     "Verdict",
     "Wait",
+    "leases",
     "nodes",
     "operator",
     "runs",

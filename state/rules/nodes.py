@@ -41,6 +41,7 @@ def _moved(
     attempts: int | None = None,
     deliveries: int | None = None,
     error: str | _Same | None = None,
+    lease: tuple[str | None, float | None] | None = None,
 ) -> NodeState:
     """``node`` with a new status (and the given columns): ``dataclasses.replace``, faster.
 
@@ -58,6 +59,8 @@ def _moved(
         edges_taken=node.edges_taken,
         error=node.error if isinstance(error, _Same) else error,
         updated_at=now,
+        claimed_by=node.claimed_by if lease is None else lease[0],
+        lease_until=node.lease_until if lease is None else lease[1],
     )
 
 
@@ -80,13 +83,22 @@ def created(key: Key, *, now: float) -> NodeState:
     )
 
 
-def claim(node: NodeState | None, *, attempt: int, takeover: bool, now: float) -> NodeChange:
+def claim(
+    node: NodeState | None,
+    *,
+    attempt: int,
+    takeover: bool,
+    now: float,
+    claimed_by: str | None = None,
+    lease_until: float | None = None,
+) -> NodeChange:
     """Claim a node for ``attempt``: ``pending`` to ``running``, and count the delivery.
 
     A ``running`` node is claimed again only with ``takeover`` (a redelivery
     after its worker was lost), so a concurrent duplicate claims nothing.
     ``deliveries`` counts deliveries of one attempt; it restarts at 1 when the
-    attempt number grows.
+    attempt number grows. The claim records ``claimed_by`` and its lease (both
+    None: no lease, and a previous holder's lease is cleared).
     """
     if node is None:
         return NodeChange(verdict=Verdict.MISSING)
@@ -98,7 +110,13 @@ def claim(node: NodeState | None, *, attempt: int, takeover: bool, now: float) -
     return NodeChange(
         verdict=Verdict.APPLIED,
         node=_moved(
-            node, NodeStatus.RUNNING, now, attempts=att, deliveries=deliveries, error=_SAME
+            node,
+            NodeStatus.RUNNING,
+            now,
+            attempts=att,
+            deliveries=deliveries,
+            error=_SAME,
+            lease=(claimed_by, lease_until),
         ),
         # The status, attempts and deliveries read: of two duplicates only one claims.
         condition=AS_READ,

@@ -26,11 +26,11 @@ from state.records import (
     OutboxMessage,
     RunStatus,
 )
-from state.rules import Verdict, nodes
+from state.rules import Verdict, leases, nodes
 from state.scylla.apply import Applier
 from state.scylla.driver import Row, _ok
 from state.scylla.effects import encode_effects
-from state.scylla.rows import node_of, pending_effects, unset
+from state.scylla.rows import clear, node_of, pending_effects, unset
 from state.scylla.session import MAX_CAS_ROUNDS, Session, _row
 from state.scylla.writes import Writes
 
@@ -91,6 +91,8 @@ class Nodes:
         *,
         takeover: bool = False,
         create: bool = False,
+        claimed_by: str | None = None,
+        lease_until: float | None = None,
     ) -> NodeState | None:
         """Claim a pending node (or, with ``takeover``, a running one): compare-and-set.
 
@@ -112,7 +114,14 @@ class Nodes:
             row = self.s.node_row(*key, serial=True)
         for _ in range(MAX_CAS_ROUNDS):
             at, ts = self.s.now()
-            change = nodes.claim(node_of(row), attempt=attempt, takeover=takeover, now=at)
+            change = nodes.claim(
+                node_of(row),
+                attempt=attempt,
+                takeover=takeover,
+                now=at,
+                claimed_by=claimed_by,
+                lease_until=lease_until,
+            )
             if row is not None:
                 self.fx.repair_node(row, run, reread_run=False)
             if row is None or not change.applied or change.node is None:
@@ -127,6 +136,9 @@ class Nodes:
                 at,
                 op,
                 encode_effects(eff),
+                # A lease-less claim of a lease-less row writes no tombstones.
+                clear(claimed_by, row.get("claimed_by")),
+                clear(lease_until, row.get("lease_until")),
                 *key,
                 row["status"],
                 row.get("attempts"),
@@ -145,12 +157,45 @@ class Nodes:
                     "updated_at": at,
                     "lwt_op": op,
                     "effects": params[5],
+                    "claimed_by": claimed_by,
+                    "lease_until": lease_until,
                 }
                 # The completion of this attempt expects exactly this row: it need not read it.
                 self.s.remember(("claimed", *key), (written, run))
                 return claimed
             row = reread()
         raise StateError(f"run {run_id!r}: node {node_id!r} start lost {MAX_CAS_ROUNDS} races")
+
+    def renew_lease(
+        self,
+        run_id: str,
+        node_id: str,
+        iteration: int = 0,
+        *,
+        attempt: int,
+        claimed_by: str,
+        until: float,
+    ) -> bool:
+        """One LWT: ``IF status = 'running' AND attempts AND claimed_by`` are the holder's.
+
+        The rule (``leases.renewed``) is the condition itself, so no read comes
+        first; a lease never moves earlier only because renewals of one holder
+        are sequential. A timeout is answered by reading the row at SERIAL.
+        """
+        key = (run_id, node_id, iteration)
+
+        def reread() -> Row | None:
+            row = self.s.node_row(*key, serial=True)
+            held = leases.renewed(node_of(row), attempt=attempt, claimed_by=claimed_by, until=until)
+            # Renewed, as far as the holder can tell: still its, with the lease this one wrote.
+            if held is None or row is None or row.get("lease_until") != until:
+                return None
+            return {**row, "lwt_op": "renewed"}
+
+        applied, _ = self.s.conn().lwt(
+            "node_renew_lease", (until, *key, attempt, claimed_by), "renewed", reread
+        )
+        return applied
 
     def commit_node(self, completion: NodeCompletion) -> CommitResult:
         """Apply a node completion once; a duplicate re-applies the stored effects (the repair)."""

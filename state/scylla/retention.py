@@ -205,6 +205,8 @@ class Retention:
                 _u(r.get("wait_op")),
                 _u(r.get("woken")),
                 _u(r.get("woke_event")),
+                _u(r.get("claimed_by")),
+                _u(r.get("lease_until")),
                 *key,
                 r["lwt_op"],
             )

@@ -133,6 +133,8 @@ def node_of(row: Row | None) -> NodeState | None:
         edges_taken=tuple(row.get("edges_taken") or ()),
         error=row.get("error"),
         updated_at=row.get("updated_at") or 0.0,
+        claimed_by=row.get("claimed_by"),
+        lease_until=row.get("lease_until"),
     )
 
 

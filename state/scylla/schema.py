@@ -116,6 +116,8 @@ _TABLES: tuple[str, ...] = (
         -- LWT (schema 2): what a parked node waits for, where its timer hint is, what woke it
         wait_event text, wait_due double, wait_bucket bigint, wait_op text,
         woken text, woke_event text,
+        -- LWT (schema 6): who runs the attempt, and its lease (renewed IF still theirs)
+        claimed_by text, lease_until double,
         PRIMARY KEY ((run_id, node_id, iteration))
     )""",
     # Directory of a run's node records and arrival sets: what cancel and retention visit.
@@ -264,6 +266,10 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     4: ("ALTER TABLE {ks}.runs ADD attempt int", "ALTER TABLE {ks}.outbox ADD headers text"),
     5: ("ALTER TABLE {ks}.runs ADD parent text",),
+    6: (
+        "ALTER TABLE {ks}.nodes ADD claimed_by text",
+        "ALTER TABLE {ks}.nodes ADD lease_until double",
+    ),
 }
 
 
@@ -328,8 +334,8 @@ STATEMENTS: dict[str, str] = {
     # nodes
     "node_get": "SELECT run_id, node_id, iteration, status, attempts, deliveries, output, "
     "action, edges_taken, error, updated_at, lwt_op, effects, effects_done, wait_event, "
-    "wait_due, wait_bucket, wait_op, woken, woke_event, WRITETIME(status) AS status_wt "
-    "FROM {ks}.nodes "
+    "wait_due, wait_bucket, wait_op, woken, woke_event, claimed_by, lease_until, "
+    "WRITETIME(status) AS status_wt FROM {ks}.nodes "
     "WHERE run_id = ? AND node_id = ? AND iteration = ?",
     # ``IF status = null``, not ``IF NOT EXISTS``: a record a retry reset (deleted) can leave
     # cells stamped ahead of the delete (the retention rewrite's marks), and it must count as
@@ -338,9 +344,13 @@ STATEMENTS: dict[str, str] = {
     "edges_taken = [], updated_at = ?, lwt_op = ?, effects = ? "
     "WHERE run_id = ? AND node_id = ? AND iteration = ? IF status = null",
     "node_begin": "UPDATE {ks}.nodes USING TTL ? SET status = 'running', attempts = ?, "
-    "deliveries = ?, updated_at = ?, lwt_op = ?, effects = ? "
+    "deliveries = ?, updated_at = ?, lwt_op = ?, effects = ?, claimed_by = ?, lease_until = ? "
     "WHERE run_id = ? AND node_id = ? AND iteration = ? "
     "IF status = ? AND attempts = ? AND deliveries = ?",
+    # No TTL: only a running node's lease is renewed, and a running node's run is live.
+    "node_renew_lease": "UPDATE {ks}.nodes SET lease_until = ? "
+    "WHERE run_id = ? AND node_id = ? AND iteration = ? "
+    "IF status = 'running' AND attempts = ? AND claimed_by = ?",
     # ``attempts`` becomes max(attempts, ?): one statement when it grows, one when it does not.
     "node_complete_up": "UPDATE {ks}.nodes USING TTL ? SET status = ?, output = ?, action = ?, "
     "edges_taken = ?, error = null, attempts = ?, updated_at = ?, lwt_op = ?, effects = ? "
@@ -368,7 +378,8 @@ STATEMENTS: dict[str, str] = {
     "IF status IN ('pending', 'running', 'waiting')",
     "node_rewrite": "UPDATE {ks}.nodes USING TTL ? SET status = ?, attempts = ?, deliveries = ?, "
     "output = ?, action = ?, edges_taken = ?, error = ?, updated_at = ?, lwt_op = ?, effects = ?, "
-    "wait_event = ?, wait_due = ?, wait_bucket = ?, wait_op = ?, woken = ?, woke_event = ? "
+    "wait_event = ?, wait_due = ?, wait_bucket = ?, wait_op = ?, woken = ?, woke_event = ?, "
+    "claimed_by = ?, lease_until = ? "
     "WHERE run_id = ? AND node_id = ? AND iteration = ? IF lwt_op = ?",
     # Waiting: park a running node, put it back to running, wake it, record what it consumed.
     # Each is a compare-and-set on the node row's last LWT token (``lwt_op``): the state

@@ -303,10 +303,34 @@ class ScyllaStore:
         *,
         takeover: bool = False,
         create: bool = False,
+        claimed_by: str | None = None,
+        lease_until: float | None = None,
     ) -> NodeState | None:
         """Claim a pending node (or, with ``takeover``, a running one; ``create``: a new one)."""
         return self._nodes.begin_attempt(
-            run_id, node_id, iteration, attempt, takeover=takeover, create=create
+            run_id,
+            node_id,
+            iteration,
+            attempt,
+            takeover=takeover,
+            create=create,
+            claimed_by=claimed_by,
+            lease_until=lease_until,
+        )
+
+    def renew_lease(
+        self,
+        run_id: str,
+        node_id: str,
+        iteration: int = 0,
+        *,
+        attempt: int,
+        claimed_by: str,
+        until: float,
+    ) -> bool:
+        """Move the lease of the attempt ``claimed_by`` holds to ``until`` (one LWT)."""
+        return self._nodes.renew_lease(
+            run_id, node_id, iteration, attempt=attempt, claimed_by=claimed_by, until=until
         )
 
     def commit_node(self, completion: NodeCompletion) -> CommitResult:

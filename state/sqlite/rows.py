@@ -69,6 +69,8 @@ def node_of(row: sqlite3.Row) -> NodeState:
         edges_taken=_edges(row["edges_taken"]),
         error=row["error"],
         updated_at=row["updated_at"],
+        claimed_by=row["claimed_by"],
+        lease_until=row["lease_until"],
     )
 
 

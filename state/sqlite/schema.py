@@ -58,6 +58,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     edges_taken TEXT NOT NULL DEFAULT '[]',
     error TEXT,
     updated_at REAL NOT NULL,
+    claimed_by TEXT,
+    lease_until REAL,
     PRIMARY KEY (run_id, node_id, iteration)
 ) WITHOUT ROWID;
 -- A join's arrivals are a set keyed by predecessor, never a counter.
@@ -151,11 +153,14 @@ def migrate(db: Database) -> SchemaChange:
             )
         elif row["version"] < SCHEMA_VERSION:
             # Versions 2 and 3 only added tables (created above); version 4 adds runs.attempt
-            # and outbox.headers, version 5 runs.parent (and the batch pages' table).
+            # and outbox.headers, version 5 runs.parent (and the batch pages' table), version 6
+            # the node leases (nodes.claimed_by, nodes.lease_until: null, no lease, on old rows).
             for table, column, ddl in (
                 ("runs", "attempt", "attempt INTEGER NOT NULL DEFAULT 1"),
                 ("outbox", "headers", "headers TEXT"),
                 ("runs", "parent", "parent TEXT"),
+                ("nodes", "claimed_by", "claimed_by TEXT"),
+                ("nodes", "lease_until", "lease_until REAL"),
             ):
                 columns = {r["name"] for r in c.execute(f"PRAGMA table_info({table})")}
                 if column not in columns:

@@ -28,7 +28,7 @@ from state.records import (
     RunStatus,
     Wakeup,
 )
-from state.rules import RunView, Verdict, nodes, operator, runs, waits
+from state.rules import RunView, Verdict, leases, nodes, operator, runs, waits
 from state.transactional.apply import Writer
 from state.transactional.txn import NodeField, Txn
 
@@ -43,6 +43,16 @@ _COMPLETION_FIELDS: tuple[NodeField, ...] = (
     "error",
     "attempts",
     "updated_at",
+)
+
+#: What a claim writes of the node record (the lease with it: no second write).
+_CLAIM_FIELDS: tuple[NodeField, ...] = (
+    "status",
+    "attempts",
+    "deliveries",
+    "updated_at",
+    "claimed_by",
+    "lease_until",
 )
 
 #: Opens one transaction: committed when the block ends, rolled back if it raises.
@@ -250,6 +260,8 @@ class TransactionalStore:
         *,
         takeover: bool = False,
         create: bool = False,
+        claimed_by: str | None = None,
+        lease_until: float | None = None,
     ) -> NodeState | None:
         """Claim a pending node (or, with ``takeover``, a running one) for ``attempt``."""
         now = self._clock()
@@ -259,13 +271,36 @@ class TransactionalStore:
             if node is None and create:
                 node = nodes.created(key, now=now)
                 t.create_node(node)
-            change = nodes.claim(node, attempt=attempt, takeover=takeover, now=now)
+            change = nodes.claim(
+                node,
+                attempt=attempt,
+                takeover=takeover,
+                now=now,
+                claimed_by=claimed_by,
+                lease_until=lease_until,
+            )
             if not change.applied or change.node is None:
                 return None
-            t.update_node(change.node, ("status", "attempts", "deliveries", "updated_at"))
+            t.update_node(change.node, _CLAIM_FIELDS)
             self._writer(t, now).follow(key, change.follow)
             # The record as written: the one read, with the claim's columns (no second read).
             return change.node
+
+    def renew_lease(
+        self,
+        run_id: str,
+        node_id: str,
+        iteration: int = 0,
+        *,
+        attempt: int,
+        claimed_by: str,
+        until: float,
+    ) -> bool:
+        """Move the lease of the attempt ``claimed_by`` holds to ``until``; False if it lost it."""
+        key = (run_id, node_id, iteration)
+        with self._begin() as t:
+            node = leases.renewed(t.node(key), attempt=attempt, claimed_by=claimed_by, until=until)
+            return node is not None and t.update_node(node, ("lease_until",))
 
     def commit_node(self, completion: NodeCompletion) -> CommitResult:
         """Apply a node completion once, with everything it causes."""

@@ -22,7 +22,16 @@ Key = tuple[str, str, int]
 
 #: Node record columns an update may set (``NodeState`` field names).
 NodeField = Literal[
-    "status", "attempts", "deliveries", "output", "action", "edges_taken", "error", "updated_at"
+    "status",
+    "attempts",
+    "deliveries",
+    "output",
+    "action",
+    "edges_taken",
+    "error",
+    "updated_at",
+    "claimed_by",
+    "lease_until",
 ]
 
 

@@ -27,6 +27,7 @@ from state.constants import (
     RUN_WAITING,
 )
 from state.records import NodeState
+from state.rules import leases as lease_rules
 from tasks.builtins import Builtin, builtin
 from tasks.context import NodeContext, RunContext
 from tasks.engine.batch import execute_item, resolve_ref
@@ -37,6 +38,7 @@ from tasks.engine.inputs import RunData
 from tasks.engine.outcome import Done, Failed, call_node
 from tasks.engine.scope import Attempt, RunScope, Step
 from tasks.errors import NodeError
+from tasks.leases import begin_leased, held
 from tasks.runtime import Runtime
 
 __all__ = ["execute_node"]
@@ -59,6 +61,7 @@ def execute_node(
     wake: bool = False,
     worker: str | None = None,
     item: int | None = None,
+    claim: str | None = None,
 ) -> Step:
     """Run one attempt of one node if the store says it should run.
 
@@ -70,7 +73,8 @@ def execute_node(
     leaves firing the join to the chord body. With ``wake`` it is a short
     timer's wake-up call for a waiting node: it fires the timer if it is due.
     ``worker`` names this worker in the error of a node none of the workers had.
-    ``item`` makes it one item of the batch of the scatter ``node_id``.
+    ``item`` makes it one item of the batch of the scatter ``node_id``. ``claim``
+    (``tasks.leases.identity``) claims the attempt with a lease renewed while it runs.
     """
     store = rt.store
     state: NodeState | None = None
@@ -100,7 +104,14 @@ def execute_node(
         return ignored("no such node")
     if item is not None:
         return execute_item(
-            scope, node_id, iteration, item, attempt, chord=chord, redelivered=redelivered
+            scope,
+            node_id,
+            iteration,
+            item,
+            attempt,
+            chord=chord,
+            redelivered=redelivered,
+            claim=claim,
         )
     if state is None:
         return ignored("not on the frontier")
@@ -119,9 +130,13 @@ def execute_node(
         return Step("ignored")
     if run.status in (RUN_PENDING, RUN_WAITING):
         store.set_run_status(run_id, from_={RUN_PENDING, RUN_WAITING}, to=RUN_RUNNING)
-    stale = state.updated_at < rt.clock() - rt.settings.stalled_after_s
+    now = rt.clock()
+    # A running node is stale once its lease expired; one without a lease after stalled_after_s.
+    stale = lease_rules.stalled(state, now=now, older_than=now - rt.settings.stalled_after_s)
     takeover = state.status == NODE_RUNNING and (redelivered or stale)
-    began = store.begin_attempt(run_id, node_id, iteration, attempt, takeover=takeover)
+    began, keeper = begin_leased(
+        rt, claim, (run_id, node_id, iteration), attempt, takeover=takeover
+    )
     if began is None:
         # Another delivery holds it: at least once never means "concurrently twice" on purpose.
         store.append_history(run_id, "node.busy", node_id=node_id, data={"attempt": attempt})
@@ -134,7 +149,8 @@ def execute_node(
         )
         return fail(att, error, retryable=False)
     started = time.monotonic()
-    step = _run(att, worker)
+    with held(keeper, began):
+        step = _run(att, worker)
     rt.metrics.node_attempt(
         scope.bp.id,
         node_id,

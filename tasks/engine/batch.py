@@ -30,6 +30,7 @@ from tasks.builtins import GATHER_USES, SCATTER_USES, window_of
 from tasks.context import NodeContext
 from tasks.engine.outcome import Done, Failed, call_node
 from tasks.engine.scope import RunScope, Step
+from tasks.leases import begin_leased, held
 from tasks.port import NodeTask
 from tasks.runtime import Runtime
 
@@ -223,6 +224,7 @@ def execute_item(
     *,
     chord: bool,
     redelivered: bool,
+    claim: str | None = None,
 ) -> Step:
     """Run one attempt of one item if the store says it should run (as ``execute_node``)."""
     rt, store, run_id = scope.rt, scope.store, scope.run_id
@@ -234,7 +236,8 @@ def execute_item(
             _fire_after_detached(scope, scatter, gather, iteration)
         return Step("duplicate")
     takeover = rec is not None and rec.status != NODE_PENDING and redelivered
-    began = store.begin_attempt(run_id, node_id, iteration, attempt, takeover=takeover, create=True)
+    key = (run_id, node_id, iteration)
+    began, keeper = begin_leased(rt, claim, key, attempt, takeover=takeover, create=True)
     if began is None:
         return Step("busy")
     spec = scope.bp.node(scatter)
@@ -259,12 +262,13 @@ def execute_item(
         load_context=lambda: store.get_context(run_id),
         load_input=lambda: _item_input(rt, run_id, scatter, iteration, index),
     )
-    outcome = call_node(
-        lambda: rt.nodes.get(worker),
-        ctx,
-        timeout_s=spec.config.timeout_s,
-        timeout_errors=rt.port.timeout_errors,
-    )
+    with held(keeper, began):
+        outcome = call_node(
+            lambda: rt.nodes.get(worker),
+            ctx,
+            timeout_s=spec.config.timeout_s,
+            timeout_errors=rt.port.timeout_errors,
+        )
     if isinstance(outcome, Done):
         res = store.commit_node(
             NodeCompletion(

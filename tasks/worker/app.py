@@ -26,6 +26,7 @@ from tasks.constants import (
     WF_RESOLVE_TASK,
 )
 from tasks.errors import NodeFailedError
+from tasks.leases import identity
 from tasks.runtime import Runtime, open_state
 from tasks.settings import Settings
 from tasks.tracing import TRACE_HEADERS, span
@@ -100,6 +101,7 @@ def _delivery(task: Task) -> dict[str, Any]:
     return {
         "redelivered": bool((task.request.delivery_info or {}).get("redelivered")),
         "worker": task.request.hostname,
+        "claim": identity(task.request.hostname, task.request.id),
     }
 
 

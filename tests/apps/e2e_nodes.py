@@ -466,5 +466,23 @@ _seq(
     "sink-chain",
     [{"id": f"k{i}", "uses": "sink", "params": {"seconds": 0.05}} for i in range(1, 5)],
 )
+
+
+@node("long-sink")
+def long_sink(ctx: NodeContext) -> dict[str, Any]:
+    """A node that runs longer than FLOWBRIDGE_STALLED_AFTER_S, then applies its effect once."""
+    _redis().set(os.environ.get("FLOWBRIDGE_REDIS_PREFIX", "") + f"pid:{ctx.node_id}", os.getpid())
+    return sink(ctx)
+
+
+# A long node between two short ones (node leases: it must run once, however long it takes).
+_seq(
+    "leased",
+    [
+        {"id": "first", "uses": "echo"},
+        {"id": "long", "uses": "long-sink", "params": {"seconds": 6}},
+        {"id": "last", "uses": "echo"},
+    ],
+)
 # flowcraft built-ins (subflow, batch, loop): their own module, registered with these.
 from tests.apps import builtin_nodes  # noqa: E402, F401

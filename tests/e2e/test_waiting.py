@@ -186,7 +186,8 @@ def test_killed_worker_task_is_restored_by_another_worker(
 def test_lost_celery_queues_are_re_emitted_by_the_reconciler_and_effects_apply_once(
     stack_factory: Callable[..., Stack],
 ) -> None:
-    s = stack_factory(FLOWBRIDGE_STALLED_AFTER_S="1")
+    # The dead worker's leases lapse a second after its last renewal (they kept s2 otherwise).
+    s = stack_factory(FLOWBRIDGE_STALLED_AFTER_S="1", FLOWBRIDGE_LEASE_S="1")
     s.start_bridge()
     s.start_worker(concurrency=5)  # every run is inside s2 when the worker dies
     handles = [s.client.start("sinks", {}) for _ in range(5)]
@@ -217,7 +218,7 @@ def signal_kill() -> int:
 def test_two_reconcilers_at_once_re_emit_each_stalled_job_once(
     stack_factory: Callable[..., Stack],
 ) -> None:
-    s = stack_factory(FLOWBRIDGE_STALLED_AFTER_S="1")
+    s = stack_factory(FLOWBRIDGE_STALLED_AFTER_S="1", FLOWBRIDGE_LEASE_S="1")
     s.start_bridge()
     s.start_worker(concurrency=8)
     handles = [s.client.start("sinks", {}) for _ in range(8)]
