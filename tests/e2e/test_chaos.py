@@ -43,6 +43,9 @@ WORKER_KILL_S = 3.0
 #: When, as a share of the runs started, the bridge and Redis die.
 EVENTS = [(0.25, "bridge"), (0.5, "redis"), (0.75, "bridge")]
 WORKERS = ["w1", "w2"]
+#: Worker kills at least, however slowly a loaded machine restarts the bridge (the kills go on
+#: into the tail of the runs until there were this many).
+MIN_WORKER_KILLS = 3
 
 
 def _kill_redis(redis: Service) -> None:
@@ -110,7 +113,11 @@ def test_runs_survive_killed_workers_bridges_and_an_emptied_redis(
         submitter.start()
         events = list(EVENTS)
         next_kill = time.monotonic() + WORKER_KILL_S
-        while events or not submitter.done.is_set():
+
+        def flowing() -> bool:
+            return not submitter.done.is_set() or kills["worker"] < MIN_WORKER_KILLS
+
+        while events or flowing():
             if events and submitter.fraction >= events[0][0]:
                 _, what = events.pop(0)
                 if what == "redis":
@@ -119,7 +126,7 @@ def test_runs_survive_killed_workers_bridges_and_an_emptied_redis(
                     s.stop("bridge", signal.SIGKILL)
                     s.start_bridge()
                 kills[what] += 1
-            elif time.monotonic() >= next_kill and not submitter.done.is_set():
+            elif time.monotonic() >= next_kill and flowing():
                 name = WORKERS[kills["worker"] % len(WORKERS)]
                 s.stop(name, signal.SIGKILL)
                 s.start_worker(name)
@@ -141,7 +148,6 @@ def test_runs_survive_killed_workers_bridges_and_an_emptied_redis(
         print(f"not completed: {Counter(status[r] for r in result.lost)}")
 
         assert (kills["bridge"], kills["redis"]) == (2, 1)
-        assert kills["worker"] >= 2, "the flow lasted long enough for the worker kills"
         assert not result.lost, f"{len(result.lost)} lost, e.g. {result.lost[:5]}"
         assert not result.double, f"applied twice: {result.double[:5]}"
         assert result.completed == RUNS
