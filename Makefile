@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv dev test lint format typecheck pytest browser chaos bench bench-quick clean services-stop fuzz
+.PHONY: venv dev test lint format typecheck pytest browser chaos chaos-dispatch scale bench bench-quick clean services-stop fuzz
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -54,9 +54,25 @@ fuzz: venv
 	FLOWBRIDGE_FUZZ_RECORDS=$(FUZZ_RECORDS) FLOWBRIDGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
 	  $(PY) -m pytest tests/fuzz -o timeout=1800 -s $(PYTEST_ARGS)
 
-## The worker kill loop, long: kill -9 workers' main and pool processes 60 times while runs flow.
+## The chaos suite (docs/capacity.md): 1,000 fan-out/fan-in runs on SQLite and on Cassandra while
+## workers, the bridge and Redis (restarted empty) are killed; then the worker kill loop.
+CHAOS_RUNS ?= 1000
+CHAOS_RATE ?= 4
 chaos: venv
+	FLOWBRIDGE_CHAOS_RUNS=$(CHAOS_RUNS) FLOWBRIDGE_CHAOS_RATE=$(CHAOS_RATE) FLOWBRIDGE_CHAOS_WAIT_S=$${FLOWBRIDGE_CHAOS_WAIT_S:-600} \
+	  $(PY) -m pytest tests/e2e/test_chaos.py -o timeout=3600 -s $(PYTEST_ARGS)
+	$(MAKE) chaos-dispatch
+
+## The worker kill loop, long: kill -9 workers' main and pool processes 60 times while runs flow.
+chaos-dispatch: venv
 	FLOWBRIDGE_TEST_KILLS=$${FLOWBRIDGE_TEST_KILLS:-60} $(PY) -m pytest tests/e2e/test_lost_dispatch.py -k loop -s $(PYTEST_ARGS)
+
+## Scale-out on the real Kafka 4.0 (docs/capacity.md): 2,000 runs through three bridges and three
+## workers while bridges stop, start and die; then the throughput with 1, 2 and 3 of each.
+SCALE_RUNS ?= 2000
+scale: venv
+	FLOWBRIDGE_SCALE_RUNS=$(SCALE_RUNS) FLOWBRIDGE_SCALE_THROUGHPUT=1 \
+	  $(PY) -m pytest tests/e2e/test_scale_out.py -o timeout=3600 -s $(PYTEST_ARGS)
 
 ## Stop the Cassandra and Kafka a test session left running (FLOWBRIDGE_TEST_KEEP_SERVICES=1).
 services-stop:

@@ -202,6 +202,10 @@ class InProcessPort:
         """Nothing is lost between a queue and a worker in one process."""
         return []
 
+    def queues_emptied_ago(self) -> float | None:
+        """The queue lives and dies with this process."""
+        return None
+
     def still_lost(self, task: LostTask) -> bool:
         """Never lost here."""
         return False

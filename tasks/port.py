@@ -202,6 +202,14 @@ class TaskPort(Protocol):
         """Node tasks lost or orphaned (``LostTask``) at least ``deadline_s`` after their send."""
         ...
 
+    def queues_emptied_ago(self) -> float | None:
+        """How long ago the task queues started empty (Redis restarted without its data), once.
+
+        The first call after such a start returns the seconds since (every task sent
+        before is gone, with the records ``find_lost`` reads); every later call ``None``.
+        """
+        ...
+
     def still_lost(self, task: LostTask) -> bool:
         """Whether ``task`` is still as ``find_lost`` found it (nobody recovered it since)."""
         ...

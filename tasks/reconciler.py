@@ -88,6 +88,7 @@ def reconcile_once(rt: Runtime, *, now: float | None = None) -> dict[str, int]:
     # run's own idleness: the runs idle for a lease already (not stalled_after_s) are read,
     # and one of them is stalled only if a node's lease lapsed (``_reconcile_run``).
     early = max(older, now - rt.settings.lease_s) if rt.settings.lease_s else older
+    emitted = _recover_emptied_queues(rt, report) or emitted
     lock = rt.port.run_locks()
     for status in (RUN_PENDING, RUN_RUNNING):
         for run_id in rt.store.find_stalled(status=status, older_than=early, limit=BATCH):
@@ -246,6 +247,69 @@ def _fire_due_timers(rt: Runtime, now: float, report: dict[str, int]) -> bool:
     return fired
 
 
+#: Attempts at one run's claim in the sweep after an emptied Redis (its nodes keep moving).
+EMPTIED_CLAIMS = 5
+
+
+def _recover_emptied_queues(rt: Runtime, report: dict[str, int]) -> bool:
+    """After Redis restarted empty: re-emit each active run's nodes last touched before.
+
+    Their tasks, and the sent records the dispatch check reads, went with Redis; the
+    stall threshold alone would find them only after ``FLOWBRIDGE_STALLED_AFTER_S``,
+    and never in a run whose other branches keep it moving. Every active run is read
+    once (this happens once per Redis restart); a running node whose lease holds is
+    left to its worker, one whose lease lapsed is taken over.
+    """
+    try:
+        ago = rt.port.queues_emptied_ago()
+    except Exception:
+        log.exception("checking whether Redis restarted empty failed")
+        return False
+    if ago is None:
+        return False
+    since = rt.clock() - ago  # in the store's clock, which stamps the nodes
+    log.warning("Redis restarted empty at %.3f: re-emitting the nodes of active runs", since)
+    lock = rt.port.run_locks()
+    emitted = 0
+    for status in (RUN_PENDING, RUN_RUNNING):
+        for run_id in rt.store.find_stalled(status=status, older_than=rt.clock(), limit=10**6):
+            try:
+                with lock.hold(run_id) as fence:
+                    if fence is not None:
+                        emitted += _reemit_older(rt, run_id, since, fence)
+            except Exception:
+                log.exception("re-emitting run %s after Redis restarted empty failed", run_id)
+                report["failed"] += 1
+    report["reconciled"] += emitted
+    return emitted > 0
+
+
+def _reemit_older(rt: Runtime, run_id: str, since: float, fence: int) -> int:
+    """Re-emit ``run_id``'s nodes older than ``since``; retries a claim its progress beat."""
+    for _ in range(EMPTIED_CLAIMS):
+        run = rt.store.get_run(run_id)
+        # Code workflows are left to the stall threshold (their activations differ).
+        if run is None or run.status not in RUN_ACTIVE or is_workflow(run):
+            return 0
+        now = rt.clock()
+        stale = any(
+            rec.status in (NODE_PENDING, NODE_RUNNING)
+            and lease_rules.stalled(rec, now=now, older_than=since)
+            for rec in _records(rt, run)[2]
+        )
+        # Without stale nodes it may still hold a join whose arrivals are in (the chord
+        # counter that would have fired it was in Redis): settling fires it.
+        _, actions = _reconcile_run(rt, run, since, fence, now, emptied=True)
+        if actions:
+            log.info("run %s after Redis restarted empty: %s", run_id, ", ".join(actions))
+        if not stale or any(a.startswith("re-emitted") for a in actions):
+            return int(bool(actions))
+    log.warning(
+        "run %s: its progress beat %d claims; the stall will find it", run_id, EMPTIED_CLAIMS
+    )
+    return 0
+
+
 def _records(rt: Runtime, run: Run) -> tuple[RunScope, dict[str, NodeState], list[NodeState]]:
     """The run's node records: at iteration 0 by id, and with a loop's current passes."""
     bp = rt.blueprint_of(run)
@@ -262,7 +326,7 @@ def _lapsed(rt: Runtime, run: Run, now: float) -> bool:
 
 
 def _reconcile_run(
-    rt: Runtime, run: Run, older: float, fence: int, now: float
+    rt: Runtime, run: Run, older: float, fence: int, now: float, *, emptied: bool = False
 ) -> tuple[bool, list[str]]:
     """Re-emit one stalled run's lost jobs (once per stall), fire its joins, finish it.
 
@@ -270,11 +334,13 @@ def _reconcile_run(
     than ``stalled_after_s`` (read because a lease may have lapsed) is stalled
     only when a running node's lease expired; then only those nodes are re-emitted.
     One idle for longer whose only stalled-looking node holds a live lease is not stalled.
+    ``emptied``: ``older`` is when Redis restarted empty, and a run that moved since is
+    read as one idle since (its nodes from before lost their tasks all the same).
     """
     if is_workflow(run):
         return True, reconcile_workflow(rt, run, fence)
     scope, recs, every = _records(rt, run)
-    early = run.updated_at >= older
+    early = run.updated_at >= older and not emptied
     jobs: list[OutboxMessage] = []
     held = False  # a node's live lease vouches for the run: it is not stalled, only slow
     for rec in every:

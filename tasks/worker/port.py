@@ -46,6 +46,9 @@ log = logging.getLogger("flowbridge.runtime")
 #: Task messages buffered per Redis pipeline (kombu flushes a full one on its own).
 PUBLISH_BATCH_MAX = 500
 
+#: Set in Redis by the first reconciler pass; missing again once Redis restarted empty.
+QUEUES_MARK_KEY = "flowbridge:queues-mark"
+
 
 def redis_client(settings: Settings) -> redis.Redis[bytes]:
     """A Redis client for hints, locks and presence records (TLS options as Celery's)."""
@@ -301,6 +304,18 @@ class CeleryPort:
     def find_lost(self, *, deadline_s: float, limit: int) -> list[LostTask]:
         """Node tasks lost between a queue and a worker, or orphaned by a dead worker."""
         return self.whereabouts.find(deadline_s=deadline_s, limit=limit)
+
+    def queues_emptied_ago(self) -> float | None:
+        """Redis's uptime if its mark was missing (it restarted empty); sets the mark.
+
+        Only one caller finds the mark missing (``SET NX``). A first deployment finds it
+        missing too: the runs older than its Redis (none, usually) are re-emitted once.
+        """
+        if not self.redis.set(self.settings.redis_prefix + QUEUES_MARK_KEY, time.time(), nx=True):
+            return None
+        # Whole seconds, rounded down: the latest the start can be (a node updated just
+        # after it is re-emitted needlessly, never one updated just before left out).
+        return float(self.redis.info("server")["uptime_in_seconds"])
 
     def still_lost(self, task: LostTask) -> bool:
         """Whether nobody recovered ``task`` since it was found."""
