@@ -199,7 +199,9 @@ def test_lost_celery_queues_are_re_emitted_by_the_reconciler_and_effects_apply_o
     s.start_worker("worker-2")
     time.sleep(1.5)
     report = reconcile(s)
-    assert (report["stalled"], report["reconciled"]) == (5, 5)
+    # Every key went, the reconciler's queues mark too: its emptied-Redis sweep re-emits the
+    # five runs (before the stall path looks at them, so none is counted as stalled).
+    assert report["reconciled"] == 5, report
 
     runs = [h.result(timeout=60) for h in handles]
     assert {r["status"] for r in runs} == {"completed"}
