@@ -291,6 +291,10 @@ def _reemit_older(rt: Runtime, run_id: str, since: float, fence: int) -> int:
         # Code workflows are left to the stall threshold (their activations differ).
         if run is None or run.status not in RUN_ACTIVE or is_workflow(run):
             return 0
+        if _reconciled_since(rt, run_id, since):
+            # Another reconciler's stall pass re-emitted it since Redis came back: its jobs
+            # went into the new Redis, and emitting them again would re-emit one loss twice.
+            return 0
         now = rt.clock()
         stale = any(
             rec.status in (NODE_PENDING, NODE_RUNNING)
@@ -308,6 +312,14 @@ def _reemit_older(rt: Runtime, run_id: str, since: float, fence: int) -> int:
         "run %s: its progress beat %d claims; the stall will find it", run_id, EMPTIED_CLAIMS
     )
     return 0
+
+
+def _reconciled_since(rt: Runtime, run_id: str, since: float) -> bool:
+    """Whether a stall claim (``run.reconciled``) of the run was recorded at or after ``since``."""
+    return any(
+        e.kind == HistoryKind.RUN_RECONCILED and e.at >= since
+        for e in reversed(rt.store.get_history(run_id))
+    )
 
 
 def _records(rt: Runtime, run: Run) -> tuple[RunScope, dict[str, NodeState], list[NodeState]]:
