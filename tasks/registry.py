@@ -56,6 +56,10 @@ class NodeRegistry:
         """Every registered name."""
         return frozenset(self._fns)
 
+    def __contains__(self, name: object) -> bool:
+        """Whether ``name`` is registered (without copying the names, as ``names`` does)."""
+        return name in self._fns
+
 
 def _qualname(fn: Callable[..., Any]) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"

@@ -132,7 +132,7 @@ def inline_successor(scope: RunScope, node: NodeState, plan: Plan) -> tuple[str,
         return None
     if not spec.config.inline or spec.config.timeout_s is not None:
         return None
-    if this.config.timeout_s is not None or spec.uses not in scope.rt.nodes.names():
+    if this.config.timeout_s is not None or spec.uses not in scope.rt.nodes:
         return None
     return succ, node.iteration
 
