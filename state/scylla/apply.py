@@ -38,10 +38,14 @@ RUN_CAS_ROUNDS: Final = 32
 #: Decides a run change on the run as read (a rule of ``state.rules.runs``).
 Decide = Callable[[RunView], RunChange]
 
+#: Jitter source of its own: drawing from the global ``random`` would shift the sequence that
+#: seeded user code (and Hypothesis' global-state check) relies on.
+_JITTER: Final = random.Random()
+
 
 def backoff(round_: int) -> None:
     """Sleep a little, more after each lost round (jittered, so contenders spread out)."""
-    time.sleep(random.uniform(0, 0.002 * 2 ** min(round_, 6)))
+    time.sleep(_JITTER.uniform(0, 0.002 * 2 ** min(round_, 6)))
 
 
 def _column(value: Any, *, json: bool = False) -> Any:
