@@ -180,6 +180,7 @@ class StateStore(Protocol):
         create: bool = False,
         claimed_by: str | None = None,
         lease_until: float | None = None,
+        start_run: bool = False,
     ) -> NodeState | None:
         """Claim a node for ``attempt``: ``pending`` to ``running``, and count the delivery.
 
@@ -188,6 +189,11 @@ class StateStore(Protocol):
 
         With ``create`` a node without a record gets one (``pending``, then
         claimed): a batch item, whose record its own task creates.
+
+        With ``start_run`` a ``pending`` or ``waiting`` run moves to ``running``
+        when the claim applies, in the claim's own transaction (SQLite, memory);
+        Scylla has no transaction across the two partitions and writes the run's
+        status just before the claim, as a separate conditional write.
 
         A node already ``running`` is claimed again only with ``takeover`` (a
         redelivery after its worker was lost, or a stale record), so a

@@ -158,6 +158,7 @@ def begin_leased(
     *,
     takeover: bool,
     create: bool = False,
+    start_run: bool = False,
 ) -> tuple[NodeState | None, Renewer | None]:
     """``begin_attempt`` by ``claim``, with a lease in the claim's write when leases are on.
 
@@ -171,6 +172,7 @@ def begin_leased(
         create=create,
         claimed_by=claim if keeper is not None else None,
         lease_until=keeper.until() if keeper is not None else None,
+        start_run=start_run,
     )
     return began, keeper
 

@@ -20,6 +20,7 @@ __all__ = [
     "finish",
     "live",
     "settle_waiting",
+    "start",
     "transition",
     "wake_run",
 ]
@@ -86,6 +87,15 @@ def create(
         start_nodes=tuple(start_nodes),
         context=dict(context or {}),
     )
+
+
+#: The statuses a node's claim moves to ``running`` (a new run; a run whose wait ended).
+STARTABLE: frozenset[str] = frozenset({RunStatus.PENDING, RunStatus.WAITING})
+
+
+def start(run: RunView | None) -> RunChange:
+    """A node of the run was claimed: a ``pending`` or ``waiting`` run is ``running`` now."""
+    return transition(run, from_=STARTABLE, to=RunStatus.RUNNING)
 
 
 def transition(

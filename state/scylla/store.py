@@ -51,9 +51,11 @@ from state.records import (
     OutboxMessage,
     RetryOutcome,
     Run,
+    RunStatus,
     SchemaChange,
     Wakeup,
 )
+from state.rules.runs import STARTABLE
 from state.scylla.apply import Applier
 from state.scylla.config import ScyllaConfig, parse_scylla_url
 from state.scylla.driver import _Conn
@@ -305,8 +307,13 @@ class ScyllaStore:
         create: bool = False,
         claimed_by: str | None = None,
         lease_until: float | None = None,
+        start_run: bool = False,
     ) -> NodeState | None:
         """Claim a pending node (or, with ``takeover``, a running one; ``create``: a new one)."""
+        if start_run:
+            # The run and the node are different partitions: no one LWT covers both, so the
+            # run's status goes first, as a separate write (what a claim after it always did).
+            self._runs.set_run_status(run_id, from_=STARTABLE, to=RunStatus.RUNNING)
         return self._nodes.begin_attempt(
             run_id,
             node_id,

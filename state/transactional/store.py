@@ -262,6 +262,7 @@ class TransactionalStore:
         create: bool = False,
         claimed_by: str | None = None,
         lease_until: float | None = None,
+        start_run: bool = False,
     ) -> NodeState | None:
         """Claim a pending node (or, with ``takeover``, a running one) for ``attempt``."""
         now = self._clock()
@@ -282,7 +283,11 @@ class TransactionalStore:
             if not change.applied or change.node is None:
                 return None
             t.update_node(change.node, _CLAIM_FIELDS)
-            self._writer(t, now).follow(key, change.follow)
+            writer = self._writer(t, now)
+            writer.follow(key, change.follow)
+            if start_run:
+                # The run's first claim: one transaction instead of a status write before it.
+                writer.run(runs.start(t.run_status(run_id)))
             # The record as written: the one read, with the claim's columns (no second read).
             return change.node
 

@@ -23,7 +23,6 @@ from state.constants import (
     RUN_ACTIVE,
     RUN_PAUSED,
     RUN_PENDING,
-    RUN_RUNNING,
     RUN_WAITING,
 )
 from state.records import NodeState
@@ -131,14 +130,18 @@ def execute_node(
         state = store.get_node(run_id, node_id, iteration) or state
     if state.status not in (NODE_PENDING, NODE_RUNNING):
         return Step("ignored")
-    if run.status in (RUN_PENDING, RUN_WAITING):
-        store.set_run_status(run_id, from_={RUN_PENDING, RUN_WAITING}, to=RUN_RUNNING)
     now = rt.clock()
     # A running node is stale once its lease expired; one without a lease after stalled_after_s.
     stale = lease_rules.stalled(state, now=now, older_than=now - rt.settings.stalled_after_s)
     takeover = state.status == NODE_RUNNING and (redelivered or stale)
     began, keeper = begin_leased(
-        rt, claim, (run_id, node_id, iteration), attempt, takeover=takeover
+        rt,
+        claim,
+        (run_id, node_id, iteration),
+        attempt,
+        takeover=takeover,
+        # The run's first claim moves it to running in the same write.
+        start_run=run.status in (RUN_PENDING, RUN_WAITING),
     )
     if began is None:
         # Another delivery holds it: at least once never means "concurrently twice" on purpose.

@@ -25,8 +25,10 @@ from state.constants import (
     RUN_CANCELLED,
     RUN_COMPLETED,
     RUN_FAILED,
+    RUN_PAUSED,
     RUN_PENDING,
     RUN_RUNNING,
+    RUN_WAITING,
     SCHEMA_VERSION,
 )
 from state.errors import SchemaError, StateError
@@ -265,6 +267,22 @@ def test_begin_attempt_counts_deliveries(store: StateStore) -> None:
     store.commit_node(NodeCompletion(run_id=run_id, node_id="a", attempt=2))
     assert store.begin_attempt(run_id, "a", 0, 3, takeover=True) is None
     assert store.begin_attempt(run_id, "missing", 0, 1) is None
+
+
+def test_the_runs_first_claim_moves_it_to_running(store: StateStore) -> None:
+    for status in (RUN_PENDING, RUN_WAITING):
+        run_id = started(store, "a", status=status)
+        assert store.begin_attempt(run_id, "a", 0, 1, start_run=True) is not None
+        run = store.get_run(run_id)
+        assert run is not None and run.status == RUN_RUNNING, status
+    # Only a pending or waiting run: a paused one stays paused.
+    run_id = started(store, "a", status=RUN_PAUSED)
+    assert store.begin_attempt(run_id, "a", 0, 1, start_run=True) is not None
+    assert store.get_run(run_id).status == RUN_PAUSED  # type: ignore[union-attr]
+    # Without start_run the claim leaves the run as it is.
+    run_id = started(store, "a", status=RUN_PENDING)
+    assert store.begin_attempt(run_id, "a", 0, 1) is not None
+    assert store.get_run(run_id).status == RUN_PENDING  # type: ignore[union-attr]
 
 
 def test_begin_attempt_claims_once_under_concurrency(store: StateStore) -> None:
