@@ -322,6 +322,16 @@ def _reconciled_since(rt: Runtime, run_id: str, since: float) -> bool:
     )
 
 
+def _lapse_claimed(rt: Runtime, run_id: str, rec: NodeState, claims: list[float]) -> bool:
+    """Whether a stall claim of the run came after ``rec``'s lease lapsed (``claims`` caches)."""
+    if not claims:
+        claims.extend(
+            e.at for e in rt.store.get_history(run_id) if e.kind == HistoryKind.RUN_RECONCILED
+        )
+        claims.append(float("-inf"))  # read: an empty history is not read again
+    return rec.lease_until is not None and max(claims) >= rec.lease_until
+
+
 def _records(rt: Runtime, run: Run) -> tuple[RunScope, dict[str, NodeState], list[NodeState]]:
     """The run's node records: at iteration 0 by id, and with a loop's current passes."""
     bp = rt.blueprint_of(run)
@@ -354,6 +364,7 @@ def _reconcile_run(
     scope, recs, every = _records(rt, run)
     early = run.updated_at >= older and not emptied
     jobs: list[OutboxMessage] = []
+    claims: list[float] = []  # when the run's stalls were claimed (read once, if needed)
     held = False  # a node's live lease vouches for the run: it is not stalled, only slow
     for rec in every:
         held = held or (lease_rules.leased(rec) and not lease_rules.expired(rec, now=now))
@@ -361,6 +372,10 @@ def _reconcile_run(
         if not lease_rules.stalled(rec, now=now, older_than=older):
             continue
         if early and not lease_rules.expired(rec, now=now):
+            continue
+        if early and _lapse_claimed(rt, run.run_id, rec, claims):
+            # This lapse was re-emitted already (by another reconciler, or an earlier pass):
+            # a worker takes that job over; if it is lost too, the stall threshold finds it.
             continue
         if rec.status == NODE_PENDING:
             attempt = rec.attempts + 1

@@ -220,7 +220,9 @@ def signal_kill() -> int:
 def test_two_reconcilers_at_once_re_emit_each_stalled_job_once(
     stack_factory: Callable[..., Stack],
 ) -> None:
-    s = stack_factory(FLOWBRIDGE_STALLED_AFTER_S="1", FLOWBRIDGE_LEASE_S="1")
+    # The lapsed leases (1 s) make the runs stalled; the stall threshold is long, so a pass
+    # that comes more than a second after the other's claims does not count a second stall.
+    s = stack_factory(FLOWBRIDGE_STALLED_AFTER_S="60", FLOWBRIDGE_LEASE_S="1")
     s.start_bridge()
     s.start_worker(concurrency=8)
     handles = [s.client.start("sinks", {}) for _ in range(8)]
@@ -241,6 +243,8 @@ def test_two_reconcilers_at_once_re_emit_each_stalled_job_once(
     ]
     reports = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
     assert sum(r["reconciled"] for r in reports) == 8, reports
+    # A later pass, still with no worker: each lapse was re-emitted already, not once per pass.
+    assert reconcile(s)["reconciled"] == 0
 
     s.start_worker("worker-2")
     assert {h.result(timeout=60)["status"] for h in handles} == {"completed"}
