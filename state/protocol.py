@@ -42,6 +42,10 @@ class StateStore(Protocol):
     #: Whether each process creates the schema itself (``migrate`` when it opens the store):
     #: True for SQLite and memory; False for Scylla, where ``flowbridge migrate`` is a release step.
     auto_migrate: bool
+    #: Whether ``commit_node`` writes a completion's ``finish`` in the completion's own
+    #: transaction (SQLite, memory); the engine reads ahead for it only then. Scylla applies
+    #: it as a second write, which saves nothing, so the engine finishes the run after.
+    commits_run_end: bool
 
     # --- lifecycle -------------------------------------------------------
     def migrate(self) -> SchemaChange:

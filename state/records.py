@@ -32,6 +32,7 @@ __all__ = [
     "OutboxMessage",
     "RetryOutcome",
     "Run",
+    "RunFinish",
     "RunStatus",
     "SchemaChange",
     "WakeKind",
@@ -264,6 +265,16 @@ class Arrival:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RunFinish:
+    """A run's end carried by the completion of what the engine read as its last active node."""
+
+    status: str
+    output: JSON = None
+    error: str | None = None
+    outbox: tuple[OutboxMessage, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
 class NodeCompletion:
     """Everything one node completion writes, applied at most once per (run, node, iteration)."""
 
@@ -289,6 +300,9 @@ class NodeCompletion:
     #: Successors to create as ``pending`` at another iteration: ``(node id, iteration)``
     #: (a loop's next pass, or the node after a loop).
     pending_at: tuple[tuple[str, int], ...] = ()
+    #: Finish the run with the completion when no other node of it is pending or running
+    #: (checked in the completion's transaction where the store has them); None: never.
+    finish: RunFinish | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

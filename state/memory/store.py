@@ -45,6 +45,8 @@ class MemoryStore(TransactionalStore):
 
     #: The database is created by ``migrate``, which every process runs itself.
     auto_migrate = True
+    #: The run's end goes in the last node's commit transaction.
+    commits_run_end = True
 
     def __init__(
         self,

@@ -36,11 +36,13 @@ timers), ``inbox`` (events, suspending), ``index`` and ``outbox`` (reads);
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from state.records import (
+    RUN_ACTIVE,
     Arrival,
     CommitResult,
     Delivery,
@@ -78,6 +80,8 @@ class ScyllaStore:
 
     #: ``flowbridge migrate`` (the Procfile's release step) creates the schema, not each process.
     auto_migrate = False
+    #: No transaction spans a node's and its run's partitions (``commit_node``).
+    commits_run_end = False
 
     def __init__(
         self,
@@ -341,8 +345,22 @@ class ScyllaStore:
         )
 
     def commit_node(self, completion: NodeCompletion) -> CommitResult:
-        """Apply a node completion once."""
-        return self._nodes.commit_node(completion)
+        """Apply a node completion once (and the run's end it carries, as a second write)."""
+        res = self._nodes.commit_node(completion)
+        fin = completion.finish
+        if fin is None or not res.applied or res.run_status not in RUN_ACTIVE:
+            return res
+        # No transaction spans the node's and the run's partitions: the run's end is its own
+        # conditional write after the commit, as the engine's finish_run after it always was.
+        if self.finish_run(
+            completion.run_id,
+            status=fin.status,
+            output=fin.output,
+            error=fin.error,
+            outbox=fin.outbox,
+        ):
+            return dataclasses.replace(res, run_status=fin.status)
+        return res
 
     def retry_node(
         self, run_id: str, node_id: str, iteration: int, *, attempt: int, error: str

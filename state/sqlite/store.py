@@ -76,6 +76,8 @@ class SQLiteStore(TransactionalStore):
 
     #: Processes create the schema themselves (``flowbridge migrate`` is not needed first).
     auto_migrate = True
+    #: The run's end goes in the last node's commit transaction.
+    commits_run_end = True
 
     def __init__(
         self,

@@ -325,7 +325,20 @@ class TransactionalStore:
                 assert node is not None
                 return CommitResult(applied=False, node=node, run_status=run_status)
             t.update_node(change.node, _COMPLETION_FIELDS)
-            self._writer(t, now).follow(key, change.follow, run)
+            writer = self._writer(t, now)
+            writer.follow(key, change.follow, run)
+            if cp.finish is not None and not t.busy(cp.run_id):
+                # The run's last node: its end is written in this transaction, not a next one.
+                fin = cp.finish
+                end = runs.finish(
+                    t.run_status(cp.run_id),
+                    status=fin.status,
+                    output=fin.output,
+                    error=fin.error,
+                    outbox=fin.outbox,
+                )
+                writer.run(end)
+                run_status = fin.status if end.applied else run_status
             stored = t.node(key)
             assert stored is not None
             return CommitResult(applied=True, node=stored, run_status=run_status)

@@ -20,7 +20,7 @@ from state.constants import (
     RUN_COMPLETED,
     RUN_FAILED,
 )
-from state.records import NodeCompletion, NodeState
+from state.records import NodeCompletion, NodeState, RunFinish
 from tasks.builtins import SCATTER_USES
 from tasks.context import NodeContext
 from tasks.engine.inputs import LOOP_KEY, RunData, loop_iteration
@@ -35,6 +35,7 @@ __all__ = [
     "complete",
     "failed_primaries",
     "inline_successor",
+    "last_node_finish",
     "maybe_finish",
     "routing_edges",
     "settle",
@@ -75,6 +76,7 @@ def complete(
     if att.node_id in scope.bp.analysis.loops:
         # Where the loop is: what a node after it reads, and where a reader looks for work.
         ctx.context.set(LOOP_KEY + att.node_id, att.iteration)
+    finish = None if att.chord else last_node_finish(scope, att.node_id, plan, output)
     res = scope.store.commit_node(
         NodeCompletion(
             run_id=scope.run_id,
@@ -91,10 +93,15 @@ def complete(
             context_writes=dict(ctx.context.staged),
             context_deletes=tuple(sorted(ctx.context.deleted)),
             outbox=tuple(ctx.emitted),
+            finish=finish,
         )
     )
-    if res.applied and ctx.emitted:
+    finished = finish is not None and res.applied and res.run_status == finish.status
+    if res.applied and (ctx.emitted or (finished and finish is not None and finish.outbox)):
+        # One hint per commit, whatever rows it wrote (the node's events, the run's end).
         scope.rt.notify_outbox()
+    if finished:
+        scope.rt.metrics.run_finished(scope.bp.id, RUN_COMPLETED)
     if res.run_status not in RUN_ACTIVE:
         return Step("completed" if res.applied else "duplicate")
     if not res.applied and res.node.status not in (NODE_COMPLETED, NODE_SKIPPED):
@@ -113,6 +120,39 @@ def complete(
     if res.applied:
         return Step("completed", then=then)
     return Step("detached" if att.chord else "duplicate")
+
+
+def last_node_finish(scope: RunScope, node_id: str, plan: Plan, output: Any) -> RunFinish | None:
+    """The run's end to commit with ``node_id``'s completion, if nothing else will be active.
+
+    Only where ``maybe_finish``'s answer is in the node records alone: no successor,
+    join arrival or next pass starts with this commit, the blueprint has no joins, loops
+    or batches, and no other node is pending, running or waiting as read now. The store
+    checks the last again in the commit's transaction; where it finds work, or the read
+    did, or the store has no such transaction (``commits_run_end``: Scylla), the run is
+    finished after the commit as before.
+    """
+    bp = scope.bp
+    if not scope.store.commits_run_end or plan.pending or plan.pending_at or plan.arrivals:
+        return None
+    if bp.analysis.join_nodes or bp.analysis.loops or any(n.uses == SCATTER_USES for n in bp.nodes):
+        return None
+    recs = scope.store.get_nodes(scope.run_id, bp.node_ids)
+    if any(r.active for n, r in recs.items() if n != node_id):
+        return None
+    # What maybe_finish would return: the output of each completed node that ended a path.
+    result: dict[str, Any] = {}
+    for n in bp.node_ids:
+        if n == node_id:
+            if not plan.edges_taken:
+                result[n] = output
+        elif (r := recs.get(n)) is not None and r.status == NODE_COMPLETED and not r.edges_taken:
+            result[n] = r.output
+    return RunFinish(
+        status=RUN_COMPLETED,
+        output=result,
+        outbox=tuple(scope.finish_outbox("completed", output=result)),
+    )
 
 
 def inline_successor(scope: RunScope, node: NodeState, plan: Plan) -> tuple[str, int] | None:

@@ -34,7 +34,7 @@ from state.constants import (
 from state.errors import SchemaError, StateError
 from state.keys import OUTBOX_SHARDS, outbox_shard
 from state.protocol import StateStore
-from state.records import Arrival, NodeCompletion, OutboxMessage
+from state.records import Arrival, NodeCompletion, OutboxMessage, RunFinish
 from tests.contract.helpers import (
     PROCESSES,
     THREADS,
@@ -291,6 +291,37 @@ def test_begin_attempt_claims_once_under_concurrency(store: StateStore) -> None:
     assert sum(r is not None for r in results) == 1
     node = store.get_node(run_id, "a")
     assert node is not None and node.deliveries == 1
+
+
+def test_a_completion_carrying_the_runs_end_finishes_it_when_nothing_else_is_active(
+    store: StateStore,
+) -> None:
+    event = msg()
+    end = RunFinish(status=RUN_COMPLETED, output={"a": 1}, outbox=(event,))
+    run_id = started(store, "a")
+    store.begin_attempt(run_id, "a", 0, 1)
+    res = store.commit_node(NodeCompletion(run_id=run_id, node_id="a", output=1, finish=end))
+    assert res.applied and res.run_status == RUN_COMPLETED
+    run = store.get_run(run_id)
+    assert run is not None and run.status == RUN_COMPLETED and run.output == {"a": 1}
+    assert kinds(store, run_id)[-1] == "run.completed"
+    assert event.id in {m.id for m in store.pending_outbox(limit=1000)}
+    # A duplicate delivery's completion changes nothing, the run's end included.
+    again = store.commit_node(NodeCompletion(run_id=run_id, node_id="a", output=2, finish=end))
+    assert not again.applied and kinds(store, run_id).count("run.completed") == 1
+
+
+def test_a_completion_carrying_the_runs_end_leaves_a_run_with_other_work_running(
+    spec: StoreSpec, store: StateStore
+) -> None:
+    if spec.backend == "scylla":
+        pytest.skip("no transaction spans the partitions: the engine's read is the check")
+    end = RunFinish(status=RUN_COMPLETED, output={})
+    run_id = started(store, "a", "b")  # b is still pending
+    store.begin_attempt(run_id, "a", 0, 1)
+    res = store.commit_node(NodeCompletion(run_id=run_id, node_id="a", finish=end))
+    assert res.applied and res.run_status == RUN_RUNNING
+    assert store.get_run(run_id).status == RUN_RUNNING  # type: ignore[union-attr]
 
 
 def test_commit_node_applies_everything_once(store: StateStore) -> None:
