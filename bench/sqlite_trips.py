@@ -47,21 +47,21 @@ class SqlCount:
 
 @contextmanager
 def _counting(conn: sqlite3.Connection, count: SqlCount) -> Iterator[None]:
-    inside = False
+    inside = False  # in a write transaction; a plain BEGIN is a read snapshot
 
     def trace(sql: str) -> None:
         nonlocal inside
         head = sql.lstrip()[:16].upper()
-        if head.startswith("BEGIN"):
+        if head.startswith("BEGIN IMMEDIATE"):
             inside = True
             count.transactions += 1
-        elif head.startswith(("COMMIT", "ROLLBACK")):
+        elif head.startswith(("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA")):
             inside = False
         elif inside:
             count.statements += 1
             if "INTO OUTBOX" in sql.upper():
                 count.outbox_rows += 1
-        elif not head.startswith("PRAGMA"):
+        else:
             count.reads += 1
 
     conn.set_trace_callback(trace)
@@ -91,6 +91,8 @@ def count_run(store: SQLiteStore, blueprint: str) -> tuple[str, list[SqlCount]]:
     port.notify_outbox = counted("hints", lambda: None)  # type: ignore[method-assign]
     port.dispatch = counted("dispatches", port.dispatch)  # type: ignore[method-assign]
     port.dispatch_chord = counted("dispatches", port.dispatch_chord)  # type: ignore[method-assign]
+    port.dispatch_activity = counted("dispatches", port.dispatch_activity)  # type: ignore[method-assign]
+    port.dispatch_activation = counted("dispatches", port.dispatch_activation)  # type: ignore[method-assign]
     conn = store._conn()
     tasks: list[SqlCount] = []
 
@@ -108,6 +110,10 @@ def count_run(store: SQLiteStore, blueprint: str) -> tuple[str, list[SqlCount]]:
             label = item.task.node_id
         elif item.body is not None:
             label = f"body:{item.body[1]}"
+        elif item.activity is not None:
+            label = f"activity:{item.activity.seq}"
+        elif item.activation is not None:
+            label = "activation"
         else:
             label = "other"
         measure(label, functools.partial(run_queued, port, item, runner.rt))
@@ -160,12 +166,18 @@ def table(path: Path) -> dict[str, dict[str, float]]:
     )
     rows["join firing (chord body)"] = by["body:join"].row()
     rows["join node + the run finishing"] = by["join"].row()
+    wf = run(WORKFLOW, "wf")
+    steps = [t for t in wf if t.label.startswith("activity:")]
+    rows["code workflow step (activity + its activation)"] = median(steps[:-1])
+    rows["code workflow's last step + the run finishing"] = steps[-1].row()
     return rows
 
 
 #: The chain and fan-out of ``bench.round_trips`` (the Scylla table), counted the same way.
 CHAIN = "bench.chain10"
 FAN = "bench.fan10"
+#: Ten sequential activities (``bench.apps.wf10``).
+WORKFLOW = "bench.wf10"
 
 _HEADS = (
     "write transactions",

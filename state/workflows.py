@@ -73,11 +73,19 @@ class WorkflowStore(Protocol):
         """The run with its current generation's history and unconsumed inbox (None: no run)."""
 
     def commit(
-        self, run_id: str, *, gen: int, activation: dict[str, Any], consumed: Sequence[str]
+        self,
+        run_id: str,
+        *,
+        gen: int,
+        activation: dict[str, Any],
+        consumed: Sequence[str],
+        dispatched: bool = False,
     ) -> bool:
         """Append ``activation`` (its ``n`` follows the last) to ``gen``, once; True if it did.
 
-        The consumed inbox keys are forgotten (the history records them).
+        The consumed inbox keys are forgotten (the history records them). With
+        ``dispatched`` the dispatched mark moves to this activation in the same write:
+        its commands need no sending (the committing task runs its one activity itself).
         """
 
     def mark_dispatched(self, run_id: str, *, gen: int, n: int) -> None:

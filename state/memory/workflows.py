@@ -76,7 +76,13 @@ class MemoryWorkflows:
             )
 
     def commit(
-        self, run_id: str, *, gen: int, activation: dict[str, Any], consumed: Sequence[str]
+        self,
+        run_id: str,
+        *,
+        gen: int,
+        activation: dict[str, Any],
+        consumed: Sequence[str],
+        dispatched: bool = False,
     ) -> bool:
         """Append activation ``n`` if the last of ``gen`` is ``n - 1`` and the run is active."""
         text = dumps(activation)
@@ -93,6 +99,8 @@ class MemoryWorkflows:
             for key in consumed:
                 if key in rows.inbox:
                     rows.inbox[key] = (rows.inbox[key][0], True)
+            if dispatched:
+                rows.dispatched = max(rows.dispatched, int(activation["n"]))
             # Progress: a run that commits activations is not stalled.
             self._db.runs[run_id] = replace(run, updated_at=self._clock())
             return True

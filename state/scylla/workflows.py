@@ -93,7 +93,13 @@ class ScyllaWorkflows:
 
     # --- committing -----------------------------------------------------------------------
     def commit(
-        self, run_id: str, *, gen: int, activation: dict[str, Any], consumed: Sequence[str]
+        self,
+        run_id: str,
+        *,
+        gen: int,
+        activation: dict[str, Any],
+        consumed: Sequence[str],
+        dispatched: bool = False,
     ) -> bool:
         """The conditional insert of activation ``n``; then its consumed keys and progress."""
         c = self.s.conn()
@@ -101,7 +107,8 @@ class ScyllaWorkflows:
         if run is None or run["status"] not in RUN_ACTIVE:
             return False
         wf = c.execute("wf_run_get", (run_id,))
-        if int((wf[0] if wf else {}).get("gen") or 0) != gen:
+        wf_row = wf[0] if wf else {}
+        if int(wf_row.get("gen") or 0) != gen:
             return False
         n, data = int(activation["n"]), dumps(activation)
         params = (float(activation["at"]), data, n, run_id, gen, n, n - 1 if n > 1 else None)
@@ -116,8 +123,13 @@ class ScyllaWorkflows:
         if not applied:
             return False
         at, ts = self.s.now()
-        follow = [("wf_inbox_consume", (_LIVE, run_id, k)) for k in consumed]
+        follow: list[tuple[str, tuple[Any, ...]]] = [
+            ("wf_inbox_consume", (_LIVE, run_id, k)) for k in consumed
+        ]
         follow += self.w.touch(run, at, ts)
+        if dispatched and int(wf_row.get("dispatched") or 0) < n:
+            # The mark as read with the generation: it only rises (what mark_dispatched does).
+            follow.append(("wf_dispatched_set", (_LIVE, n, run_id)))
         _ok(c.run_all(follow))
         return True
 

@@ -130,7 +130,13 @@ class SQLiteWorkflows:
         )
 
     def commit(
-        self, run_id: str, *, gen: int, activation: dict[str, Any], consumed: Sequence[str]
+        self,
+        run_id: str,
+        *,
+        gen: int,
+        activation: dict[str, Any],
+        consumed: Sequence[str],
+        dispatched: bool = False,
     ) -> bool:
         """Insert activation ``n`` if the last of ``gen`` is ``n - 1`` and the run is active."""
         n = int(activation["n"])
@@ -155,6 +161,11 @@ class SQLiteWorkflows:
                 "UPDATE wf_inbox SET consumed = 1 WHERE run_id = ? AND key = ?",
                 [(run_id, k) for k in consumed],
             )
+            if dispatched:
+                t.c.execute(
+                    "UPDATE wf_runs SET dispatched = MAX(dispatched, ?) WHERE run_id = ?",
+                    (n, run_id),
+                )
             # Progress: a run that commits activations is not stalled.
             t.update_run(run_id, view.status, now=now)
             return True

@@ -26,7 +26,6 @@ systems); emitted records are published at least once with stable ids.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from state.history import HistoryKind
@@ -37,7 +36,7 @@ from tasks.faults import crash_point
 from tasks.port import ActivationTask
 from tasks.runtime import InlineBudget, Runtime
 from tasks.workflow.api import WorkflowDef, workflows
-from tasks.workflow.dispatch import dispatch
+from tasks.workflow.dispatch import dispatch, holds_all
 from tasks.workflow.errors import NonDeterminismError
 from tasks.workflow.history import Activation, Input
 from tasks.workflow.limits import check_limits
@@ -141,17 +140,28 @@ def deliver(rt: Runtime, run_id: str, item: Input, *, countdown: float | None = 
     return new
 
 
-def activate(rt: Runtime, run_id: str, *, inline: InlineBudget | None = None) -> str:
+def activate(
+    rt: Runtime,
+    run_id: str,
+    *,
+    inline: InlineBudget | None = None,
+    item: Input | None = None,
+) -> str:
     """Activate the run until its inbox holds nothing new; what happened (for logs and tests).
 
     With ``inline``, a lone next activity may be kept back in ``inline.held`` for the
-    calling task to run itself (``tasks.workflow.dispatch``).
+    calling task to run itself (``tasks.workflow.dispatch``). ``item`` (an activity's
+    outcome, reported by the task that ran it) goes into the activation directly, not
+    through the inbox: it is written to the inbox only when this call does not commit it
+    (the lock is busy, another activation won, the run is paused or blocked). Until the
+    commit it is the task's (acknowledged late): a crash runs the activity again.
     """
     locks = rt.port.run_locks()
     outcome = "idle"
     for _ in range(ROUNDS):
         with locks.hold(run_id) as fence:
             if fence is None:
+                _keep(rt, run_id, item)
                 # A live holder looks at the inbox again after releasing, so this item is
                 # seen; a holder that died keeps the lock until it expires: look then.
                 retry_in = locks.expires_in(run_id) + BUSY_SLACK_S
@@ -163,7 +173,10 @@ def activate(rt: Runtime, run_id: str, *, inline: InlineBudget | None = None) ->
                     )
                 )
                 return "busy"
-            outcome = _activate_locked(rt, run_id, inline)
+            outcome = _activate_locked(rt, run_id, inline, item)
+        if outcome in _KEEP_ITEM:
+            _keep(rt, run_id, item)
+        item = None
         if outcome == "paused":
             return outcome  # resuming the run activates it again
         # An item that arrived while the lock was held found it busy: look once more.
@@ -178,12 +191,27 @@ def activate(rt: Runtime, run_id: str, *, inline: InlineBudget | None = None) ->
     return outcome
 
 
-def _new_items(state: WorkflowState) -> list[Input]:
+def _new_items(state: WorkflowState, direct: Input | None = None) -> list[Input]:
     used = consumed_keys(state.history)
-    return [Input.from_json(item) for key, item in state.inbox if key not in used]
+    items = [Input.from_json(item) for key, item in state.inbox if key not in used]
+    if direct is not None and direct.key not in used and all(i.key != direct.key for i in items):
+        items.append(direct)
+    return items
 
 
-def _activate_locked(rt: Runtime, run_id: str, inline: InlineBudget | None = None) -> str:
+#: Outcomes after which a direct item waits in the inbox (``idle``: the history had it).
+_KEEP_ITEM = frozenset({"lost", "paused", "blocked"})
+
+
+def _keep(rt: Runtime, run_id: str, item: Input | None) -> None:
+    """Write a directly reported item to the inbox (once per key), for a later activation."""
+    if item is not None:
+        rt.store.workflows.put_inbox(run_id, item.key, item.to_json())
+
+
+def _activate_locked(
+    rt: Runtime, run_id: str, inline: InlineBudget | None = None, direct: Input | None = None
+) -> str:
     wf = rt.store.workflows
     state = wf.load(run_id)
     if state is None:
@@ -198,7 +226,7 @@ def _activate_locked(rt: Runtime, run_id: str, inline: InlineBudget | None = Non
         # The last activation was committed but not (fully) dispatched: do it again.
         dispatch(rt, state.run, state.gen, history[-1], history)
         wf.mark_dispatched(run_id, gen=state.gen, n=state.last)
-    items = _new_items(state)
+    items = _new_items(state, direct)
     if not items:
         return "idle"
     defn = workflow_of(state.run)
@@ -233,7 +261,14 @@ def _activate_locked(rt: Runtime, run_id: str, inline: InlineBudget | None = Non
     )
     act = check_limits(act, history, machine)
     crash_point("before_commit")
-    if not wf.commit(run_id, gen=state.gen, activation=act.to_json(), consumed=_keys(items)):
+    # Nothing to send (the one activity runs in this task): the dispatch mark goes with the
+    # commit. A crash before the activity reports is the task's redelivery's (resend_held).
+    quiet = holds_all(act, inline)
+    # The direct item has no inbox row to mark (the history records it all the same).
+    consumed = [i.key for i in items if i is not direct]
+    if not wf.commit(
+        run_id, gen=state.gen, activation=act.to_json(), consumed=consumed, dispatched=quiet
+    ):
         # Another activation committed first (a lock that expired): its result stands.
         return "lost"
     crash_point("after_commit")
@@ -245,12 +280,9 @@ def _activate_locked(rt: Runtime, run_id: str, inline: InlineBudget | None = Non
     history.append(act)
     dispatch(rt, state.run, state.gen, act, history, inline=inline)
     crash_point("after_dispatch")
-    wf.mark_dispatched(run_id, gen=state.gen, n=act.n)
+    if not quiet:
+        wf.mark_dispatched(run_id, gen=state.gen, n=act.n)
     return "committed"
-
-
-def _keys(items: Sequence[Input]) -> list[str]:
-    return [i.key for i in items]
 
 
 def _cpu_report(rt: Runtime, n: int) -> dict[str, Any]:

@@ -100,7 +100,7 @@ def report_outcome(
     error: dict[str, Any] | None = None,
     inline: InlineBudget | None = None,
 ) -> str:
-    """Put the outcome into the run's inbox (once per seq) and activate the run here."""
+    """Activate the run here with the outcome (once per seq; the inbox keeps it if not now)."""
     from tasks.workflow.activation import activate
 
     item = Input(
@@ -111,7 +111,6 @@ def report_outcome(
         value=value,
         error=error,
     )
-    rt.store.workflows.put_inbox(task.run_id, item.key, item.to_json())
-    outcome = activate(rt, task.run_id, inline=inline)
+    outcome = activate(rt, task.run_id, inline=inline, item=item)
     log.debug("run %s activity %s: %s", task.run_id, task.name, outcome)
     return "failed" if error is not None else "completed"

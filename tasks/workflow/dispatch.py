@@ -22,7 +22,7 @@ from tasks.runtime import InlineBudget, Runtime
 from tasks.workflow.api import activities
 from tasks.workflow.history import Activation, Command, Input
 
-__all__ = ["dispatch", "outstanding_activities", "resend_held"]
+__all__ = ["dispatch", "holds_all", "outstanding_activities", "resend_held"]
 
 #: What a run's end records as its status.
 #: ``Run.snapshot["protocol"]`` of a run started by kafka-workflow's ``new:``.
@@ -97,7 +97,12 @@ def dispatch(
     if end is not None:
         _end(rt, run, gen, end, history)
     else:
-        _status(rt, run.run_id, history)
+        _status(rt, run, history)
+
+
+def holds_all(act: Activation, inline: InlineBudget | None) -> bool:
+    """Whether ``dispatch`` sends nothing for ``act``: its one command is the activity kept back."""
+    return len(act.commands) == 1 and _inline_activity(act, inline) is act.commands[0]
 
 
 def _inline_activity(act: Activation, inline: InlineBudget | None) -> Command | None:
@@ -309,10 +314,15 @@ def _tell_parent(
     deliver(rt, str(parent["run_id"]), item)
 
 
-def _status(rt: Runtime, run_id: str, history: Sequence[Activation]) -> None:
+def _status(rt: Runtime, run: Run, history: Sequence[Activation]) -> None:
     """``running`` while an activity or child is outstanding, else ``waiting`` (timers, events)."""
     busy = bool(outstanding_activities(history)) or _children_pending(history)
-    store = rt.store
+    store, run_id = rt.store, run.run_id
+    # The status as this activation loaded it, under the run's lock: only an activation moves
+    # a run between running and waiting (a new item only wakes it), so a run already there
+    # costs no write transaction.
+    if run.status == (RunStatus.RUNNING if busy else RunStatus.WAITING):
+        return
     if busy:
         store.set_run_status(
             run_id, from_={RunStatus.PENDING, RunStatus.WAITING}, to=RunStatus.RUNNING

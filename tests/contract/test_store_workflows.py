@@ -111,6 +111,22 @@ def test_the_dispatched_mark_only_moves_forward_and_blocked_round_trips(
     assert state is not None and state.blocked is None
 
 
+def test_a_commit_with_nothing_to_send_carries_its_dispatched_mark(store: StateStore) -> None:
+    run_id = workflow_run(store)
+    wf = store.workflows
+    assert wf.commit(run_id, gen=0, activation=activation(1), consumed=[])
+    state = wf.load(run_id)
+    assert state is not None and (state.last, state.dispatched) == (1, 0)
+    assert wf.commit(run_id, gen=0, activation=activation(2), consumed=[], dispatched=True)
+    state = wf.load(run_id)
+    assert state is not None and (state.last, state.dispatched) == (2, 2)
+    # A refused commit (a duplicate) moves nothing.
+    assert not wf.commit(run_id, gen=0, activation=activation(2), consumed=[], dispatched=True)
+    wf.mark_dispatched(run_id, gen=0, n=1)
+    state = wf.load(run_id)
+    assert state is not None and state.dispatched == 2
+
+
 def test_timers_are_idempotent_rows_found_by_due_time_while_the_run_is_active(
     store: StateStore,
 ) -> None:

@@ -8,14 +8,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from flowbridge import ActivityError, WorkflowContext, activity, workflow
 from flowbridge.testing import Runner
+from state.protocol import StateStore
 from state.records import Run, RunStatus
+from state.sqlite import SQLiteStore
 from tasks.errors import RetryError
+from tasks.inprocess import run_queued
 
 _names = itertools.count()
 
@@ -273,3 +277,40 @@ def test_a_start_rejected_before_the_workflow_was_deployed_starts_it_once_sent_a
     run = r.result("r-late")
     assert run["status"] == "completed" and run["output"] == 4, run
     assert [e["kind"] for e in r.history("r-late")].count("run.created") == 2, "rejected, then run"
+
+
+def test_an_outcome_goes_into_its_activation_and_waits_in_the_inbox_while_paused(
+    tmp_path: Path,
+) -> None:
+    calls: list[str] = []
+    step, name = unique("step"), unique("direct")
+
+    @activity(step)
+    def do_step(label: str) -> str:
+        calls.append(label)
+        return label
+
+    @workflow(name)
+    async def flow(ctx: WorkflowContext, data: Any) -> list[str]:
+        return [await ctx.activity(do_step, "a"), await ctx.activity(do_step, "b")]
+
+    store = SQLiteStore(tmp_path / "state.db")
+    r = Runner(store=cast("StateStore", store))
+    run_id = r.start(name, {}, drain=False)
+    first = r.port.pop_due(advance=False)  # the start's activation: it queues the activity
+    assert first is not None and first.activation is not None
+    run_queued(r.port, first, r.rt)
+    assert r.pause(run_id)
+    r.drain()  # the activity runs; its outcome cannot be applied while the run is paused
+    assert calls == ["a"]
+    state = r.store.workflows.load(run_id)
+    assert state is not None and [k for k, _ in state.inbox] == [f"r:{state.gen}.1"]
+
+    assert r.resume(run_id)
+    run = r.result(run_id)
+    assert run["status"] == "completed" and run["output"] == ["a", "b"], run
+    assert calls == ["a", "b"], "the kept outcome was applied, the activity not run again"
+    # The second outcome went straight into its activation: no inbox row was ever written
+    # for it (the start and the outcome kept while paused are the only rows).
+    rows = store._conn().execute("SELECT key FROM wf_inbox WHERE run_id = ?", (run_id,))
+    assert sorted(k for (k,) in rows) == ["r:0.1", "s:start"]
