@@ -74,13 +74,19 @@ class RunLock:
         return bool(self.client.eval(RELEASE_IF_HELD, 1, self.key(run_id), token))  # type: ignore[no-untyped-call]
 
     @contextmanager
-    def hold(self, run_id: str, *, wait_s: float = 0.0) -> Iterator[int | None]:
-        """Hold the run's lock and yield a fresh fence, or yield None if another holder has it."""
+    def hold(
+        self, run_id: str, *, wait_s: float = 0.0, fenced: bool = True
+    ) -> Iterator[int | None]:
+        """Hold the run's lock and yield a fresh fence, or yield None if another holder has it.
+
+        ``fenced=False`` advances no fence (one write transaction less) and yields 0: for a
+        holder whose writes are conditional on their own (a code workflow's activation).
+        """
         token = self.acquire(run_id, wait_s=wait_s)
         if token is None:
             yield None
             return
         try:
-            yield self.store.advance_fence(run_id)
+            yield self.store.advance_fence(run_id) if fenced else 0
         finally:
             self.release(run_id, token)

@@ -93,8 +93,10 @@ class LocalRunLocks:
         return 0.0
 
     @contextmanager
-    def hold(self, run_id: str, *, wait_s: float = 0.0) -> Iterator[int | None]:
-        """Hold the run's lock and yield a fresh fence, or None if it is held already."""
+    def hold(
+        self, run_id: str, *, wait_s: float = 0.0, fenced: bool = True
+    ) -> Iterator[int | None]:
+        """Hold the run's lock and yield a fresh fence (0: ``fenced=False``), or None if held."""
         with self._lock:
             if run_id in self._held:
                 taken = False
@@ -105,7 +107,7 @@ class LocalRunLocks:
             yield None
             return
         try:
-            yield self.store.advance_fence(run_id)
+            yield self.store.advance_fence(run_id) if fenced else 0
         finally:
             with self._lock:
                 self._held.discard(run_id)

@@ -132,8 +132,14 @@ class LostTask:
 class RunLocks(Protocol):
     """Per-run locks paired with the store's fence (see ``state.locks.RunLock``)."""
 
-    def hold(self, run_id: str, *, wait_s: float = 0.0) -> AbstractContextManager[int | None]:
-        """Hold the run's lock; yields the new fence, or None when another holder has it."""
+    def hold(
+        self, run_id: str, *, wait_s: float = 0.0, fenced: bool = True
+    ) -> AbstractContextManager[int | None]:
+        """Hold the run's lock; yields the new fence, or None when another holder has it.
+
+        ``fenced=False``: the holder makes no fenced write (a code workflow's activation,
+        whose commit is conditional on its history), so no fence is advanced; yields 0.
+        """
         ...
 
     def expires_in(self, run_id: str) -> float:

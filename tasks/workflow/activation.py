@@ -2,10 +2,13 @@
 
 ``activate`` is what every wake-up of a run calls (a start, an activity's
 outcome, a due timer, an event, a ref, a cancel): each writes an inbox item
-first (keyed, so a redelivery is the same item) and then activates.
+first (keyed, so a redelivery is the same item) and then activates; an
+activity's outcome is handed to the activation directly and written to the
+inbox only when this activation cannot commit it.
 
-1. Take the run's lock (owner token; its fence goes with it). Held: return —
-   the holder re-reads the inbox after it releases, so no wake-up is lost.
+1. Take the run's lock (owner token; unfenced: every write below is conditional
+   on its own). Held: return — the holder re-reads the inbox after it releases,
+   so no wake-up is lost.
 2. Read the run, its generation's history and its unconsumed inbox.
 3. Rebuild the run by replaying the history (``Machine``); a divergence is
    reported on the run (``blocked``), nothing is written, and the reconciler
@@ -15,7 +18,9 @@ first (keyed, so a redelivery is the same item) and then activates.
    racing one run, one commits; the other's work is discarded.
 5. Dispatch its commands (``tasks.workflow.dispatch``), idempotently, then mark
    the activation dispatched; a crash in between is repaired by the next
-   activation or the reconciler, which dispatch again what is not marked.
+   activation or the reconciler, which dispatch again what is not marked. (When
+   the only command is the activity this task runs next, the mark goes with the
+   commit: a crash before it reports is its redelivery's, ``resend_held``.)
 
 Guarantees: workflow code runs at least once per activation (replays are
 pure); its state effects — the history, the run's end — apply exactly once;
@@ -159,7 +164,10 @@ def activate(
     locks = rt.port.run_locks()
     outcome = "idle"
     for _ in range(ROUNDS):
-        with locks.hold(run_id) as fence:
+        # Unfenced: the commit is conditional on the history (activation n only after n - 1),
+        # so a holder whose lock expired loses there; a reconciler's claim is conditional on
+        # the progress this commit records.
+        with locks.hold(run_id, fenced=False) as fence:
             if fence is None:
                 _keep(rt, run_id, item)
                 # A live holder looks at the inbox again after releasing, so this item is

@@ -25,9 +25,9 @@ BUDGET: dict[str, tuple[int, int, int]] = {
     "last node of a chain": (2, 1, 0),
     "fan-out branch": (2, 0, 0),
     "join firing": (1, 0, 1),
-    # The run lock's fence, the activation's commit and its dispatched mark (a worker that
-    # runs the next activity itself commits the mark with the activation: two).
-    "code workflow step": (3, 0, 1),
+    # The activation's commit and its dispatched mark (the lock is unfenced; a worker that
+    # runs the next activity itself commits the mark with the activation: one).
+    "code workflow step": (2, 0, 1),
 }
 
 
