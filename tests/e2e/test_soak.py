@@ -46,6 +46,12 @@ LONG = RUNS >= 10_000
 #: Memory samples over the soak (after the warm-up, then at each tenth).
 SAMPLES = 10
 MB = 1 << 20
+#: Seconds without a completion while runs are in flight that fail the soak (a stuck stack).
+STALL_S = 120.0
+#: tansu's in-memory storage spends time per record batch of a partition on each fetch: with
+#: the bridge's default 10 ms fetch wait, a partition past ~10,000 batches (one per start) is
+#: read at a few records per second. Eight partitions and 100 ms keep 100,000 starts readable.
+TANSU_ENV = {"FLOWBRIDGE_TOPIC_PARTITIONS": "8", "FLOWBRIDGE_FETCH_MAX_WAIT_MS": "100"}
 
 
 class Completions(threading.Thread):
@@ -156,6 +162,7 @@ def test_a_long_stream_of_runs_completes_with_flat_memory_and_a_store_retention_
         FLOWBRIDGE_APP=f"{E2E_APP},tests.apps.soak",
         FLOWBRIDGE_RETENTION_DAYS=repr(RETENTION_S / 86400),
         FLOWBRIDGE_RECONCILE_INTERVAL_S=str(RECONCILE_S),
+        **TANSU_ENV,
     )
     s.start_bridge("bridge")
     s.start_worker("w1")
@@ -171,9 +178,13 @@ def test_a_long_stream_of_runs_completes_with_flat_memory_and_a_store_retention_
     procs: dict[str, psutil.Process] = {}
     began = time.monotonic()
     warm_at = began
+    seen, moved = 0, time.monotonic()
     for i in range(RUNS):
         while i - done.finished >= WINDOW:
             assert done.error is None, done.error
+            if done.finished != seen:
+                seen, moved = done.finished, time.monotonic()
+            assert time.monotonic() - moved < STALL_S, f"no run finished for {STALL_S:.0f} s"
             time.sleep(0.005)
         if i == WARMUP:
             # Sampled once the warm-up's runs finished: the same point in every soak.
@@ -184,6 +195,8 @@ def test_a_long_stream_of_runs_completes_with_flat_memory_and_a_store_retention_
             warm_at = time.monotonic()
         elif i in marks:
             samples.append((i, rss_mb(procs)))
+            rate = (done.finished - WARMUP) / (time.monotonic() - warm_at)
+            print(f"soak: {i} started, {done.finished} finished ({rate:.1f}/s)", flush=True)
         s.client.start("soak", {"i": i}, run_id=f"{tag}{i}")
     deadline = time.monotonic() + 120 + RUNS / 100
     while done.finished < RUNS and time.monotonic() < deadline:
