@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv dev test lint format typecheck pytest browser chaos chaos-dispatch scale bench bench-quick clean services-stop fuzz
+.PHONY: venv dev test lint format typecheck pytest browser chaos chaos-dispatch scale soak bench bench-quick clean services-stop fuzz
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,13 @@ SCALE_RUNS ?= 2000
 scale: venv
 	FLOWBRIDGE_SCALE_RUNS=$(SCALE_RUNS) FLOWBRIDGE_SCALE_THROUGHPUT=1 \
 	  $(PY) -m pytest tests/e2e/test_scale_out.py -o timeout=3600 -s $(PYTEST_ARGS)
+
+## The soak (docs/performance.md): 100,000 runs of a 3-node chain through one bridge and two
+## workers on tansu and SQLite, as fast as they finish; RSS of each process, the store's size.
+SOAK_RUNS ?= 100000
+soak: venv
+	FLOWBRIDGE_SOAK_RUNS=$(SOAK_RUNS) \
+	  $(PY) -m pytest tests/e2e/test_soak.py -o timeout=21600 -s $(PYTEST_ARGS)
 
 ## Stop the Cassandra and Kafka a test session left running (FLOWBRIDGE_TEST_KEEP_SERVICES=1).
 services-stop:

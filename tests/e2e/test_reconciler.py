@@ -12,7 +12,7 @@ from state.errors import StaleFenceError
 from state.locks import RunLock
 from state.records import Run
 from state.sqlite import SQLiteStore
-from tasks.reconciler import reconcile_once
+from tasks.reconciler import BATCH, reconcile_once
 from tasks.runtime import Runtime
 from tasks.settings import Settings
 from tasks.worker import CeleryPort, app
@@ -137,6 +137,7 @@ def test_one_pass_with_100k_finished_runs_reads_only_the_stalled_buckets(
         "reconciled": 50,
         "failed": 0,
         "timers": 0,
+        "purged": 0,
         "lost": 0,
         "orphaned": 0,
         "redispatched": 0,
@@ -150,3 +151,24 @@ def test_one_pass_with_100k_finished_runs_reads_only_the_stalled_buckets(
         f"reconcile pass over 100,050 runs (50 stalled): {elapsed * 1000:.0f} ms, "
         f"{steps * 100} SQLite VM steps vs {base * 100} with no finished runs"
     )
+
+
+def test_a_pass_purges_the_finished_runs_past_retention_in_batches(
+    isolation: Isolation, tmp_path: Path
+) -> None:
+    now = [1_000_000.0]
+    store = SQLiteStore(tmp_path / "purge.db", clock=lambda: now[0], retention_s=60)
+    store.migrate()
+    finished = BATCH * 2 + 10  # more than one batch: the pass goes on until none are left
+    for i in range(finished):
+        store.create_run(_run(f"done-{i}", status="completed", snapshot={}), start_nodes=[])
+    store.create_run(_run("live"), start_nodes=["a"])
+    now[0] += 30
+    store.create_run(_run("recent", status="completed", snapshot={}), start_nodes=[])
+    now[0] += 40  # the first runs are 70 s old, past the 60 s retention; "recent" 40 s
+    report = reconcile_once(_runtime(isolation, store, now))
+    assert report["purged"] == finished
+    assert store.get_run("done-0") is None and store.get_history("done-0") == []
+    assert store.get_run("recent") is not None, "not yet past retention"
+    assert store.get_run("live") is not None, "a live run never expires"
+    assert reconcile_once(_runtime(isolation, store, now))["purged"] == 0
