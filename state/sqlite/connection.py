@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
-from state.constants import SQLITE_BUSY_TIMEOUT_MS
+from state.constants import SQLITE_BUSY_TIMEOUT_MS, SQLITE_WAL_LIMIT_BYTES
 from state.errors import SchemaError, StateError
 from state.keys import outbox_shard
 
@@ -46,6 +46,7 @@ class Database:
         conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         self._ensure_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA journal_size_limit = {SQLITE_WAL_LIMIT_BYTES}")
         conn.row_factory = sqlite3.Row
         conn.create_function("outbox_shard", 1, outbox_shard, deterministic=True)
         self._local.conn = conn
